@@ -1,0 +1,279 @@
+"""The local artifact store every step reads from and writes to.
+
+Layout: ``<root>/<name>/v<N>/`` holds an artifact's files plus ``manifest.json`` (file
+sha256s, producing step, MLflow and W&B run ids, the config used). A version exists only once
+its folder has been renamed into place with its manifest inside, so a crash never leaves a
+version that looks complete. References: ``name``, ``name:latest``, ``name:v3``, ``name:<alias>``
+(aliases such as ``best`` live in ``<root>/<name>/aliases.json``), or a path to a version folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from animerec.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ALIASES = "aliases.json"
+_VERSION_DIR = re.compile(r"^v(\d+)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ArtifactError(UserError, RuntimeError):
+    """An artifact reference that cannot be resolved, or an artifact that cannot be written."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@dataclass(frozen=True)
+class ArtifactVersion:
+    """One stored, complete version of an artifact."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: dict = field(repr=False, compare=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+    @property
+    def type(self) -> str:
+        return self.manifest.get("type", "")
+
+    @property
+    def metadata(self) -> dict:
+        return self.manifest.get("metadata", {})
+
+    def file(self, relative: str) -> Path:
+        """Path of one of the artifact's files; a clear error if the artifact lacks it."""
+        path = self.path / relative
+        if not path.exists():
+            listed = ", ".join(sorted(self.manifest.get("files", {}))) or "none"
+            raise ArtifactError(
+                f"Artifact {self.ref} ({self.path}) has no file {relative!r}; it holds: {listed}. "
+                f"Was it written by an older or different step?"
+            )
+        return path
+
+    def verify(self) -> None:
+        """Check every file against the sha256 recorded in the manifest."""
+        for rel, info in self.manifest.get("files", {}).items():
+            actual = sha256_file(self.path / rel)
+            if actual != info["sha256"]:
+                raise ArtifactError(
+                    f"Artifact {self.ref}: file {rel} does not match its manifest sha256 "
+                    f"(expected {info['sha256'][:12]}…, found {actual[:12]}…); it was changed after it was written."
+                )
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``name[:version_or_alias]`` into its name and version/alias (``latest`` if absent)."""
+    name, _, tag = ref.partition(":")
+    return name, (tag or "latest")
+
+
+class ArtifactStore:
+    """Versioned artifacts in a local folder, written atomically."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r})"
+
+    # reading -------------------------------------------------------------------------------
+    def versions(self, name: str) -> list[int]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        found = []
+        for child in folder.iterdir():
+            match = _VERSION_DIR.match(child.name)
+            if match and (child / MANIFEST).is_file():
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        path = self.root / name / ALIASES
+        if not path.is_file():
+            return {}
+        return {k: int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+
+    def resolve(self, ref: str | os.PathLike) -> ArtifactVersion:
+        """Resolve ``name``, ``name:latest``, ``name:vN``, ``name:<alias>`` or a version folder path."""
+        text = str(ref)
+        as_path = Path(text).expanduser()
+        if (as_path / MANIFEST).is_file():
+            return self._load(as_path)
+        name, tag = parse_ref(text)
+        if not _NAME.match(name):
+            raise ArtifactError(
+                f"{text!r} is neither an artifact reference (name, name:latest, name:v3) nor a folder "
+                f"holding a {MANIFEST}."
+            )
+        versions = self.versions(name)
+        if not versions:
+            known = ", ".join(self.names()) or "none yet"
+            raise ArtifactError(
+                f"No artifact named {name!r} in the store {self.root} (artifacts there: {known}). "
+                f"Run the step that produces it first, or point main.artifact_root at the store that has it."
+            )
+        if tag == "latest":
+            version = versions[-1]
+        elif _VERSION_DIR.match(tag):
+            version = int(tag[1:])
+            if version not in versions:
+                raise ArtifactError(
+                    f"Artifact {name!r} has no version {tag} in {self.root}; versions: "
+                    + ", ".join(f"v{v}" for v in versions)
+                )
+        else:
+            aliases = self.aliases(name)
+            if tag not in aliases:
+                raise ArtifactError(
+                    f"Artifact {name!r} has no alias {tag!r}; use latest, a version "
+                    f"({', '.join(f'v{v}' for v in versions)}) or one of the aliases: {', '.join(aliases) or 'none'}."
+                )
+            version = aliases[tag]
+        return self._load(self.root / name / f"v{version}")
+
+    @staticmethod
+    def _load(path: Path) -> ArtifactVersion:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        return ArtifactVersion(manifest["name"], int(manifest["version"]), path.resolve(), manifest)
+
+    # writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def new_version(
+        self,
+        name: str,
+        type: str,
+        *,
+        metadata: dict | None = None,
+        producer: dict | None = None,
+        config: dict | None = None,
+    ) -> Iterator["PendingVersion"]:
+        """Stage a new version; it becomes visible only if the ``with`` block ends without error.
+
+        Files are written into ``pending.path`` (a hidden staging folder next to the versions).
+        On success the manifest is written and the folder renamed to the next free ``vN``.
+        """
+        if not _NAME.match(name):
+            raise ArtifactError(f"Invalid artifact name {name!r}: use letters, digits, '.', '_' and '-'.")
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        pending = PendingVersion(name=name, type=type, path=staging, metadata=dict(metadata or {}))
+        try:
+            yield pending
+            pending.version = self._commit(pending, producer or {}, config or {})
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _commit(self, pending: "PendingVersion", producer: dict, config: dict) -> ArtifactVersion:
+        files = {}
+        for path in sorted(p for p in pending.path.rglob("*") if p.is_file()):
+            rel = path.relative_to(pending.path).as_posix()
+            files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        if not files:
+            raise ArtifactError(f"Refusing to store an empty artifact {pending.name!r}: the step wrote no files.")
+        folder = pending.path.parent
+        while True:
+            # Reserve the next number with an empty folder, so that concurrent writers pick different ones.
+            taken = [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_DIR.match(p.name))]
+            version = max(taken, default=0) + 1
+            target = folder / f"v{version}"
+            try:
+                target.mkdir()
+                break
+            except FileExistsError:
+                continue
+        manifest = {
+            "name": pending.name,
+            "version": version,
+            "type": pending.type,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": files,
+            "metadata": pending.metadata,
+            "producer": producer,
+            "config": config,
+        }
+        atomic_write_json(pending.path / MANIFEST, manifest)
+        os.rename(pending.path, target)  # replaces the empty reserved folder in one step
+        logger.info("Stored artifact %s:v%d (%d files) in %s", pending.name, version, len(files), target)
+        return self._load(target)
+
+    def update_manifest(self, version: ArtifactVersion, **fields: Any) -> ArtifactVersion:
+        """Add fields (e.g. the W&B artifact name once it is known) to a stored manifest, atomically."""
+        manifest = dict(version.manifest)
+        manifest.update(fields)
+        atomic_write_json(version.path / MANIFEST, manifest)
+        return self._load(version.path)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        if alias == "latest" or _VERSION_DIR.match(alias):
+            raise ArtifactError(f"{alias!r} cannot be used as an alias: it is a reserved version name.")
+        if version not in self.versions(name):
+            raise ArtifactError(f"Cannot alias {name}:v{version}: no such version in {self.root}.")
+        aliases = self.aliases(name)
+        aliases[alias] = version
+        atomic_write_json(self.root / name / ALIASES, aliases)
+
+
+@dataclass
+class PendingVersion:
+    """A version being written: put files under ``path``; ``version`` is set once committed."""
+
+    name: str
+    type: str
+    path: Path
+    metadata: dict
+    version: ArtifactVersion | None = None

@@ -1,0 +1,16 @@
+"""Step functions: each takes the composed configuration (a plain dict) and runs one step.
+
+They are what ``components/<step>/run.py`` and the tests call; tracking and artifacts go
+through :class:`animerec.tracking.StepRun`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from animerec.steps.data import download, preprocess
+
+REGISTRY: dict[str, Callable[[dict], Any]] = {
+    "download": download,
+    "preprocess": preprocess,
+}

@@ -1,0 +1,16 @@
+"""What every step function shares: the store and a StepRun made from the configuration."""
+
+from __future__ import annotations
+
+from animerec.artifacts import ArtifactStore
+from animerec.tracking import StepRun, WandbSettings
+
+
+def store_from(cfg: dict) -> ArtifactStore:
+    return ArtifactStore(cfg["main"]["artifact_root"])
+
+
+def step_run(step: str, cfg: dict, sections: tuple[str, ...]) -> StepRun:
+    """A StepRun logging the config sections that matter to this step."""
+    logged = {name: cfg[name] for name in sections if name in cfg}
+    return StepRun(step, logged, store_from(cfg), WandbSettings.from_config(cfg.get("wandb")))

@@ -1,0 +1,27 @@
+"""Run the anime recommender pipeline: `python main.py [hydra overrides]`.
+
+Examples:
+    python main.py                                         # every step, on the demo data
+    python main.py main.steps=[download,preprocess] data.min_user_ratings=5
+    python main.py -m model.embedding_size=32,64,128      # a Hydra multirun sweep
+"""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from animerec.pipeline import run_pipeline, setup_logging, to_container
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def main(cfg: DictConfig) -> None:
+    setup_logging()
+    run_pipeline(to_container(cfg), HydraConfig.get().overrides.task, PROJECT_ROOT)
+
+
+if __name__ == "__main__":
+    main()
