@@ -136,7 +136,7 @@ def _fetch_once(session, url, part: Path, retry: RetryPolicy, auth, progress: bo
                 total=expected, initial=offset, unit="B", unit_scale=True,
                 desc=filename_from_url(url), disable=not progress, leave=False,
             ) as bar:
-                for block in response.iter_content(chunk_size=1 << 20):
+                for block in response.iter_content(chunk_size=1 << 16):
                     fh.write(block)
                     received += len(block)
                     bar.update(len(block))

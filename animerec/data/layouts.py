@@ -174,20 +174,19 @@ def iter_ratings(path: str | Path, chunk_rows: int = 2_000_000) -> Iterator[Rati
     mapping = ratings_columns(path)
     header = _header(path)
     source_names = list(mapping.values())
-    if path.suffix == ".parquet":
-        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=source_names)
-    else:
-        # Ask for numbers; a value that does not parse becomes a DataError naming the column below.
-        types = {name: pa.float64() for name in source_names}
-        types[mapping["user_id"]] = pa.int64()
-        types[mapping["anime_id"]] = pa.int64()
-        stream = pcsv.open_csv(
-            open_text(path),
-            read_options=pcsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 24)),
-            convert_options=pcsv.ConvertOptions(include_columns=source_names, column_types=types),
-        )
-        batches = stream
     try:
+        if path.suffix == ".parquet":
+            batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=source_names)
+        else:
+            # Ask for numbers; a value that does not parse becomes a DataError naming the column below.
+            types = {name: pa.float64() for name in source_names}
+            types[mapping["user_id"]] = pa.int64()
+            types[mapping["anime_id"]] = pa.int64()
+            batches = pcsv.open_csv(
+                open_text(path),
+                read_options=pcsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 24)),
+                convert_options=pcsv.ConvertOptions(include_columns=source_names, column_types=types),
+            )
         for batch in batches:
             if batch.num_rows == 0:
                 continue

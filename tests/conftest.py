@@ -1,0 +1,47 @@
+"""Shared fixtures: an isolated MLflow store and W&B folder, tiny configs, tiny demo data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Small demo data: enough structure to learn from, small enough for seconds.
+TINY_DEMO = [
+    "data.demo.num_users=150",
+    "data.demo.min_ratings_per_user=20",
+    "data.demo.max_ratings_per_user=60",
+    "data.demo.min_members=50000",
+    "data.min_user_ratings=10",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_tracking(tmp_path_factory):
+    """MLflow tracks into a throwaway sqlite store; W&B never reaches the network."""
+    home = tmp_path_factory.mktemp("tracking")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    yield
+
+
+def make_config(tmp_path: Path, *overrides: str, wandb_mode: str = "disabled") -> dict:
+    from animerec.pipeline import compose_config
+
+    return compose_config(
+        [f"main.artifact_root={tmp_path / 'artifacts'}", f"wandb.mode={wandb_mode}", f"wandb.dir={tmp_path}", *overrides],
+        PROJECT_ROOT,
+    )
+
+
+@pytest.fixture
+def config_factory(tmp_path):
+    def factory(*overrides: str, wandb_mode: str = "disabled") -> dict:
+        return make_config(tmp_path, *overrides, wandb_mode=wandb_mode)
+
+    return factory

@@ -1,0 +1,177 @@
+"""Preprocessing on the real MAL files in every layout, its filters, and its errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from animerec.artifacts import ArtifactStore
+from animerec.data import demo
+from animerec.data.layouts import DataError, load_anime
+from animerec.data.preprocess import PreprocessOptions, preprocess
+from animerec.steps import REGISTRY
+from tests.conftest import FIXTURES
+
+SAMPLE = FIXTURES / "rating_complete_sample.csv"
+
+
+def read_splits(folder):
+    return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "valid", "test")}
+
+
+def test_real_sample_with_2020_catalogue(tmp_path):
+    stats = preprocess(demo.catalogue_path(), SAMPLE, PreprocessOptions(min_user_ratings=5), tmp_path)
+    splits = read_splits(tmp_path)
+    every = pd.concat(splits.values())
+    raw = pd.read_csv(SAMPLE).drop_duplicates(["user_id", "anime_id"], keep="last")
+    raw = raw[raw.groupby("user_id").anime_id.transform("size") >= 5]
+    assert stats["num_ratings"] == len(every) == len(raw)
+    assert list(splits["train"].columns) == ["user_id", "anime_id", "user_index", "anime_index", "rating", "rating_scaled"]
+    # min-max scale stored with the data and applied
+    scale = json.loads((tmp_path / "scale.json").read_text())
+    assert scale == {"min": float(raw.rating.min()), "max": float(raw.rating.max())}
+    np.testing.assert_allclose(every.rating_scaled, (every.rating - scale["min"]) / (scale["max"] - scale["min"]), rtol=1e-6)
+    # encoders map indices back to the original IDs
+    enc = np.load(tmp_path / "encoders.npz")
+    np.testing.assert_array_equal(enc["user_ids"][every.user_index], every.user_id)
+    np.testing.assert_array_equal(enc["anime_ids"][every.anime_index], every.anime_id)
+    assert every.user_index.max() + 1 == stats["num_users"] and every.anime_index.max() + 1 == stats["num_anime"]
+    # per-user split: every user trains, no pair in two splits, ~10% test
+    assert set(splits["test"].user_id) <= set(splits["train"].user_id)
+    pairs = [set(zip(s.user_id, s.anime_id)) for s in splits.values()]
+    assert not (pairs[0] & pairs[1] or pairs[0] & pairs[2] or pairs[1] & pairs[2])
+    assert 0.08 < len(splits["test"]) / len(every) < 0.11
+    anime = pd.read_parquet(tmp_path / "anime.parquet")
+    rated = anime[anime.anime_index >= 0]
+    assert len(rated) == stats["num_anime"]
+    assert (tmp_path / "rating_hist.png").stat().st_size > 1000
+
+
+def test_split_is_seeded(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder, seed in ((a, 1), (b, 1), (c, 2)):
+        folder.mkdir()
+        preprocess(demo.catalogue_path(), SAMPLE, PreprocessOptions(min_user_ratings=5, split_seed=seed), folder)
+    ta, tb, tc = (pd.read_parquet(f / "test.parquet") for f in (a, b, c))
+    pd.testing.assert_frame_equal(ta, tb)
+    assert not ta.equals(tc)
+
+
+def test_2016_layout_html_entities_and_minus_one(tmp_path):
+    anime = load_anime(FIXTURES / "anime_2016.csv")
+    assert not anime.name.str.contains("&#039;").any()
+    assert "Gintama&#039;" not in set(anime.name) and "Gintama'" in set(anime.name)
+    assert anime.episodes.isna().any()  # "Unknown" episodes became missing
+    ratings = tmp_path / "rating.csv"
+    ids = anime.anime_id.head(30).tolist()
+    rows = [(u, a, (-1 if (u + a) % 7 == 0 else (u * a) % 10 + 1)) for u in range(12) for a in ids]
+    pd.DataFrame(rows, columns=["user_id", "anime_id", "rating"]).to_csv(ratings, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    stats = preprocess(FIXTURES / "anime_2016.csv", ratings, PreprocessOptions(min_user_ratings=5), out)
+    assert stats["rows"]["not_rated"] == sum(r[2] == -1 for r in rows)
+    assert stats["num_ratings"] == sum(r[2] != -1 for r in rows)
+
+
+def test_2023_layout_has_source_and_drops_unknown_ids(tmp_path):
+    anime = load_anime(FIXTURES / "anime_2023_head.csv")
+    assert anime.loc[anime.anime_id == 1, "source"].item() == "Original"
+    assert anime.loc[anime.anime_id == 1, "english_name"].item() == "Cowboy Bebop"
+    assert not anime.isin(["UNKNOWN"]).any().any()
+    with pytest.raises(DataError, match=r"anime IDs that are not in the anime file.*data.unknown_anime=drop"):
+        preprocess(FIXTURES / "anime_2023_head.csv", SAMPLE, PreprocessOptions(min_user_ratings=5), tmp_path)
+    stats = preprocess(
+        FIXTURES / "anime_2023_head.csv", SAMPLE, PreprocessOptions(min_user_ratings=5, unknown_anime="drop"), tmp_path
+    )
+    assert stats["rows"]["unknown_anime"] > 0 and stats["num_ratings"] > 1000
+
+
+def test_animelist_filters_and_duplicates(tmp_path):
+    catalogue = load_anime(demo.catalogue_path())
+    eps = dict(zip(catalogue.anime_id, catalogue.episodes))
+    ids = [1, 5, 6, 7, 8, 15, 16, 17, 18, 19, 20, 21]  # 1 = Cowboy Bebop, 26 episodes
+    rows = []
+    for user in (10, 20):
+        for a in ids:
+            rows.append((user, a, 8, 2, int(eps[a]) if eps[a] == eps[a] else 1))
+    rows += [
+        (10, 22, 0, 1, 3),     # not rated
+        (10, 23, 7, 6, 0),     # plan to watch
+        (20, 22, 6, 4, 0),     # dropped before watching anything
+        (20, 1, 9, 1, 5),      # duplicate of (20, 1): last one wins; watched 5 of 26
+    ]
+    path = tmp_path / "animelist.csv"
+    pd.DataFrame(rows, columns=["user_id", "anime_id", "rating", "watching_status", "watched_episodes"]).to_csv(path, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    stats = preprocess(demo.catalogue_path(), path, PreprocessOptions(min_user_ratings=5, test_fraction=0, valid_fraction=0), out)
+    assert stats["rows"]["not_rated"] == 1 and stats["rows"]["plan_to_watch"] == 1 and stats["rows"]["unwatched"] == 1
+    assert stats["rows"]["duplicates"] == 1
+    train = pd.read_parquet(out / "train.parquet")
+    assert train.loc[(train.user_id == 20) & (train.anime_id == 1), "rating"].item() == 9
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    stats = preprocess(
+        demo.catalogue_path(), path,
+        PreprocessOptions(min_user_ratings=5, test_fraction=0, valid_fraction=0, drop_half_watched=True), out2,
+    )
+    assert stats["rows"]["half_watched"] == 1  # 5 of 26 episodes
+
+
+# --- bad inputs, through the steps: a clear error and no new artifact version ---------------
+
+def run_local(config_factory, tmp_path, anime, ratings, *extra):
+    cfg = config_factory("data.source=local", f"data.anime_path={anime}", f"data.ratings_path={ratings}",
+                         "data.min_user_ratings=5", *extra)
+    REGISTRY["download"](cfg)
+    store = ArtifactStore(cfg["main"]["artifact_root"])
+    return cfg, store
+
+
+@pytest.mark.parametrize(
+    "ratings_text, message",
+    [
+        ("user_id,anime_id\n1,1\n", r"lacks required column\(s\) rating.*Columns found: user_id, anime_id"),
+        ("user_id,anime_id,rating\n1,1,9\n1,5,great\n", r"column rating holds a value that is not a number"),
+        ("user_id,anime_id,rating\n1,1,9\n1,99999999,8\n", r"anime IDs that are not in the anime file \(e.g. \[99999999\]\)"),
+        ("", r"empty"),
+        ("user_id,anime_id,rating\n", r"header but no rows"),
+        ("user_id,anime_id,rating\n1,1,9\n1,5,8\n2,1,7\n", r"All 2 users were filtered out.*min_user_ratings=5"),
+        ("user_id,anime_id,rating\n1,1,11\n", r"outside the MAL scale"),
+    ],
+    ids=["missing-column", "non-numeric", "unknown-anime", "empty-file", "header-only", "all-filtered", "out-of-scale"],
+)
+def test_bad_ratings_fail_clearly_and_write_nothing(config_factory, tmp_path, ratings_text, message):
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text(ratings_text)
+    cfg, store = run_local(config_factory, tmp_path, demo.catalogue_path(), ratings)
+    with pytest.raises(DataError, match=message) as err:
+        REGISTRY["preprocess"](cfg)
+    assert str(ratings.name) in str(err.value) or "users were filtered" in str(err.value)
+    assert store.versions("preprocessed") == []
+    assert not [p for p in (store.root / "preprocessed").iterdir()] if (store.root / "preprocessed").exists() else True
+
+
+def test_bad_anime_file_names_the_missing_column(config_factory, tmp_path):
+    anime = tmp_path / "anime.csv"
+    anime.write_text("MAL_ID,Name,Score\n1,Cowboy Bebop,8.78\n")
+    cfg, store = run_local(config_factory, tmp_path, anime, SAMPLE)
+    with pytest.raises(DataError, match=r"anime.csv: the anime file lacks required column\(s\) genres.*Columns found: MAL_ID, Name, Score"):
+        REGISTRY["preprocess"](cfg)
+    assert store.versions("preprocessed") == []
+
+
+def test_steps_log_to_wandb_offline(config_factory, tmp_path):
+    from tests.wandb_log import logged_artifacts
+
+    cfg = config_factory("data.source=local", f"data.anime_path={demo.catalogue_path()}", f"data.ratings_path={SAMPLE}",
+                         "data.min_user_ratings=5", wandb_mode="offline")
+    REGISTRY["download"](cfg)
+    result = REGISTRY["preprocess"](cfg)
+    assert result["preprocessed"] == "preprocessed:v1"
+    logged = logged_artifacts(tmp_path)
+    assert {k: v for k, v in logged.items() if v != "run_table"} == {
+        "raw_anime": "raw_data", "raw_ratings": "raw_data", "preprocessed": "preprocessed_data",
+    }
+    assert any(k.endswith("split_sizes") for k, v in logged.items() if v == "run_table")
