@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from animerec.steps.data import download, preprocess
+from animerec.steps.train import train
 
 REGISTRY: dict[str, Callable[[dict], Any]] = {
     "download": download,
     "preprocess": preprocess,
+    "train": train,
 }

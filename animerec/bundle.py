@@ -1,0 +1,169 @@
+"""The model artifact: writing it after training, and loading it without TensorFlow.
+
+A model artifact folder is self-describing. It holds the Keras model (``model.keras``), the
+two embedding matrices (``user_embeddings.npy`` ``[num_users, d]``, ``anime_embeddings.npy``
+``[num_anime, d]``), the Dense unit and optional biases (``scorer.npz``), the encoders and rating
+scale (so predictions map back to MAL IDs and 1-10), the anime table, every known rating
+(``ratings.npz``, for "already rated" and favourites), the training history and its plot,
+``metrics.json``, the config used, and ``model_info.json`` that ties them together (sizes,
+activation, a fingerprint of the encoders, the project version). :meth:`ModelBundle.load` checks
+that these agree, so a model cannot be silently paired with another dataset's encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from animerec.errors import UserError
+from animerec.scoring import Scorer
+
+FORMAT_VERSION = 1
+
+
+class BundleError(UserError, ValueError):
+    """A model artifact that is incomplete or inconsistent."""
+
+
+def encoders_fingerprint(user_ids: np.ndarray, anime_ids: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(user_ids, dtype=np.int64).tobytes())
+    digest.update(b"|")
+    digest.update(np.ascontiguousarray(anime_ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def project_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("animerec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, anime_emb: np.ndarray,
+                 activation: str, user_ids: np.ndarray, anime_ids: np.ndarray, scale: dict,
+                 anime: pd.DataFrame, ratings: pd.DataFrame, extra_info: dict | None = None) -> dict:
+    """Write everything but the Keras model and the reports into ``folder``; returns model_info."""
+    folder = Path(folder)
+    np.save(folder / "user_embeddings.npy", np.asarray(user_emb, np.float32))
+    np.save(folder / "anime_embeddings.npy", np.asarray(anime_emb, np.float32))
+    np.savez(folder / "scorer.npz", **{k: np.asarray(v) for k, v in scorer_arrays.items() if v is not None})
+    np.savez(folder / "encoders.npz", user_ids=np.asarray(user_ids, np.int64), anime_ids=np.asarray(anime_ids, np.int64))
+    (folder / "scale.json").write_text(json.dumps(scale) + "\n", encoding="utf-8")
+    anime.to_parquet(folder / "anime.parquet", index=False)
+    np.savez(
+        folder / "ratings.npz",
+        user_index=ratings["user_index"].to_numpy(np.int32),
+        anime_index=ratings["anime_index"].to_numpy(np.int32),
+        rating=ratings["rating"].to_numpy(np.int8),
+    )
+    info = {
+        "format_version": FORMAT_VERSION,
+        "project_version": project_version(),
+        "num_users": int(len(user_ids)),
+        "num_anime": int(len(anime_ids)),
+        "embedding_size": int(user_emb.shape[1]),
+        "activation": activation,
+        "use_bias": "user_bias" in scorer_arrays and scorer_arrays["user_bias"] is not None,
+        "encoders_sha256": encoders_fingerprint(user_ids, anime_ids),
+        **(extra_info or {}),
+    }
+    (folder / "model_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model artifact: numpy scorer, encoders, scale, catalogue and known ratings."""
+
+    path: Path
+    info: dict
+    scorer: Scorer
+    user_ids: np.ndarray
+    anime_ids: np.ndarray
+    scale: dict
+    anime: pd.DataFrame
+    ratings: pd.DataFrame
+
+    REQUIRED = ("model_info.json", "user_embeddings.npy", "anime_embeddings.npy", "scorer.npz", "encoders.npz",
+                "scale.json", "anime.parquet", "ratings.npz")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelBundle":
+        path = Path(path)
+        missing = [name for name in cls.REQUIRED if not (path / name).is_file()]
+        if missing:
+            raise BundleError(
+                f"{path} is not a complete model artifact: missing {', '.join(missing)}. "
+                f"Use a folder written by the train step (artifacts/model/vN)."
+            )
+        info = json.loads((path / "model_info.json").read_text(encoding="utf-8"))
+        if info.get("format_version", 0) > FORMAT_VERSION:
+            raise BundleError(f"{path} was written by a newer animerec ({info.get('project_version')}); upgrade animerec.")
+        encoders = np.load(path / "encoders.npz")
+        user_ids, anime_ids = encoders["user_ids"], encoders["anime_ids"]
+        user_emb = np.load(path / "user_embeddings.npy", mmap_mode="r")
+        anime_emb = np.load(path / "anime_embeddings.npy", mmap_mode="r")
+        problems = []
+        if encoders_fingerprint(user_ids, anime_ids) != info.get("encoders_sha256"):
+            problems.append("its encoders.npz is not the one the model was trained with")
+        if user_emb.shape[0] != len(user_ids) or user_emb.shape[0] != info.get("num_users"):
+            problems.append(f"user_embeddings has {user_emb.shape[0]} rows for {len(user_ids)} encoded users")
+        if anime_emb.shape[0] != len(anime_ids) or anime_emb.shape[0] != info.get("num_anime"):
+            problems.append(f"anime_embeddings has {anime_emb.shape[0]} rows for {len(anime_ids)} encoded anime")
+        if user_emb.shape[1] != info.get("embedding_size"):
+            problems.append(f"embedding size {user_emb.shape[1]} differs from model_info's {info.get('embedding_size')}")
+        anime = pd.read_parquet(path / "anime.parquet")
+        indexed = anime[anime["anime_index"] >= 0]
+        if len(indexed) and not np.array_equal(anime_ids[indexed["anime_index"].to_numpy()], indexed["anime_id"].to_numpy()):
+            problems.append("its anime table's anime_index does not match the encoders")
+        if problems:
+            raise BundleError(
+                f"Model artifact {path} is inconsistent: {'; '.join(problems)}. It may mix files from different "
+                f"datasets; retrain, or use the complete artifact the train step wrote."
+            )
+        weights = np.load(path / "scorer.npz")
+        scorer = Scorer.from_weights(
+            user_emb, anime_emb, weights["kernel"], weights["bias"], info["activation"],
+            weights["user_bias"] if "user_bias" in weights else None,
+            weights["anime_bias"] if "anime_bias" in weights else None,
+        )
+        rows = np.load(path / "ratings.npz")
+        ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})
+        scale = json.loads((path / "scale.json").read_text(encoding="utf-8"))
+        return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings)
+
+    # ID handling -------------------------------------------------------------------------------
+    def to_rating(self, scaled: np.ndarray) -> np.ndarray:
+        return np.asarray(scaled) * (self.scale["max"] - self.scale["min"]) + self.scale["min"]
+
+    def user_index(self, user_id: int) -> int:
+        position = np.searchsorted(self.user_ids, user_id)
+        if position >= len(self.user_ids) or self.user_ids[position] != user_id:
+            sample = ", ".join(str(u) for u in self.user_ids[:5])
+            raise BundleError(
+                f"Unknown user_id {user_id}: the model knows {len(self.user_ids)} users "
+                f"(IDs {self.user_ids.min()}-{self.user_ids.max()}, e.g. {sample})."
+            )
+        return int(position)
+
+    def anime_index(self, anime_id: int) -> int:
+        position = np.searchsorted(self.anime_ids, anime_id)
+        if position >= len(self.anime_ids) or self.anime_ids[position] != anime_id:
+            raise BundleError(
+                f"Anime {anime_id} has no embedding: nobody in the training data rated it, or the ID is not a MAL ID."
+            )
+        return int(position)
+
+    def predict(self, user_ids, anime_ids) -> np.ndarray:
+        """Predicted 1-10 ratings for pairs of original IDs."""
+        users = np.array([self.user_index(int(u)) for u in np.atleast_1d(user_ids)], dtype=np.int64)
+        anime = np.array([self.anime_index(int(a)) for a in np.atleast_1d(anime_ids)], dtype=np.int64)
+        return self.to_rating(self.scorer.score_pairs(users, anime))

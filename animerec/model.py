@@ -1,0 +1,196 @@
+"""The collaborative-filtering model, its learning-rate schedule, and a numpy scorer.
+
+:class:`CollaborativeFilteringModel` is the seed project's network: parallel user and anime
+embeddings, their cosine (``Dot(normalize=True)``), ``Flatten``, ``Dense(1, sigmoid)``, trained
+with binary cross-entropy on min-max scaled ratings. Options (issue "beyond the seed") add
+per-user / per-anime bias terms before the activation. The L2 penalty applies to the
+embedding rows a batch looks up, so its gradient stays sparse and the lazy trainer pays only
+for those rows (Keras' ``embeddings_regularizer`` would penalise, and update, whole tables).
+
+:func:`scorer_from_model` gives the :class:`animerec.scoring.Scorer` that computes exactly what
+the model computes, in numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import keras
+
+from animerec.errors import ConfigError
+from animerec.scoring import ACTIVATIONS, Scorer
+
+LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber")
+SCHEDULES = ("rampup_decay", "cosine", "constant")
+
+
+def validate_model_config(model: Mapping[str, Any]) -> None:
+    """Fail before any training on settings that cannot work, naming the option."""
+    size = model.get("embedding_size")
+    if not isinstance(size, int) or size < 1:
+        raise ConfigError(f"model.embedding_size must be a positive integer, got {size!r}.")
+    try:
+        keras.initializers.get(model.get("kernel_initializer"))
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"model.kernel_initializer {model.get('kernel_initializer')!r} is not a Keras initializer; try "
+            "he_normal, he_uniform, glorot_uniform, glorot_normal, lecun_normal or random_normal."
+        ) from None
+    if model.get("activation") not in ACTIVATIONS:
+        raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}; got {model.get('activation')!r}.")
+    if model.get("loss") not in LOSSES:
+        raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}; got {model.get('loss')!r}.")
+    if float(model.get("l2", 0)) < 0:
+        raise ConfigError(f"model.l2 must be >= 0, got {model.get('l2')}.")
+    for key in ("batch_size", "epochs"):
+        if not isinstance(model.get(key), int) or model[key] < 1:
+            raise ConfigError(f"model.{key} must be a positive integer, got {model.get(key)!r}.")
+    lr = model.get("lr", {})
+    if lr.get("schedule") not in SCHEDULES:
+        raise ConfigError(f"model.lr.schedule must be one of {', '.join(SCHEDULES)}; got {lr.get('schedule')!r}.")
+    if not 0 < float(lr.get("min_lr", 0)) <= float(lr.get("max_lr", 0)):
+        raise ConfigError(f"model.lr needs 0 < min_lr <= max_lr, got {lr.get('min_lr')} and {lr.get('max_lr')}.")
+    if int(model.get("negatives_per_positive", 0)) < 0:
+        raise ConfigError("model.negatives_per_positive must be >= 0.")
+
+
+def learning_rate(epoch: int, lr: Mapping[str, Any], epochs: int | None = None) -> float:
+    """Learning rate for a 0-based epoch.
+
+    ``rampup_decay`` (the seed's): linear from ``start_lr`` to ``max_lr`` over ``rampup_epochs``,
+    ``max_lr`` for ``sustain_epochs``, then ``(max_lr - min_lr) * exp_decay**k + min_lr``.
+    ``cosine``: from ``max_lr`` down to ``min_lr`` over ``epochs``. ``constant``: ``max_lr``.
+    """
+    schedule = lr.get("schedule", "rampup_decay")
+    max_lr, min_lr = float(lr["max_lr"]), float(lr["min_lr"])
+    if schedule == "constant":
+        return max_lr
+    if schedule == "cosine":
+        total = max(1, (epochs or 1) - 1)
+        return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * min(epoch, total) / total))
+    start_lr = float(lr.get("start_lr", min_lr))
+    rampup, sustain = int(lr.get("rampup_epochs", 0)), int(lr.get("sustain_epochs", 0))
+    if epoch < rampup:
+        return (max_lr - start_lr) / rampup * epoch + start_lr
+    if epoch < rampup + sustain:
+        return max_lr
+    return (max_lr - min_lr) * float(lr.get("exp_decay", 0.8)) ** (epoch - rampup - sustain) + min_lr
+
+
+@keras.saving.register_keras_serializable(package="animerec")
+class CollaborativeFilteringModel(keras.Model):
+    """Predicts a scaled rating in (0, 1) for (user, anime) index pairs.
+
+    Inputs: ``{"user": int [batch], "anime": int [batch]}`` (contiguous indices).
+    Output: ``[batch, 1]``.
+    Weights: ``user_embedding`` ``[num_users, embedding_size]``, ``anime_embedding``
+    ``[num_anime, embedding_size]``, ``dense`` kernel ``[1, 1]`` and bias ``[1]``, and with
+    ``use_bias`` also ``user_bias`` ``[num_users, 1]`` and ``anime_bias`` ``[num_anime, 1]``.
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_anime: int,
+        embedding_size: int = 128,
+        kernel_initializer: str = "he_normal",
+        l2: float = 1e-6,
+        activation: str = "sigmoid",
+        use_bias: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_users = int(num_users)
+        self.num_anime = int(num_anime)
+        self.embedding_size = int(embedding_size)
+        self.kernel_initializer = kernel_initializer
+        self.l2 = float(l2)
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        layers = keras.layers
+        self.user_embedding = layers.Embedding(
+            self.num_users, self.embedding_size, embeddings_initializer=kernel_initializer, name="user_embedding"
+        )
+        self.anime_embedding = layers.Embedding(
+            self.num_anime, self.embedding_size, embeddings_initializer=kernel_initializer, name="anime_embedding"
+        )
+        self.dot = layers.Dot(axes=1, normalize=True, name="dot_product")
+        self.flatten = layers.Flatten(name="flatten")
+        self.dense = layers.Dense(
+            1,
+            activation=None if self.use_bias else activation,
+            kernel_initializer=kernel_initializer,
+            kernel_regularizer=keras.regularizers.L2(self.l2) if self.l2 else None,
+            name="dense",
+        )
+        if self.use_bias:
+            self.user_bias = layers.Embedding(self.num_users, 1, embeddings_initializer="zeros", name="user_bias")
+            self.anime_bias = layers.Embedding(self.num_anime, 1, embeddings_initializer="zeros", name="anime_bias")
+            self.output_activation = layers.Activation(activation, name="activation")
+
+    def build(self, input_shape: Any = None) -> None:
+        self.user_embedding.build((None,))
+        self.anime_embedding.build((None,))
+        self.dense.build((None, 1))
+        if self.use_bias:
+            self.user_bias.build((None,))
+            self.anime_bias.build((None,))
+        self.built = True
+
+    def call(self, inputs: Mapping[str, Any], training: bool = False):
+        ops = keras.ops
+        users, anime = inputs["user"], inputs["anime"]
+        u = self.user_embedding(users)  # [batch, embedding_size]
+        a = self.anime_embedding(anime)  # [batch, embedding_size]
+        if self.l2:
+            batch = ops.cast(ops.shape(u)[0], u.dtype)
+            self.add_loss(self.l2 * (ops.sum(ops.square(u)) + ops.sum(ops.square(a))) / batch)
+        x = self.flatten(self.dot([u, a]))  # [batch, 1] cosine
+        x = self.dense(x)
+        if self.use_bias:
+            x = x + self.user_bias(users) + self.anime_bias(anime)
+            x = self.output_activation(x)
+        return x
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_users": self.num_users,
+            "num_anime": self.num_anime,
+            "embedding_size": self.embedding_size,
+            "kernel_initializer": self.kernel_initializer,
+            "l2": self.l2,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+        }
+
+
+def build_model(model_cfg: Mapping[str, Any], num_users: int, num_anime: int) -> CollaborativeFilteringModel:
+    validate_model_config(model_cfg)
+    model = CollaborativeFilteringModel(
+        num_users=num_users,
+        num_anime=num_anime,
+        embedding_size=model_cfg["embedding_size"],
+        kernel_initializer=model_cfg["kernel_initializer"],
+        l2=float(model_cfg.get("l2", 0.0)),
+        activation=model_cfg["activation"],
+        use_bias=bool(model_cfg.get("use_bias", False)),
+        name="anime_cf",
+    )
+    model.build()
+    return model
+
+
+def scorer_from_model(model: CollaborativeFilteringModel) -> Scorer:
+    kernel, bias = model.dense.get_weights()
+    return Scorer.from_weights(
+        model.user_embedding.get_weights()[0],
+        model.anime_embedding.get_weights()[0],
+        kernel,
+        bias,
+        model.activation,
+        model.user_bias.get_weights()[0] if model.use_bias else None,
+        model.anime_bias.get_weights()[0] if model.use_bias else None,
+    )

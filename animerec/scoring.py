@@ -1,0 +1,80 @@
+"""The model's forward pass in numpy (no TensorFlow needed).
+
+The recommenders, the evaluation and the serving code score every anime for a user with one
+matrix product over L2-normalised embeddings, exactly as the Keras model's
+``Dot(normalize=True) -> Dense(1) [+ biases] -> activation`` would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from animerec.errors import ConfigError
+
+ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
+_NORM_EPS = 1e-12  # keras.ops.normalize's epsilon
+
+
+def _activate(x: np.ndarray, name: str) -> np.ndarray:
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if name == "linear":
+        return x
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "softplus":
+        return np.logaddexp(0, x)
+    if name == "tanh":
+        return np.tanh(x)
+    raise ConfigError(f"Unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}.")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norm = np.sqrt(np.maximum((x * x).sum(axis=-1, keepdims=True), _NORM_EPS))
+    return (x / norm).astype(np.float32)
+
+
+@dataclass
+class Scorer:
+    """The model's forward pass in numpy, for all anime at once.
+
+    ``user_vectors`` ``[num_users, d]`` and ``anime_vectors`` ``[num_anime, d]`` are stored
+    L2-normalised; ``kernel`` and ``bias`` are the Dense unit's; biases are optional.
+    """
+
+    user_vectors: np.ndarray
+    anime_vectors: np.ndarray
+    kernel: float
+    bias: float
+    activation: str = "sigmoid"
+    user_bias: np.ndarray | None = None
+    anime_bias: np.ndarray | None = None
+
+    @classmethod
+    def from_weights(cls, user_emb, anime_emb, kernel, bias, activation="sigmoid", user_bias=None, anime_bias=None):
+        return cls(
+            l2_normalize(np.asarray(user_emb, np.float32)),
+            l2_normalize(np.asarray(anime_emb, np.float32)),
+            float(np.asarray(kernel).ravel()[0]),
+            float(np.asarray(bias).ravel()[0]),
+            activation,
+            None if user_bias is None else np.asarray(user_bias, np.float32).ravel(),
+            None if anime_bias is None else np.asarray(anime_bias, np.float32).ravel(),
+        )
+
+    def score_users(self, user_index: np.ndarray) -> np.ndarray:
+        """Scaled predictions ``[len(user_index), num_anime]`` for every anime."""
+        z = (self.user_vectors[user_index] @ self.anime_vectors.T) * self.kernel + self.bias
+        if self.user_bias is not None:
+            z += self.user_bias[user_index][:, None] + self.anime_bias[None, :]
+        return _activate(z, self.activation)
+
+    def score_pairs(self, user_index: np.ndarray, anime_index: np.ndarray) -> np.ndarray:
+        """Scaled predictions ``[n]`` for (user, anime) pairs."""
+        cos = np.einsum("ij,ij->i", self.user_vectors[user_index], self.anime_vectors[anime_index])
+        z = cos * self.kernel + self.bias
+        if self.user_bias is not None:
+            z += self.user_bias[user_index] + self.anime_bias[anime_index]
+        return _activate(z, self.activation)

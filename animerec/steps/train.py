@@ -1,0 +1,156 @@
+"""The train step: fit the model on ``preprocessed``, evaluate it, write the ``model`` artifact."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from animerec.errors import ConfigError
+from animerec.steps.common import step_run
+
+logger = logging.getLogger(__name__)
+
+
+def load_split(version, name: str) -> pd.DataFrame:
+    return pd.read_parquet(version.file(f"{name}.parquet"))
+
+
+def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict) -> dict:
+    """Model metrics next to the popularity baseline's, on the same split and candidates."""
+    from animerec.evaluation import Interactions, popularity_scorer, ranking_metrics, rating_errors
+
+    lo, hi = bundle_scale["min"], bundle_scale["max"]
+    train_i, test_i = Interactions.from_frame(train), Interactions.from_frame(test)
+    k, threshold = int(eval_cfg["k"]), float(eval_cfg["relevance_threshold"])
+    options = dict(k=k, relevance_threshold=threshold, max_users=eval_cfg.get("max_users"))
+    metrics = {}
+    if len(test):
+        predicted = scorer.score_pairs(test_i.user, test_i.anime) * (hi - lo) + lo
+        metrics.update(rating_errors(predicted, test_i.rating))
+    metrics.update(ranking_metrics(scorer.score_users, train_i, test_i, **options))
+    popularity = ranking_metrics(popularity_scorer(train_i, num_anime), train_i, test_i, **options)
+    mean_rating = float(train_i.rating.mean())
+    metrics["baselines"] = {
+        "popularity": {key: value for key, value in popularity.items() if key != "users_evaluated"},
+        "global_mean": rating_errors(np.full(len(test_i.rating), mean_rating), test_i.rating) if len(test) else {},
+    }
+    metrics["relevance_threshold"] = threshold
+    return metrics
+
+
+def plot_history(history: pd.DataFrame, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax.plot(history["epoch"], history["loss"], marker="o", label="train")
+    ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss")
+    ax.legend()
+    ax_lr.plot(history["epoch"], history["lr"], marker=".", color="#c0392b")
+    ax_lr.set_xlabel("epoch")
+    ax_lr.set_title("Learning rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: dict) -> dict:
+    """Train and evaluate; stores ``model`` and returns its reference and metrics."""
+    from animerec.model import validate_model_config
+
+    model_cfg = cfg["model"]
+    validate_model_config(model_cfg)  # before any data is read or any run is opened
+    with step_run("train", cfg, ("model", "train", "evaluate")) as run:
+        pre = run.use(cfg["train"].get("input_ref") or "preprocessed:latest")
+        train_df, valid_df, test_df = (load_split(pre, s) for s in ("train", "valid", "test"))
+        if train_df.empty:
+            raise ConfigError(
+                f"The training split of {pre.ref} is empty: nothing to train on. Lower data.test_fraction / "
+                f"data.valid_fraction or data.min_user_ratings and rerun preprocess."
+            )
+        result = fit_and_store(run, cfg, pre, train_df, valid_df, test_df)
+        return result
+
+
+def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
+    import keras
+
+    from animerec.bundle import write_bundle
+    from animerec.model import build_model, scorer_from_model
+    from animerec.strategy import make_strategy, trainer_for
+    from animerec.trainer import TrainData, fit
+
+    model_cfg, train_cfg = cfg["model"], cfg["train"]
+    keras.utils.set_random_seed(int(train_cfg["seed"]))
+    encoders = np.load(pre.file("encoders.npz"))
+    scale = json.loads(pre.file("scale.json").read_text())
+    num_users, num_anime = len(encoders["user_ids"]), len(encoders["anime_ids"])
+    strategy, decision = make_strategy(train_cfg["strategy"], train_cfg.get("tpu_address"))
+    trainer = trainer_for(train_cfg["trainer"], strategy, decision)
+    run.log_summary({"strategy": decision.kind, "trainer": trainer})
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = build_model(model_cfg, num_users, num_anime)
+
+    def as_data(frame):
+        return TrainData(frame["user_index"].to_numpy(), frame["anime_index"].to_numpy(),
+                         frame["rating_scaled"].to_numpy(np.float32))
+
+    started = time.perf_counter()
+    history = fit(model, as_data(train_df), as_data(valid_df), model_cfg, trainer=trainer, strategy=strategy,
+                  seed=int(train_cfg["seed"]), verbose=int(train_cfg.get("verbose", 1)),
+                  on_epoch_end=lambda row: run.log_metrics(
+                      {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+    train_seconds = time.perf_counter() - started
+    scorer = scorer_from_model(model)
+    metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"])
+    metrics.update({"train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
+                    "trainer": trainer, "strategy": decision.kind})
+    logger.info(
+        "Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
+        metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg["evaluate"]["k"],
+        metrics[f"recall_at_{cfg['evaluate']['k']}"], cfg["evaluate"]["k"], metrics[f"ndcg_at_{cfg['evaluate']['k']}"],
+        metrics["baselines"]["popularity"][f"recall_at_{cfg['evaluate']['k']}"],
+        metrics["baselines"]["popularity"][f"ndcg_at_{cfg['evaluate']['k']}"],
+    )
+    ratings = pd.concat([train_df, valid_df, test_df], ignore_index=True)
+    with run.output("model", "model", description="Collaborative-filtering model and its embeddings",
+                    metadata={k: v for k, v in metrics.items() if not isinstance(v, dict)}) as out:
+        model.save(out.path / "model.keras")
+        weights = {"kernel": scorer.kernel, "bias": scorer.bias}
+        if model.use_bias:
+            weights.update(user_bias=model.user_bias.get_weights()[0], anime_bias=model.anime_bias.get_weights()[0])
+        write_bundle(
+            out.path, scorer_arrays=weights, user_emb=model.user_embedding.get_weights()[0],
+            anime_emb=model.anime_embedding.get_weights()[0], activation=model.activation,
+            user_ids=encoders["user_ids"], anime_ids=encoders["anime_ids"], scale=scale,
+            anime=pd.read_parquet(pre.file("anime.parquet")), ratings=ratings,
+            extra_info={"trained_on": pre.ref, "model_name": model_cfg.get("name", "custom")},
+        )
+        frame = history.frame()
+        frame.to_csv(out.path / "history.csv", index=False)
+        plot_history(frame, out.path / "loss_curve.png")
+        (out.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        import yaml
+
+        (out.path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run.log_summary(metrics)
+    run.log_image("loss_curve", out.version.path / "loss_curve.png")
+    try:
+        from animerec.serving import log_pyfunc
+
+        model_uri = log_pyfunc(out.version.path)
+        logger.info("MLflow model: %s (serve with: mlflow models serve -m %s --env-manager local)", model_uri, model_uri)
+    except Exception as err:  # the artifact is stored; serving is an extra
+        logger.warning("Could not log the MLflow pyfunc model: %s", err)
+    return {"model": out.version.ref, "metrics": metrics}

@@ -1,0 +1,282 @@
+"""Training: a lazy, row-wise Adam for the embedding tables, and plain ``model.fit``.
+
+Keras 3's Adam turns the sparse gradient of an embedding lookup into a dense update of the
+whole table, so every step costs ``O(num_users * d)`` however small the batch. :class:`LazyAdam`
+applies Adam only to the rows a batch touched (``tf.unique`` + segment sum + scatter), with
+the same moment and bias-correction arithmetic as Keras' Adam for dense variables. The model
+stays an ordinary Keras model: it saves, loads and predicts as usual.
+
+Both trainers use the same loss (the model's loss plus its L2 penalty), learning-rate schedule
+(one value per epoch), early stopping on ``val_loss`` with the best weights restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from animerec.model import learning_rate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainData:
+    """One split as parallel arrays: ``user`` and ``anime`` indices ``[n]``, targets ``[n]``."""
+
+    user: np.ndarray
+    anime: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    trainer: str = "lazy"
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.epochs)
+
+
+def _raw(variable):
+    """The tf.Variable behind a Keras 3 variable."""
+    value = getattr(variable, "value", variable)
+    return value if isinstance(value, tf.Variable) else variable._value
+
+
+class LazyAdam:
+    """Adam that updates only the rows present in ``tf.IndexedSlices`` gradients."""
+
+    def __init__(self, learning_rate: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
+        self.learning_rate = tf.Variable(learning_rate, dtype=tf.float32, trainable=False, name="learning_rate")
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        self._slots: dict[int, tuple[tf.Variable, tf.Variable]] = {}
+
+    def build(self, variables) -> None:
+        for var in variables:
+            raw = _raw(var)
+            self._slots[id(raw)] = (
+                tf.Variable(tf.zeros_like(raw), trainable=False, name=f"m_{var.name}"),
+                tf.Variable(tf.zeros_like(raw), trainable=False, name=f"v_{var.name}"),
+            )
+
+    def apply(self, gradients, variables) -> None:
+        self.iterations.assign_add(1)
+        t = tf.cast(self.iterations, tf.float32)
+        b1, b2 = self.beta_1, self.beta_2
+        alpha = self.learning_rate * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
+        for grad, var in zip(gradients, variables):
+            if grad is None:
+                continue
+            raw = _raw(var)
+            m, v = self._slots[id(raw)]
+            if isinstance(grad, tf.IndexedSlices):
+                rows, position = tf.unique(grad.indices)
+                values = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
+                m_rows = b1 * tf.gather(m, rows) + (1.0 - b1) * values
+                v_rows = b2 * tf.gather(v, rows) + (1.0 - b2) * tf.square(values)
+                m.scatter_update(tf.IndexedSlices(m_rows, rows))
+                v.scatter_update(tf.IndexedSlices(v_rows, rows))
+                raw.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+            else:
+                m.assign(b1 * m + (1.0 - b1) * grad)
+                v.assign(b2 * v + (1.0 - b2) * tf.square(grad))
+                raw.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
+
+
+def make_dataset(data: TrainData, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False):
+    """A ``tf.data`` pipeline over in-memory arrays: shuffled index batches, gathered and prefetched.
+
+    The arrays are converted to tensors once; each epoch reshuffles only an index vector.
+    """
+    n = len(data)
+    columns = [tf.constant(data.user.astype(np.int32)), tf.constant(data.anime.astype(np.int32)),
+               tf.constant(data.target.astype(np.float32))]
+    if data.weight is not None:
+        columns.append(tf.constant(data.weight.astype(np.float32)))
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    batches = indices.batch(batch_size, drop_remainder=drop_remainder)
+
+    def gather(idx):
+        user, anime, target, *weight = (tf.gather(c, idx) for c in columns)
+        features = {"user": user, "anime": anime}
+        return (features, target, weight[0]) if weight else (features, target)
+
+    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _loss_fn(name: str):
+    import keras
+
+    return keras.losses.get(name)
+
+
+class LazyTrainer:
+    """Custom training loop: forward, loss + model.losses, sparse gradients, LazyAdam."""
+
+    name = "lazy"
+
+    def __init__(self, model, loss: str, seed: int = 42):
+        self.model = model
+        self.loss = _loss_fn(loss)
+        self.seed = seed
+        self.optimizer = LazyAdam()
+        self.variables = list(model.trainable_variables)
+        self.optimizer.build(self.variables)
+        self._train_step = tf.function(self._step, reduce_retracing=True)
+        self._eval_step = tf.function(self._eval, reduce_retracing=True)
+
+    def _objective(self, features, target, weight, training):
+        prediction = tf.squeeze(self.model(features, training=training), axis=-1)
+        per_example = self.loss(target[:, None], prediction[:, None])
+        if weight is not None:
+            data_loss = tf.reduce_sum(per_example * weight) / tf.maximum(tf.reduce_sum(weight), 1e-9)
+        else:
+            data_loss = tf.reduce_mean(per_example)
+        return data_loss, data_loss + tf.add_n([data_loss * 0.0, *self.model.losses])
+
+    def _step(self, features, target, weight=None):
+        with tf.GradientTape() as tape:
+            data_loss, total = self._objective(features, target, weight, True)
+        gradients = tape.gradient(total, self.variables)
+        self.optimizer.apply(gradients, self.variables)
+        return data_loss
+
+    def _eval(self, features, target, weight=None):
+        return self._objective(features, target, weight, False)[0]
+
+    def set_learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate.assign(value)
+
+    def train_epoch(self, dataset, progress) -> float:
+        total, count = 0.0, 0
+        for batch in dataset:
+            loss = self._train_step(*batch)
+            total += float(loss)
+            count += 1
+            progress(1, float(loss))
+        return total / max(count, 1)
+
+    def evaluate(self, dataset) -> float:
+        losses = [float(self._eval_step(*batch)) for batch in dataset]
+        return float(np.mean(losses)) if losses else float("nan")
+
+
+def fit(
+    model,
+    train: TrainData,
+    valid: TrainData | None,
+    model_cfg: Mapping[str, Any],
+    *,
+    trainer: str = "lazy",
+    strategy=None,
+    seed: int = 42,
+    verbose: int = 1,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    steps_per_execution: int = 1,
+) -> History:
+    """Train ``model`` in place; returns the per-epoch history (best weights are restored)."""
+    if len(train) == 0:
+        raise ValueError("The training split is empty: nothing to train on.")
+    if trainer == "keras":
+        return _fit_keras(model, train, valid, model_cfg, strategy=strategy, seed=seed, verbose=verbose,
+                          on_epoch_end=on_epoch_end)
+    from tqdm.auto import tqdm
+
+    epochs, batch_size, patience = int(model_cfg["epochs"]), int(model_cfg["batch_size"]), int(model_cfg["patience"])
+    lazy = LazyTrainer(model, model_cfg["loss"], seed=seed)
+    train_ds = make_dataset(train, batch_size, shuffle=True, seed=seed)
+    valid_ds = make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed) if valid is not None and len(valid) else None
+    history = History(trainer="lazy")
+    best, best_weights, waited = float("inf"), None, 0
+    steps = int(np.ceil(len(train) / batch_size))
+    for epoch in range(epochs):
+        lr = learning_rate(epoch, model_cfg["lr"], epochs)
+        lazy.set_learning_rate(lr)
+        started = time.perf_counter()
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, leave=False, unit="batch") as bar:
+            def progress(n, loss):
+                bar.update(n)
+                bar.set_postfix(loss=f"{loss:.4f}")
+
+            loss = lazy.train_epoch(train_ds, progress)
+        seconds = time.perf_counter() - started
+        val_loss = lazy.evaluate(valid_ds) if valid_ds is not None else loss
+        row = {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
+               "ratings_per_s": len(train) / seconds}
+        history.epochs.append(row)
+        logger.info("epoch %d/%d loss %.5f val_loss %.5f lr %.2e (%.1fs, %.0f ratings/s)",
+                    epoch + 1, epochs, loss, val_loss, lr, seconds, row["ratings_per_s"])
+        if on_epoch_end:
+            on_epoch_end(row)
+        if val_loss < best - 1e-7:
+            best, best_weights, waited, history.best_epoch = val_loss, model.get_weights(), 0, epoch + 1
+        else:
+            waited += 1
+            if waited >= patience:
+                logger.info("Early stopping after epoch %d: val_loss has not improved for %d epochs", epoch + 1, patience)
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return history
+
+
+def _fit_keras(model, train, valid, model_cfg, *, strategy, seed, verbose, on_epoch_end) -> History:
+    """Plain ``model.fit`` with Keras' Adam (used on TPU / multi-replica strategies, and as the reference)."""
+    import keras
+
+    drop_remainder = strategy is not None and type(strategy).__name__.startswith("TPU")
+    batch_size = int(model_cfg["batch_size"])
+    train_ds = make_dataset(train, batch_size, shuffle=True, seed=seed, drop_remainder=drop_remainder)
+    valid_ds = None
+    if valid is not None and len(valid):
+        valid_ds = make_dataset(valid, batch_size, shuffle=False, seed=seed, drop_remainder=drop_remainder)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds = train_ds.with_options(options)
+        valid_ds = valid_ds.with_options(options) if valid_ds is not None else None
+    epochs = int(model_cfg["epochs"])
+    model.compile(optimizer=keras.optimizers.Adam(), loss=model_cfg["loss"])
+    rows: list[dict] = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.started
+            row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": float(logs.get("val_loss", logs["loss"])),
+                   "lr": learning_rate(epoch, model_cfg["lr"], epochs), "seconds": seconds,
+                   "ratings_per_s": len(train) / seconds}
+            rows.append(row)
+            if on_epoch_end:
+                on_epoch_end(row)
+
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch, _lr: learning_rate(epoch, model_cfg["lr"], epochs)),
+        Record(),
+    ]
+    if valid_ds is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=int(model_cfg["patience"]), restore_best_weights=True))
+    model.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
+    history = History(epochs=rows, trainer="keras")
+    if rows:
+        history.best_epoch = int(np.argmin([r["val_loss"] for r in rows])) + 1
+    return history

@@ -1,0 +1,9 @@
+"""Train and evaluate the collaborative-filtering model (the 'train' step). `python run.py --help` lists the options."""
+
+import sys
+from pathlib import Path
+
+from animerec.pipeline import step_main
+
+if __name__ == "__main__":
+    sys.exit(step_main("train", config_dir=Path(__file__).resolve().parents[2]))
