@@ -80,6 +80,25 @@ def learning_rate(epoch: int, lr: Mapping[str, Any], epochs: int | None = None) 
 
 
 @keras.saving.register_keras_serializable(package="animerec")
+class RowEmbedding(keras.layers.Embedding):
+    """``keras.layers.Embedding`` whose lookup reads only the requested rows.
+
+    Keras 3's ``Embedding`` calls ``ops.take`` which, on TensorFlow, first converts the whole
+    table to a tensor: a full read per step, and a full copy when the optimizer then writes rows
+    the read still shares. Gathering straight from the variable keeps both reads and gradients
+    at ``[batch, embedding_size]``. On other backends it is the plain layer.
+    """
+
+    def call(self, inputs):
+        if keras.backend.backend() != "tensorflow":
+            return super().call(inputs)
+        import tensorflow as tf
+
+        table = self.embeddings.value
+        return tf.gather(table, tf.cast(inputs, tf.int32))
+
+
+@keras.saving.register_keras_serializable(package="animerec")
 class CollaborativeFilteringModel(keras.Model):
     """Predicts a scaled rating in (0, 1) for (user, anime) index pairs.
 
@@ -110,10 +129,10 @@ class CollaborativeFilteringModel(keras.Model):
         self.activation = activation
         self.use_bias = bool(use_bias)
         layers = keras.layers
-        self.user_embedding = layers.Embedding(
+        self.user_embedding = RowEmbedding(
             self.num_users, self.embedding_size, embeddings_initializer=kernel_initializer, name="user_embedding"
         )
-        self.anime_embedding = layers.Embedding(
+        self.anime_embedding = RowEmbedding(
             self.num_anime, self.embedding_size, embeddings_initializer=kernel_initializer, name="anime_embedding"
         )
         self.dot = layers.Dot(axes=1, normalize=True, name="dot_product")
@@ -126,8 +145,8 @@ class CollaborativeFilteringModel(keras.Model):
             name="dense",
         )
         if self.use_bias:
-            self.user_bias = layers.Embedding(self.num_users, 1, embeddings_initializer="zeros", name="user_bias")
-            self.anime_bias = layers.Embedding(self.num_anime, 1, embeddings_initializer="zeros", name="anime_bias")
+            self.user_bias = RowEmbedding(self.num_users, 1, embeddings_initializer="zeros", name="user_bias")
+            self.anime_bias = RowEmbedding(self.num_anime, 1, embeddings_initializer="zeros", name="anime_bias")
             self.output_activation = layers.Activation(activation, name="activation")
 
     def build(self, input_shape: Any = None) -> None:

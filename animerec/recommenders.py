@@ -1,0 +1,330 @@
+"""The recommenders, behind one call shape (after implicit's ``RecommenderBase``).
+
+Every recommender answers the same three questions and always returns ``(ids, scores)``,
+best first, as numpy arrays of original MAL IDs (anime) or dataset user IDs (users):
+
+- ``recommend(user_id, n=10, filter_already_rated=True, filter_items=None, filters=None)``
+- ``similar_items(anime_id, n=10, filter_items=None, filters=None)``
+- ``similar_users(user_id, n=10)``
+
+Inputs are checked first, with errors that say what to fix. :class:`EmbeddingRecommender`
+uses the trained embeddings: cosine between anime vectors, cosine between user vectors, and the
+model's predicted rating (1-10) of every anime. :class:`UserBasedRecommender` recommends what
+the most similar users count among their favourites. :class:`ItemFilter` restricts any of them
+by genre, type and MAL score.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from animerec.bundle import ModelBundle
+from animerec.data.layouts import TYPES
+from animerec.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+class RecommenderError(UserError, ValueError):
+    """A query that cannot be answered as asked; the message says why and what to try."""
+
+
+def _norm(text: str) -> str:
+    """Case, spacing and punctuation insensitive key: "slice of life" == "Slice of Life", "scifi" == "Sci-Fi"."""
+    return re.sub(r"[^0-9a-z]+", "", str(text).lower())
+
+
+@dataclass
+class ItemFilter:
+    """Which anime may be returned: any-of (or all-of) genres, types, and a MAL score range."""
+
+    genres: Sequence[str] = ()
+    genre_match: str = "any"
+    types: Sequence[str] = ()
+    min_score: float | None = None
+    max_score: float | None = None
+
+    @classmethod
+    def from_config(cls, recs: dict) -> "ItemFilter":
+        return cls(
+            genres=list(recs.get("genres") or []), genre_match=recs.get("genre_match", "any"),
+            types=list(recs.get("types") or []), min_score=recs.get("min_score"), max_score=recs.get("max_score"),
+        )
+
+    def is_empty(self) -> bool:
+        return not self.genres and not self.types and self.min_score is None and self.max_score is None
+
+
+@dataclass
+class Catalogue:
+    """The anime that have embeddings, indexed by ``anime_index``."""
+
+    frame: pd.DataFrame  # one row per anime_index, in order
+    genre_sets: list = field(repr=False, default_factory=list)
+    known_genres: dict = field(repr=False, default_factory=dict)  # normalised -> display name
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle) -> "Catalogue":
+        rated = bundle.anime[bundle.anime["anime_index"] >= 0].sort_values("anime_index")
+        frame = pd.DataFrame({"anime_id": bundle.anime_ids})
+        frame = frame.merge(rated.drop(columns=["anime_index"]), on="anime_id", how="left")
+        frame["genres"] = frame["genres"].fillna("")
+        genre_sets = [frozenset(_norm(g) for g in gs.split(",") if g.strip()) for gs in frame["genres"]]
+        known = {}
+        for names in frame["genres"]:
+            for g in names.split(","):
+                if g.strip():
+                    known.setdefault(_norm(g), g.strip())
+        return cls(frame.reset_index(drop=True), genre_sets, known)
+
+    def mask(self, filters: ItemFilter | None) -> np.ndarray:
+        allowed = np.ones(len(self.frame), dtype=bool)
+        if filters is None or filters.is_empty():
+            return allowed
+        if filters.genres:
+            if filters.genre_match not in ("any", "all"):
+                raise RecommenderError(f"genre_match must be 'any' or 'all', got {filters.genre_match!r}.")
+            wanted = set()
+            for genre in filters.genres:
+                key = _norm(genre)
+                if key not in self.known_genres:
+                    raise RecommenderError(
+                        f"Unknown genre {genre!r}. Known genres: {', '.join(sorted(self.known_genres.values()))}."
+                    )
+                wanted.add(key)
+            if filters.genre_match == "all":
+                allowed &= np.array([wanted <= s for s in self.genre_sets])
+            else:
+                allowed &= np.array([not wanted.isdisjoint(s) for s in self.genre_sets])
+        if filters.types:
+            by_key = {_norm(t): t for t in TYPES}
+            wanted_types = []
+            for kind in filters.types:
+                if _norm(kind) not in by_key:
+                    raise RecommenderError(f"Unknown type {kind!r}. Types: {', '.join(TYPES)}.")
+                wanted_types.append(by_key[_norm(kind)])
+            allowed &= self.frame["type"].isin(wanted_types).to_numpy()
+        score = self.frame["score"].to_numpy(dtype=float)
+        if filters.min_score is not None:
+            allowed &= score >= float(filters.min_score)
+        if filters.max_score is not None:
+            allowed &= score <= float(filters.max_score)
+        return allowed
+
+
+def _top(scores: np.ndarray, allowed: np.ndarray, n: int, tiebreak: np.ndarray | None = None):
+    """Indices and scores of the n best allowed entries, best first (ties: tiebreak desc, then index)."""
+    candidates = np.flatnonzero(allowed)
+    if len(candidates) == 0:
+        return candidates, np.empty(0, dtype=np.float32)
+    values = scores[candidates]
+    if len(candidates) > n * 4 and tiebreak is None:
+        keep = np.argpartition(-values, n - 1)[:n]
+        candidates, values = candidates[keep], values[keep]
+    keys = (candidates, -tiebreak[candidates], -values) if tiebreak is not None else (candidates, -values)
+    order = np.lexsort(keys)[:n]
+    return candidates[order], values[order]
+
+
+class Recommender(ABC):
+    """One call shape for every recommender; subclasses implement the three queries."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.catalogue = Catalogue.from_bundle(bundle)
+        ratings = bundle.ratings.sort_values(["user_index", "anime_index"], kind="stable")
+        self._rated_anime = ratings["anime_index"].to_numpy(np.int64)
+        self._rated_value = ratings["rating"].to_numpy(np.float32)
+        counts = np.bincount(ratings["user_index"].to_numpy(), minlength=len(bundle.user_ids))
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
+        self.rating_counts = counts
+
+    # input checks ------------------------------------------------------------------------------
+    @staticmethod
+    def _check_n(n: int) -> int:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise RecommenderError(f"n must be a positive integer, got {n!r}.")
+        return int(n)
+
+    def rated(self, user_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(anime indices, ratings) of one user."""
+        s, e = self._starts[user_index], self._starts[user_index + 1]
+        return self._rated_anime[s:e], self._rated_value[s:e]
+
+    def _allowed(self, filters: ItemFilter | None, filter_items: Iterable[int] | None) -> np.ndarray:
+        allowed = self.catalogue.mask(filters)
+        if filter_items is not None:
+            for anime_id in filter_items:
+                allowed[self.bundle.anime_index(int(anime_id))] = False
+        return allowed
+
+    def _answer(self, indices: np.ndarray, scores: np.ndarray, what: str, filters: ItemFilter | None):
+        if len(indices) == 0:
+            raise RecommenderError(
+                f"No {what} is left after the filters ({_describe(filters)}); widen the genres, types or score range."
+            )
+        return self.bundle.anime_ids[indices], np.asarray(scores, dtype=np.float32)
+
+    # the call shape -------------------------------------------------------------------------------
+    @abstractmethod
+    def recommend(self, user_id: int, n: int = 10, *, filter_already_rated: bool = True,
+                  filter_items: Iterable[int] | None = None, filters: ItemFilter | None = None):
+        """Anime for a user: ``(anime_ids, scores)``."""
+
+    def similar_items(self, anime_id: int, n: int = 10, *, filter_items: Iterable[int] | None = None,
+                      filters: ItemFilter | None = None):
+        """Anime most similar to one anime (cosine of anime embeddings), the anime itself excluded."""
+        n = self._check_n(n)
+        index = self.bundle.anime_index(int(anime_id))
+        vectors = self.bundle.scorer.anime_vectors
+        scores = vectors @ vectors[index]
+        allowed = self._allowed(filters, filter_items)
+        allowed[index] = False
+        return self._answer(*_top(scores, allowed, n), "anime", filters)
+
+    def similar_users(self, user_id: int, n: int = 10):
+        """Users most similar to one user (cosine of user embeddings): ``(user_ids, similarities)``."""
+        n = self._check_n(n)
+        index = self.bundle.user_index(int(user_id))
+        vectors = self.bundle.scorer.user_vectors
+        scores = vectors @ vectors[index]
+        allowed = np.ones(len(scores), dtype=bool)
+        allowed[index] = False
+        top, values = _top(scores, allowed, n)
+        return self.bundle.user_ids[top], values.astype(np.float32)
+
+    # user preferences -------------------------------------------------------------------------------
+    def favorites(self, user_id: int, percentile: float = 80) -> pd.DataFrame:
+        """The user's favourite anime: rated at or above their own ``percentile``-th rating."""
+        if not 0 <= percentile <= 100:
+            raise RecommenderError(f"favorite_percentile must be within 0-100, got {percentile}.")
+        anime, ratings = self.rated(self.bundle.user_index(int(user_id)))
+        if len(anime) == 0:
+            return self.catalogue.frame.iloc[[]].assign(rating=[])
+        cutoff = np.percentile(ratings, percentile)
+        keep = ratings >= cutoff
+        frame = self.catalogue.frame.iloc[anime[keep]].assign(rating=ratings[keep])
+        return frame.sort_values(["rating", "members"], ascending=[False, False]).reset_index(drop=True)
+
+    def preferences(self, user_id: int, percentile: float = 80) -> dict:
+        """Favourites, and counts of their genres and (when the data has it) source material."""
+        favorites = self.favorites(user_id, percentile)
+        genres = favorites["genres"].str.split(",").explode().str.strip()
+        genres = genres[genres.astype(bool)].value_counts()
+        sources = None
+        if "source" in favorites and favorites["source"].notna().any():
+            sources = favorites["source"].dropna().value_counts()
+        return {"favorites": favorites, "genres": genres, "sources": sources}
+
+
+class EmbeddingRecommender(Recommender):
+    """Recommends by the model's predicted rating of every anime the user has not rated."""
+
+    def predicted_ratings(self, user_id: int) -> np.ndarray:
+        """Predicted 1-10 rating of every anime with an embedding ``[num_anime]``, in one pass."""
+        index = self.bundle.user_index(int(user_id))
+        return self.bundle.to_rating(self.bundle.scorer.score_users(np.array([index]))[0])
+
+    def recommend(self, user_id, n=10, *, filter_already_rated=True, filter_items=None, filters=None,
+                  min_rating: float | None = None, max_rating: float | None = None):
+        n = self._check_n(n)
+        predicted = self.predicted_ratings(user_id)
+        allowed = self._allowed(filters, filter_items)
+        if filter_already_rated:
+            allowed[self.rated(self.bundle.user_index(int(user_id)))[0]] = False
+        if min_rating is not None:
+            allowed &= predicted >= float(min_rating)
+        if max_rating is not None:
+            allowed &= predicted <= float(max_rating)
+        return self._answer(*_top(predicted, allowed, n), "anime", filters)
+
+
+class UserBasedRecommender(Recommender):
+    """Recommends what the most similar users count among their favourites.
+
+    Score: how many of the ``neighbours`` most similar users favour the anime; ties go to the
+    higher mean rating those users gave it, then to the lower anime ID.
+    """
+
+    def __init__(self, bundle: ModelBundle, neighbours: int = 20, favorite_percentile: float = 80) -> None:
+        super().__init__(bundle)
+        self.neighbours = int(neighbours)
+        self.favorite_percentile = float(favorite_percentile)
+
+    def neighbour_favorites(self, user_id: int) -> pd.DataFrame:
+        """Per anime: how many similar users favour it, and their mean rating of it."""
+        similar, _ = self.similar_users(user_id, self.neighbours)
+        rows = []
+        for other in similar:
+            anime, ratings = self.rated(self.bundle.user_index(int(other)))
+            if len(anime) == 0:
+                continue
+            keep = ratings >= np.percentile(ratings, self.favorite_percentile)
+            rows.append(pd.DataFrame({"anime_index": anime[keep], "rating": ratings[keep]}))
+        if not rows:
+            return pd.DataFrame({"anime_index": [], "count": [], "mean_rating": []})
+        stacked = pd.concat(rows)
+        return stacked.groupby("anime_index")["rating"].agg(count="size", mean_rating="mean").reset_index()
+
+    def recommend(self, user_id, n=10, *, filter_already_rated=True, filter_items=None, filters=None):
+        n = self._check_n(n)
+        table = self.neighbour_favorites(user_id)
+        counts = np.zeros(len(self.bundle.anime_ids), dtype=np.float32)
+        means = np.zeros(len(self.bundle.anime_ids), dtype=np.float32)
+        index = table["anime_index"].to_numpy(np.int64)
+        counts[index] = table["count"].to_numpy()
+        means[index] = table["mean_rating"].to_numpy()
+        allowed = self._allowed(filters, filter_items) & (counts > 0)
+        if filter_already_rated:
+            allowed[self.rated(self.bundle.user_index(int(user_id)))[0]] = False
+        top, values = _top(counts, allowed, n, tiebreak=means)
+        return self._answer(top, values, "anime favoured by similar users", filters)
+
+
+def _describe(filters: ItemFilter | None) -> str:
+    if filters is None or filters.is_empty():
+        return "no filters"
+    parts = []
+    if filters.genres:
+        parts.append(f"genres {filters.genre_match} of {list(filters.genres)}")
+    if filters.types:
+        parts.append(f"types {list(filters.types)}")
+    if filters.min_score is not None or filters.max_score is not None:
+        parts.append(f"MAL score {filters.min_score}-{filters.max_score}")
+    return ", ".join(parts)
+
+
+def find_anime(bundle_or_catalogue, query: str) -> int:
+    """MAL ID for a title: exact case-insensitive Name / English name first, then a close fuzzy match."""
+    from rapidfuzz import fuzz, process
+
+    frame = bundle_or_catalogue.anime if isinstance(bundle_or_catalogue, ModelBundle) else bundle_or_catalogue
+    frame = frame.sort_values("members", ascending=False)
+    has_embedding = frame["anime_index"] >= 0 if "anime_index" in frame else pd.Series(True, index=frame.index)
+    wanted = str(query).strip().casefold()
+    for column in ("name", "english_name"):
+        exact = frame[(frame[column].fillna("").str.casefold() == wanted) & has_embedding]
+        if len(exact):
+            return int(exact["anime_id"].iloc[0])
+    names = frame.loc[has_embedding, "name"].fillna("").tolist() + frame.loc[has_embedding, "english_name"].fillna("").tolist()
+    ids = frame.loc[has_embedding, "anime_id"].tolist() * 2
+    matches = process.extract(str(query), names, scorer=fuzz.WRatio, limit=12)
+    if matches and matches[0][1] >= 90:
+        name, score, position = matches[0]
+        logger.info("No exact title %r; using the closest match %r (score %.0f)", query, name, score)
+        return int(ids[position])
+    suggestions = []
+    for name, _score, _pos in matches:
+        if name and name not in suggestions:
+            suggestions.append(name)
+    raise RecommenderError(
+        f"No anime titled {query!r}. Did you mean: {'; '.join(suggestions[:5]) or 'nothing close'}? "
+        f"Titles match MAL's Name or English name; you can also query by MAL ID (recs.anime_id)."
+    )
