@@ -102,7 +102,8 @@ class RowEmbedding(keras.layers.Embedding):
 class CollaborativeFilteringModel(keras.Model):
     """Predicts a scaled rating in (0, 1) for (user, anime) index pairs.
 
-    Inputs: ``{"user": int [batch], "anime": int [batch]}`` (contiguous indices).
+    Inputs: ``{"user": int [batch], "anime": int [batch]}`` (contiguous indices), or the same
+    as one int tensor of pairs ``[batch, 2]``.
     Output: ``[batch, 1]``.
     Weights: ``user_embedding`` ``[num_users, embedding_size]``, ``anime_embedding``
     ``[num_anime, embedding_size]``, ``dense`` kernel ``[1, 1]`` and bias ``[1]``, and with
@@ -160,7 +161,10 @@ class CollaborativeFilteringModel(keras.Model):
 
     def call(self, inputs: Mapping[str, Any], training: bool = False):
         ops = keras.ops
-        users, anime = inputs["user"], inputs["anime"]
+        if isinstance(inputs, Mapping):
+            users, anime = inputs["user"], inputs["anime"]
+        else:  # [batch, 2] pairs: the form Keras' distributed fit can pass around
+            users, anime = inputs[:, 0], inputs[:, 1]
         u = self.user_embedding(users)  # [batch, embedding_size]
         a = self.anime_embedding(anime)  # [batch, embedding_size]
         if self.l2:

@@ -52,7 +52,9 @@ class History:
 
 def _raw(variable):
     """The tf.Variable behind a Keras 3 variable."""
-    value = getattr(variable, "value", variable)
+    if isinstance(variable, tf.Variable):
+        return variable
+    value = variable.value
     return value if isinstance(value, tf.Variable) else variable._value
 
 
@@ -252,6 +254,13 @@ def _fit_keras(model, train, valid, model_cfg, *, strategy, seed, verbose, on_ep
     if valid is not None and len(valid):
         valid_ds = make_dataset(valid, batch_size, shuffle=False, seed=seed, drop_remainder=drop_remainder)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # Keras' distributed fit reduces a sample batch to build the model, which fails on dict
+        # inputs: pass (user, anime) as one [batch, 2] tensor instead.
+        def as_pairs(features, *rest):
+            return (tf.stack([features["user"], features["anime"]], axis=1), *rest)
+
+        train_ds = train_ds.map(as_pairs)
+        valid_ds = valid_ds.map(as_pairs) if valid_ds is not None else None
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds = train_ds.with_options(options)

@@ -83,6 +83,9 @@ print("TRAINER", trainer, decision.kind)
 """
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "Keras 3.15's distributed model.fit fails to build a model from a MultiWorkerMirroredStrategy batch "
+    "(strategy.reduce on PerReplica inputs); open in issue 3 until the multi-worker path has its own loop."))
 def test_two_multi_worker_workers_train_the_same_model(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

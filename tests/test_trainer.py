@@ -19,8 +19,10 @@ def toy(n=6000, users=200, anime=80, seed=0):
 
 
 def small_cfg(**changes):
-    lr = {"schedule": "constant", "min_lr": 0.02, "max_lr": 0.02}
-    return cfg(embedding_size=16, batch_size=256, epochs=6, patience=3, lr=lr, **changes)
+    settings = {"embedding_size": 16, "batch_size": 256, "epochs": 6, "patience": 3,
+                "lr": {"schedule": "constant", "min_lr": 0.02, "max_lr": 0.02}}
+    settings.update(changes)
+    return cfg(**settings)
 
 
 def test_lazy_and_fit_reach_comparable_loss():

@@ -1,0 +1,9 @@
+"""Users most similar to a query user, their preferences and picks (the 'similar_users' step). `python run.py --help` lists the options."""
+
+import sys
+from pathlib import Path
+
+from animerec.pipeline import step_main
+
+if __name__ == "__main__":
+    sys.exit(step_main("similar_users", config_dir=Path(__file__).resolve().parents[2]))
