@@ -1,0 +1,226 @@
+"""The recommenders on hand-built embeddings (exact expectations), one shared mixin for every
+recommender, and the steps on demo data (quality and bad queries)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from animerec.artifacts import ArtifactStore
+from animerec.bundle import ModelBundle, write_bundle
+from animerec.recommenders import (EmbeddingRecommender, ItemFilter, RecommenderError, UserBasedRecommender,
+                                   find_anime)
+
+ANIME = pd.DataFrame({
+    "anime_id": [10, 20, 30, 40, 50, 60],
+    "name": ["Mecha One", "Mecha Two", "Romance One", "Romance Two", "Mixed", "Slice Movie"],
+    "english_name": [None, "Robots Two", None, None, None, None],
+    "genres": ["Mecha, Action", "Mecha, Sci-Fi", "Romance", "Romance, Drama", "Mecha, Romance", "Slice of Life"],
+    "type": ["TV", "Movie", "TV", "OVA", "TV", "Movie"],
+    "source": ["Manga", "Original", "Manga", "Light novel", "Manga", None],
+    "episodes": [12.0, 1.0, 24.0, 2.0, 12.0, 1.0],
+    "score": [8.0, 7.0, 6.5, 9.0, 7.5, 5.0],
+    "members": [1000, 900, 800, 700, 600, 500],
+    "anime_index": [0, 1, 2, 3, 4, 5],
+})
+# anime vectors: mecha along x, romance along y
+ANIME_VECTORS = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7], [-1, 0.2]], np.float32)
+USER_VECTORS = np.array([[1, 0.05], [0.95, 0.1], [0.9, 0.2], [0.05, 1], [0.2, 0.9]], np.float32)
+USER_IDS = np.array([100, 101, 102, 103, 104])
+RATINGS = pd.DataFrame({  # user_index, anime_index, rating
+    "user_index": [0, 0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 4],
+    "anime_index": [0, 2, 0, 1, 4, 3, 1, 4, 5, 2, 3, 3],
+    "rating": [9, 4, 10, 9, 9, 3, 8, 8, 2, 10, 9, 8],
+})
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundle")
+    write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
+                 user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
+                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS)
+    return ModelBundle.load(folder)
+
+
+class RecommenderContract:
+    """Checks every recommender must pass (cf. implicit's RecommenderBaseTestMixin)."""
+
+    def make(self, bundle):
+        raise NotImplementedError
+
+    def test_recommend_shape_order_and_exclusion(self, bundle):
+        rec = self.make(bundle)
+        ids, scores = rec.recommend(100, n=3)
+        assert isinstance(ids, np.ndarray) and isinstance(scores, np.ndarray) and len(ids) == len(scores) <= 3
+        assert list(scores) == sorted(scores, reverse=True)
+        assert not set(ids) & {10, 30}  # user 100 rated these
+
+    def test_filter_items_and_types(self, bundle):
+        rec = self.make(bundle)
+        ids, _ = rec.recommend(100, n=5, filter_items=[20])
+        assert 20 not in ids
+        ids, _ = rec.recommend(100, n=5, filters=ItemFilter(types=["tv"]))
+        assert set(ANIME.set_index("anime_id").loc[ids, "type"]) <= {"TV"}
+
+    def test_similar_items_and_users_exclude_the_query(self, bundle):
+        rec = self.make(bundle)
+        ids, scores = rec.similar_items(10, n=10)
+        assert 10 not in ids and len(ids) == 5
+        users, sims = rec.similar_users(100, n=10)
+        assert 100 not in users and len(users) == 4 and list(sims) == sorted(sims, reverse=True)
+
+    @pytest.mark.parametrize("call, message", [
+        (lambda r: r.recommend(999), r"Unknown user_id 999"),
+        (lambda r: r.similar_users(999), r"Unknown user_id 999"),
+        (lambda r: r.similar_items(12345), r"Anime 12345 has no embedding"),
+        (lambda r: r.recommend(100, n=0), r"n must be a positive integer"),
+        (lambda r: r.recommend(100, filters=ItemFilter(genres=["Mech"])), r"Unknown genre 'Mech'. Known genres: Action"),
+        (lambda r: r.recommend(100, filters=ItemFilter(types=["Series"])), r"Unknown type 'Series'. Types: TV, Movie"),
+        (lambda r: r.recommend(100, filters=ItemFilter(min_score=9.9)), r"No anime .*left after the filters"),
+    ])
+    def test_bad_queries_say_what_to_fix(self, bundle, call, message):
+        with pytest.raises((RecommenderError, ValueError), match=message):
+            call(self.make(bundle))
+
+
+class TestEmbeddingRecommender(RecommenderContract):
+    def make(self, bundle):
+        return EmbeddingRecommender(bundle)
+
+    def test_similar_anime_ranking_is_cosine(self, bundle):
+        ids, scores = EmbeddingRecommender(bundle).similar_items(10, n=3)
+        assert list(ids) == [20, 50, 40]
+        unit = ANIME_VECTORS / np.linalg.norm(ANIME_VECTORS, axis=1, keepdims=True)
+        np.testing.assert_allclose(scores, unit[[1, 4, 3]] @ unit[0], rtol=1e-6)
+
+    def test_genre_filters_any_all_and_spelling(self, bundle):
+        rec = EmbeddingRecommender(bundle)
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(genres=["romance"]))
+        assert set(ids) == {30, 40, 50}
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(genres=["mecha", "ROMANCE"], genre_match="all"))
+        assert list(ids) == [50]
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(genres=["slice  of life"]))
+        assert list(ids) == [60]
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(min_score=7.0, max_score=8.0))
+        assert set(ids) == {20, 50}
+
+    def test_rating_recs_are_the_models_predictions(self, bundle):
+        rec = EmbeddingRecommender(bundle)
+        ids, predicted = rec.recommend(103, n=10)  # romance fan, rated 30 and 40
+        assert set(ids) == {10, 20, 50, 60} and ids[0] == 50
+        unit_u = USER_VECTORS[3] / np.linalg.norm(USER_VECTORS[3])
+        unit_a = ANIME_VECTORS[4] / np.linalg.norm(ANIME_VECTORS[4])
+        expected = 1 / (1 + np.exp(-4 * unit_u @ unit_a)) * 9 + 1
+        assert predicted[0] == pytest.approx(expected, rel=1e-5)
+        ids, predicted = rec.recommend(103, n=10, max_rating=expected - 0.01)
+        assert 50 not in ids and (predicted < expected).all()
+        ids, _ = rec.recommend(103, n=10, filter_already_rated=False)
+        assert ids[0] in (30, 40)
+
+
+class TestUserBasedRecommender(RecommenderContract):
+    def make(self, bundle):
+        return UserBasedRecommender(bundle, neighbours=2, favorite_percentile=80)
+
+    def test_favorites_follow_the_users_own_percentile(self, bundle):
+        rec = self.make(bundle)
+        favs = rec.favorites(101, 80)  # ratings 10, 9, 9, 3 -> 80th percentile is 9.4
+        assert favs["anime_id"].tolist() == [10]
+        favs = rec.favorites(101, 50)  # median 9 -> 10, 9, 9
+        assert set(favs["anime_id"]) == {10, 20, 50}
+        prefs = rec.preferences(101, 50)
+        assert prefs["genres"]["Mecha"] == 3 and prefs["sources"]["Manga"] == 2
+
+    def test_counts_then_mean_rating_break_ties(self, bundle):
+        rec = UserBasedRecommender(bundle, neighbours=2, favorite_percentile=0)  # every rating is a favourite
+        # user 100's neighbours: 101 (10,20,50,40) and 102 (20,50,60); 100 rated 10 and 30
+        ids, counts = rec.recommend(100, n=5)
+        assert list(ids[:2]) == [20, 50] and list(counts[:2]) == [2, 2]  # 20: mean 8.5; 50: mean 8.5 -> lower ID first
+        assert list(ids[2:]) == [40, 60] and list(counts[2:]) == [1, 1]  # 40 rated 3 vs 60 rated 2
+
+
+def test_title_lookup(bundle):
+    assert find_anime(bundle, "mecha one") == 10
+    assert find_anime(bundle, "robots two") == 20  # English name
+    assert find_anime(bundle, "Mecha Onee") == 10  # close fuzzy match
+    with pytest.raises(RecommenderError, match=r"No anime titled 'Zzzz Qqqq'. Did you mean: "):
+        find_anime(bundle, "Zzzz Qqqq")
+
+
+def test_mismatched_encoders_are_refused(tmp_path):
+    write_bundle(tmp_path, scorer_arrays={"kernel": np.array([[1.0]]), "bias": np.array([0.0])},
+                 user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
+                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS)
+    np.savez(tmp_path / "encoders.npz", user_ids=USER_IDS + 1, anime_ids=ANIME.anime_id.to_numpy())
+    with pytest.raises(ValueError, match="encoders.npz is not the one the model was trained with"):
+        ModelBundle.load(tmp_path)
+
+
+# --- the steps on demo data ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.conftest import TINY_DEMO, make_config
+    from animerec.steps import REGISTRY
+
+    tmp = tmp_path_factory.mktemp("demo")
+    cfg = make_config(tmp, *TINY_DEMO, "data.demo.num_users=400", "model.embedding_size=32", "model.batch_size=1024", "model.lr.schedule=constant", "model.lr.max_lr=0.01",
+                      "model.epochs=12", "train.verbose=0")
+    for step in ("download", "preprocess", "train"):
+        REGISTRY[step](cfg)
+    return cfg, tmp
+
+
+def test_model_beats_random_and_similar_anime_share_genres(trained):
+    from animerec.steps import REGISTRY
+
+    cfg, tmp = trained
+    store = ArtifactStore(cfg["main"]["artifact_root"])
+    import json
+
+    metrics = json.loads(store.resolve("model:latest").file("metrics.json").read_text())
+    n_anime = len(np.load(store.resolve("model:latest").file("encoders.npz"))["anime_ids"])
+    random_recall = 10 / n_anime
+    assert metrics["recall_at_10"] > 5 * random_recall, metrics
+
+    bundle = ModelBundle.load(store.resolve("model:latest").path)
+    rec = EmbeddingRecommender(bundle)
+    rng = np.random.default_rng(0)
+    rated = bundle.anime[bundle.anime.anime_index >= 0]
+    genre_sets = dict(zip(rated.anime_id, rated.genres.str.split(", ").map(set)))
+    queries = rated.sort_values("members", ascending=False).anime_id.head(30).to_numpy()
+    shared, shared_random = [], []
+    for q in queries:
+        ids, _ = rec.similar_items(int(q), n=10)
+        shared += [len(genre_sets[q] & genre_sets[i]) > 0 for i in ids]
+        shared_random += [len(genre_sets[q] & genre_sets[i]) > 0 for i in rng.choice(rated.anime_id, 10)]
+    assert np.mean(shared) > np.mean(shared_random) + 0.1, (np.mean(shared), np.mean(shared_random))
+
+    result = REGISTRY["similar_anime"]({**cfg, "recs": {**cfg["recs"], "anime": "Naruto", "types": ["TV", "Movie"]}})
+    assert set(result["table"]["type"]) <= {"TV", "Movie"} and len(result["table"]) == 10
+    users = REGISTRY["similar_users"](cfg)
+    recs = REGISTRY["rating_recs"](cfg)
+    assert recs["user_id"] == users["user_id"]  # rating_recs takes the similar_users step's user
+    folder = store.resolve("similar_users:latest").path
+    assert {"similar_users.csv", "user_based_recs.csv", "favorites.csv", "genres.png", "query.json"} <= {
+        p.name for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("step, recs, message", [
+    ("similar_anime", {"anime": "Zzzqqxx Not A Title"}, "No anime titled"),
+    ("similar_anime", {"anime": "Naruto", "genres": ["Mech"]}, "Unknown genre 'Mech'"),
+    ("similar_anime", {"anime": "Naruto", "types": ["Series"]}, "Unknown type 'Series'"),
+    ("similar_anime", {"anime": "Naruto", "min_score": 9.99}, "left after the filters"),
+    ("similar_users", {"user_id": -5}, "Unknown user_id -5"),
+    ("rating_recs", {"rating_user": "given", "user_id": -5}, "Unknown user_id -5"),
+])
+def test_bad_queries_write_no_artifact(trained, step, recs, message):
+    from animerec.errors import UserError
+    from animerec.steps import REGISTRY
+
+    cfg, _ = trained
+    store = ArtifactStore(cfg["main"]["artifact_root"])
+    before = store.versions(step)
+    with pytest.raises(UserError, match=message):
+        REGISTRY[step]({**cfg, "recs": {**cfg["recs"], **recs}})
+    assert store.versions(step) == before
