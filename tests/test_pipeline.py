@@ -40,7 +40,7 @@ def test_mlflow_run_end_to_end(tmp_path):
     steps = os.environ.get("ANIMEREC_E2E_STEPS", "all")
     # `mlflow run` runs main.py inside the project folder: point the store and W&B at tmp_path.
     options = " ".join(TINY_DEMO + [f"main.artifact_root={tmp_path / 'artifacts'}", f"wandb.dir={tmp_path}",
-                                    "model.epochs=2", "model.embedding_size=16", "recs.anime=Naruto"])
+                                    "model.epochs=2", "model.embedding_size=16", "recs.random=true"])
     result = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local",
          "-P", f"steps={steps}", "-P", f"hydra_options={options}"],
