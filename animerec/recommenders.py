@@ -257,9 +257,18 @@ class UserBasedRecommender(Recommender):
         super().__init__(bundle)
         self.neighbours = int(neighbours)
         self.favorite_percentile = float(favorite_percentile)
+        self._last: tuple[int, pd.DataFrame] | None = None  # (user_id, its neighbour_favorites)
 
     def neighbour_favorites(self, user_id: int) -> pd.DataFrame:
-        """Per anime: how many similar users favour it, and their mean rating of it."""
+        """Per anime: how many similar users favour it, and their mean rating of it.
+
+        The last user's table is kept, so recommend() and a caller showing mean ratings share one search.
+        """
+        if self._last is None or self._last[0] != int(user_id):
+            self._last = (int(user_id), self._neighbour_favorites(user_id))
+        return self._last[1]
+
+    def _neighbour_favorites(self, user_id: int) -> pd.DataFrame:
         similar, _ = self.similar_users(user_id, self.neighbours)
         rows = []
         for other in similar:

@@ -138,10 +138,9 @@ class LazyTrainer:
 
     name = "lazy"
 
-    def __init__(self, model, loss: str, seed: int = 42):
+    def __init__(self, model, loss: str):
         self.model = model
         self.loss = _loss_fn(loss)
-        self.seed = seed
         self.optimizer = LazyAdam()
         self.variables = list(model.trainable_variables)
         self.optimizer.build(self.variables)
@@ -155,7 +154,8 @@ class LazyTrainer:
             data_loss = tf.reduce_sum(per_example * weight) / tf.maximum(tf.reduce_sum(weight), 1e-9)
         else:
             data_loss = tf.reduce_mean(per_example)
-        return data_loss, data_loss + tf.add_n([data_loss * 0.0, *self.model.losses])
+        penalties = self.model.losses
+        return data_loss, (data_loss + tf.add_n(penalties)) if penalties else data_loss
 
     def _step(self, features, target, weight=None):
         with tf.GradientTape() as tape:
@@ -195,7 +195,6 @@ def fit(
     seed: int = 42,
     verbose: int = 1,
     on_epoch_end: Callable[[dict], None] | None = None,
-    steps_per_execution: int = 1,
 ) -> History:
     """Train ``model`` in place; returns the per-epoch history (best weights are restored)."""
     if len(train) == 0:
@@ -206,7 +205,7 @@ def fit(
     from tqdm.auto import tqdm
 
     epochs, batch_size, patience = int(model_cfg["epochs"]), int(model_cfg["batch_size"]), int(model_cfg["patience"])
-    lazy = LazyTrainer(model, model_cfg["loss"], seed=seed)
+    lazy = LazyTrainer(model, model_cfg["loss"])
     train_ds = make_dataset(train, batch_size, shuffle=True, seed=seed)
     valid_ds = make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed) if valid is not None and len(valid) else None
     history = History(trainer="lazy")

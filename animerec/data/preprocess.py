@@ -257,18 +257,11 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
 
 
 def plot_histogram(histogram: dict[str, int], path: Path) -> None:
-    import matplotlib
+    from animerec.plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    values = [int(k) for k in histogram]
-    ax.bar(values, list(histogram.values()), color="#2e6fba")
-    ax.set_xlabel("rating")
-    ax.set_ylabel("ratings")
-    ax.set_xticks(range(1, 11))
-    ax.set_title("Rating distribution")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path) as (_fig, ax):
+        ax.bar([int(k) for k in histogram], list(histogram.values()), color="#2e6fba")
+        ax.set_xlabel("rating")
+        ax.set_ylabel("ratings")
+        ax.set_xticks(range(1, 11))
+        ax.set_title("Rating distribution")

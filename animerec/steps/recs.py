@@ -93,19 +93,13 @@ def similar_anime(cfg: dict) -> dict:
 
 
 def bar_chart(counts: pd.Series, title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from animerec.plots import figure
 
     top = counts.head(15)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(top) + 1.2))
-    ax.barh(top.index.astype(str), top.to_numpy(), color="#2e6fba")
-    ax.set_title(title)
-    ax.set_xlabel("favourite anime")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(7, 0.35 * len(top) + 1.2)) as (_fig, ax):
+        ax.barh(top.index.astype(str), top.to_numpy(), color="#2e6fba")
+        ax.set_title(title)
+        ax.set_xlabel("favourite anime")
 
 
 def similar_users(cfg: dict) -> dict:

@@ -44,24 +44,18 @@ def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame
 
 
 def plot_history(history: pd.DataFrame, path) -> None:
-    import matplotlib
+    from animerec.plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax.plot(history["epoch"], history["loss"], marker="o", label="train")
-    ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("Loss")
-    ax.legend()
-    ax_lr.plot(history["epoch"], history["lr"], marker=".", color="#c0392b")
-    ax_lr.set_xlabel("epoch")
-    ax_lr.set_title("Learning rate")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, ncols=2, figsize=(10, 3.6)) as (_fig, (ax, ax_lr)):
+        ax.plot(history["epoch"], history["loss"], marker="o", label="train")
+        ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title("Loss")
+        ax.legend()
+        ax_lr.plot(history["epoch"], history["lr"], marker=".", color="#c0392b")
+        ax_lr.set_xlabel("epoch")
+        ax_lr.set_title("Learning rate")
 
 
 def train(cfg: dict) -> dict:
@@ -78,8 +72,7 @@ def train(cfg: dict) -> dict:
                 f"The training split of {pre.ref} is empty: nothing to train on. Lower data.test_fraction / "
                 f"data.valid_fraction or data.min_user_ratings and rerun preprocess."
             )
-        result = fit_and_store(run, cfg, pre, train_df, valid_df, test_df)
-        return result
+        return fit_and_store(run, cfg, pre, train_df, valid_df, test_df)
 
 
 def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
