@@ -3,7 +3,8 @@
 :func:`decide` is the pure selection logic (tested directly); :func:`make_strategy` builds the
 ``tf.distribute`` strategy it names. ``auto`` picks a TPU if a TPU cluster resolves, else all
 visible GPUs, else the CPU. The lazy trainer runs where there is a single replica (CPU, one
-GPU); under TPU or multi-replica strategies the step falls back to Keras' ``model.fit`` and says so.
+GPU); under TPU or multi-replica strategies the step falls back to Keras' Adam in a
+``strategy.run`` loop and says so.
 """
 
 from __future__ import annotations
@@ -94,15 +95,29 @@ def make_strategy(requested: str = "auto", tpu_address: str | None = None):
     return strategy, decision
 
 
+TRAINERS = ("lazy", "keras")
+
+
 def trainer_for(requested_trainer: str, strategy, decision: Decision) -> str:
-    """The trainer that can run under the strategy: lazy needs a single replica and dynamic shapes."""
-    if requested_trainer not in ("lazy", "keras"):
-        raise ConfigError(f"train.trainer must be lazy or keras; got {requested_trainer!r}.")
-    if requested_trainer == "lazy" and (decision.kind == "tpu" or (strategy is not None and strategy.num_replicas_in_sync > 1)):
-        logger.warning(
-            "The lazy row-wise Adam cannot run under the %s strategy (%s); falling back to Keras model.fit with "
-            "Keras Adam, which updates whole embedding tables every step.",
-            decision.kind, "TPU needs static shapes" if decision.kind == "tpu" else "several replicas",
-        )
-        return "keras"
+    """The trainer that can run under the strategy.
+
+    ``lazy`` (row-wise Adam) needs one replica and dynamic shapes; ``keras`` (``model.fit``) fails
+    under several replicas in Keras 3.15. Both fall back to ``distributed``, a ``strategy.run``
+    loop with Keras' Adam, on a TPU or when the strategy has more than one replica.
+    """
+    if requested_trainer not in TRAINERS:
+        raise ConfigError(f"train.trainer must be one of {', '.join(TRAINERS)}; got {requested_trainer!r}.")
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if decision.kind == "tpu" or replicas > 1:
+        why = "a TPU needs static shapes" if decision.kind == "tpu" else f"{replicas} replicas"
+        if requested_trainer == "lazy":
+            logger.warning(
+                "The lazy row-wise Adam cannot run under the %s strategy (%s); falling back to the Keras Adam "
+                "optimizer in a strategy.run loop, which updates whole embedding tables every step.",
+                decision.kind, why,
+            )
+        else:
+            logger.warning("Keras model.fit cannot train this model under the %s strategy (%s); using the "
+                           "strategy.run loop with the same Keras Adam instead.", decision.kind, why)
+        return "distributed"
     return requested_trainer

@@ -4,7 +4,9 @@ Keras 3's Adam turns the sparse gradient of an embedding lookup into a dense upd
 whole table, so every step costs ``O(num_users * d)`` however small the batch. :class:`LazyAdam`
 applies Adam only to the rows a batch touched (``tf.unique`` + segment sum + scatter), with
 the same moment and bias-correction arithmetic as Keras' Adam for dense variables. The model
-stays an ordinary Keras model: it saves, loads and predicts as usual.
+stays an ordinary Keras model: it saves, loads and predicts as usual. Under a ``tf.distribute``
+strategy with several replicas (or a TPU), :class:`DistributedTrainer` runs the same loop through
+``strategy.run`` with Keras' Adam.
 
 Both trainers use the same loss (the model's loss plus its L2 penalty), learning-rate schedule
 (one value per epoch), early stopping on ``val_loss`` with the best weights restored.
@@ -133,8 +135,39 @@ def _loss_fn(name: str):
     return keras.losses.get(name)
 
 
-class LazyTrainer:
-    """Custom training loop: forward, loss + model.losses, sparse gradients, LazyAdam."""
+class _Loop:
+    """What both custom loops share: one epoch of training steps, and the mean validation loss."""
+
+    name = "loop"
+
+    def train_step(self, batch):  # -> scalar data loss of the batch
+        raise NotImplementedError
+
+    def eval_step(self, batch):
+        raise NotImplementedError
+
+    def distribute(self, dataset):
+        return dataset
+
+    def set_learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate.assign(value)
+
+    def train_epoch(self, dataset, progress) -> float:
+        total, count = 0.0, 0
+        for batch in dataset:
+            loss = float(self.train_step(batch))
+            total += loss
+            count += 1
+            progress(1, loss)
+        return total / max(count, 1)
+
+    def evaluate(self, dataset) -> float:
+        losses = [float(self.eval_step(batch)) for batch in dataset]
+        return float(np.mean(losses)) if losses else float("nan")
+
+
+class LazyTrainer(_Loop):
+    """Custom training loop: forward, loss + model.losses, sparse gradients, LazyAdam (one replica)."""
 
     name = "lazy"
 
@@ -167,21 +200,81 @@ class LazyTrainer:
     def _eval(self, features, target, weight=None):
         return self._objective(features, target, weight, False)[0]
 
-    def set_learning_rate(self, value: float) -> None:
-        self.optimizer.learning_rate.assign(value)
+    def train_step(self, batch):
+        return self._train_step(*batch)
 
-    def train_epoch(self, dataset, progress) -> float:
-        total, count = 0.0, 0
-        for batch in dataset:
-            loss = self._train_step(*batch)
-            total += float(loss)
-            count += 1
-            progress(1, float(loss))
-        return total / max(count, 1)
+    def eval_step(self, batch):
+        return self._eval_step(*batch)
 
-    def evaluate(self, dataset) -> float:
-        losses = [float(self._eval_step(*batch)) for batch in dataset]
-        return float(np.mean(losses)) if losses else float("nan")
+
+class DistributedTrainer(_Loop):
+    """Custom ``strategy.run`` loop for several replicas (MirroredStrategy, MultiWorkerMirroredStrategy, TPU).
+
+    Each replica computes the loss of its share of the global batch, normalised by the weight of
+    the *global* batch (an all-reduce), plus its share of the L2 penalty; Keras' Adam, created in
+    the strategy's scope, all-reduces (sums) the gradients and applies the same update on every
+    replica, so all workers hold the same weights. Keras' Adam updates whole tables: the row-wise
+    trick needs ``tf.unique``'s dynamic shapes, which TPUs lack, and per-replica scatters would
+    have to be merged across workers.
+    """
+
+    name = "distributed"
+
+    def __init__(self, model, loss: str, strategy):
+        import keras
+
+        self.model, self.strategy = model, strategy
+        self.loss = _loss_fn(loss)
+        self.variables = list(model.trainable_variables)
+        with strategy.scope():
+            self.optimizer = keras.optimizers.Adam()
+            self.optimizer.build(self.variables)
+        self._train_step = tf.function(self._distributed(self._step))
+        self._eval_step = tf.function(self._distributed(self._eval))
+
+    def _distributed(self, replica_fn):
+        def step(batch):
+            per_replica = self.strategy.run(replica_fn, args=batch)
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return step
+
+    def _objective(self, features, target, weight, training):
+        context = tf.distribute.get_replica_context()
+        prediction = tf.squeeze(self.model(features, training=training), axis=-1)
+        per_example = self.loss(target[:, None], prediction[:, None])
+        weight = tf.ones_like(per_example) if weight is None else weight
+        global_weight = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(weight))
+        data_loss = tf.reduce_sum(per_example * weight) / tf.maximum(global_weight, 1e-9)
+        penalties = self.model.losses
+        if penalties:
+            return data_loss, data_loss + tf.add_n(penalties) / float(self.strategy.num_replicas_in_sync)
+        return data_loss, data_loss
+
+    def _step(self, features, target, weight=None):
+        with tf.GradientTape() as tape:
+            data_loss, total = self._objective(features, target, weight, True)
+        gradients = tape.gradient(total, self.variables)
+        self.optimizer.apply_gradients(zip(gradients, self.variables))
+        return data_loss
+
+    def _eval(self, features, target, weight=None):
+        return self._objective(features, target, weight, False)[0]
+
+    def distribute(self, dataset):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    def train_step(self, batch):
+        return self._train_step(batch)
+
+    def eval_step(self, batch):
+        return self._eval_step(batch)
+
+
+def is_tpu(strategy) -> bool:
+    return strategy is not None and type(strategy).__name__.startswith("TPU")
 
 
 def fit(
@@ -196,33 +289,45 @@ def fit(
     verbose: int = 1,
     on_epoch_end: Callable[[dict], None] | None = None,
 ) -> History:
-    """Train ``model`` in place; returns the per-epoch history (best weights are restored)."""
+    """Train ``model`` in place; returns the per-epoch history (best weights are restored).
+
+    ``trainer``: ``lazy`` (row-wise Adam, one replica), ``distributed`` (``strategy.run`` loop
+    with Keras' Adam, any ``tf.distribute`` strategy) or ``keras`` (plain ``model.fit``).
+    """
     if len(train) == 0:
         raise ValueError("The training split is empty: nothing to train on.")
     if trainer == "keras":
-        return _fit_keras(model, train, valid, model_cfg, strategy=strategy, seed=seed, verbose=verbose,
-                          on_epoch_end=on_epoch_end)
+        return _fit_keras(model, train, valid, model_cfg, seed=seed, verbose=verbose, on_epoch_end=on_epoch_end)
     from tqdm.auto import tqdm
 
     epochs, batch_size, patience = int(model_cfg["epochs"]), int(model_cfg["batch_size"]), int(model_cfg["patience"])
-    lazy = LazyTrainer(model, model_cfg["loss"])
-    train_ds = make_dataset(train, batch_size, shuffle=True, seed=seed)
-    valid_ds = make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed) if valid is not None and len(valid) else None
-    history = History(trainer="lazy")
+    if trainer == "distributed":
+        if strategy is None:
+            raise ValueError("trainer='distributed' needs a tf.distribute strategy.")
+        loop: _Loop = DistributedTrainer(model, model_cfg["loss"], strategy)
+    else:
+        loop = LazyTrainer(model, model_cfg["loss"])
+    drop = is_tpu(strategy)  # TPUs need static batch shapes
+    train_ds = loop.distribute(make_dataset(train, batch_size, shuffle=True, seed=seed, drop_remainder=drop))
+    valid_ds = None
+    if valid is not None and len(valid):
+        valid_ds = loop.distribute(make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed,
+                                                drop_remainder=drop))
+    history = History(trainer=loop.name)
     best, best_weights, waited = float("inf"), None, 0
-    steps = int(np.ceil(len(train) / batch_size))
+    steps = len(train) // batch_size if drop else int(np.ceil(len(train) / batch_size))
     for epoch in range(epochs):
         lr = learning_rate(epoch, model_cfg["lr"], epochs)
-        lazy.set_learning_rate(lr)
+        loop.set_learning_rate(lr)
         started = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, leave=False, unit="batch") as bar:
             def progress(n, loss):
                 bar.update(n)
                 bar.set_postfix(loss=f"{loss:.4f}")
 
-            loss = lazy.train_epoch(train_ds, progress)
+            loss = loop.train_epoch(train_ds, progress)
         seconds = time.perf_counter() - started
-        val_loss = lazy.evaluate(valid_ds) if valid_ds is not None else loss
+        val_loss = loop.evaluate(valid_ds) if valid_ds is not None else loss
         row = {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
                "ratings_per_s": len(train) / seconds}
         history.epochs.append(row)
@@ -242,28 +347,17 @@ def fit(
     return history
 
 
-def _fit_keras(model, train, valid, model_cfg, *, strategy, seed, verbose, on_epoch_end) -> History:
-    """Plain ``model.fit`` with Keras' Adam (used on TPU / multi-replica strategies, and as the reference)."""
+def _fit_keras(model, train, valid, model_cfg, *, seed, verbose, on_epoch_end) -> History:
+    """Plain ``model.fit`` with Keras' Adam on one device: the reference the benchmark and tests compare with.
+
+    Under several replicas Keras 3.15's distributed ``fit`` fails to build the model from a
+    ``PerReplica`` batch, so :func:`animerec.strategy.trainer_for` sends those to ``distributed``.
+    """
     import keras
 
-    drop_remainder = strategy is not None and type(strategy).__name__.startswith("TPU")
     batch_size = int(model_cfg["batch_size"])
-    train_ds = make_dataset(train, batch_size, shuffle=True, seed=seed, drop_remainder=drop_remainder)
-    valid_ds = None
-    if valid is not None and len(valid):
-        valid_ds = make_dataset(valid, batch_size, shuffle=False, seed=seed, drop_remainder=drop_remainder)
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
-        # Keras' distributed fit reduces a sample batch to build the model, which fails on dict
-        # inputs: pass (user, anime) as one [batch, 2] tensor instead.
-        def as_pairs(features, *rest):
-            return (tf.stack([features["user"], features["anime"]], axis=1), *rest)
-
-        train_ds = train_ds.map(as_pairs)
-        valid_ds = valid_ds.map(as_pairs) if valid_ds is not None else None
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds = train_ds.with_options(options)
-        valid_ds = valid_ds.with_options(options) if valid_ds is not None else None
+    train_ds = make_dataset(train, batch_size, shuffle=True, seed=seed)
+    valid_ds = make_dataset(valid, batch_size, shuffle=False, seed=seed) if valid is not None and len(valid) else None
     epochs = int(model_cfg["epochs"])
     model.compile(optimizer=keras.optimizers.Adam(), loss=model_cfg["loss"])
     rows: list[dict] = []
