@@ -6,12 +6,14 @@ Examples:
     python main.py -m model.embedding_size=32,64,128      # a Hydra multirun sweep
 """
 
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from animerec.errors import UserError
 from animerec.pipeline import run_pipeline, setup_logging, to_container
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -20,7 +22,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg: DictConfig) -> None:
     setup_logging()
-    run_pipeline(to_container(cfg), HydraConfig.get().overrides.task, PROJECT_ROOT)
+    try:
+        run_pipeline(to_container(cfg), HydraConfig.get().overrides.task, PROJECT_ROOT)
+    except UserError as err:  # bad input or config: the message says what to do, no traceback
+        print(f"\nerror: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -87,11 +87,41 @@ def compose_config(overrides: Sequence[str], config_dir: Path) -> dict:
     return to_container(cfg)
 
 
+TRAINING_STEPS = ("download", "preprocess", "train")
+
+
+def skip_for_pretrained(cfg: dict, steps: list[str]) -> list[str]:
+    """With ``model.pretrained`` set, check the model once and drop the steps that would make one.
+
+    A model artifact carries its encoders, anime table and ratings, so the data steps are not
+    needed either.
+    """
+    ref = cfg["model"].get("pretrained")
+    if not ref:
+        return steps
+    from animerec.artifacts import ArtifactStore
+    from animerec.pretrained import resolve_model
+    from animerec.tracking import resolve_wandb_mode
+
+    wandb_cfg = cfg.get("wandb") or {}
+    version = resolve_model(ref, ArtifactStore(cfg["main"]["artifact_root"]), wandb_mode=resolve_wandb_mode(
+        wandb_cfg.get("mode")), project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"))
+    skipped = [s for s in steps if s in TRAINING_STEPS]
+    if skipped:
+        logger.info("model.pretrained=%s (%s): skipping %s; the model artifact carries its encoders, anime table "
+                    "and ratings.", ref, version.path, ", ".join(skipped))
+    return [s for s in steps if s not in TRAINING_STEPS]
+
+
 def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> None:
     """Run the selected steps as MLflow project runs, children of one parent MLflow run."""
     import mlflow
 
     steps = parse_steps(cfg["main"]["steps"], available_steps(project_root))
+    steps = skip_for_pretrained(cfg, steps)
+    if not steps:
+        logger.info("Nothing to run.")
+        return
     if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
         mlflow.set_experiment(cfg["main"]["experiment_name"])
     # Steps run inside their component folders: relative paths are made absolute here, so that

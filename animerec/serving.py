@@ -1,7 +1,16 @@
 """MLflow pyfunc wrapper of a model artifact, for ``mlflow models serve``.
 
-A request is a table with ``user_id`` and ``anime_id`` columns (original MAL IDs); the answer
-is the predicted rating on the 1-10 scale for each row.
+A request is a table (``dataframe_records`` / ``dataframe_split`` / ``inputs``); each row is
+either a recommendation query or a rating pair:
+
+- ``{"kind": "similar_anime", "query": "Cowboy Bebop", "n": 5, "types": ["TV"]}``
+- ``{"kind": "similar_users", "query": 1234, "n": 10, "genres": ["Action"]}``
+- ``{"kind": "rating_recs", "query": 1234, "n": 10, "min_rating": 7}``
+- ``{"user_id": 1234, "anime_id": 1}``: the predicted rating on the 1-10 scale.
+
+Queries answer with one JSON object per row, the same rows the pipeline steps produce (see
+:meth:`animerec.service.RecommendationService.answer`). A bad request gets HTTP 400 with a
+message saying which row and field is at fault, not a stack trace.
 """
 
 from __future__ import annotations
@@ -16,36 +25,62 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 
+def bad_request(message: str):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+    return MlflowException(message, error_code=BAD_REQUEST)
+
+
 class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from animerec.bundle import ModelBundle
+        from animerec.service import RecommendationService
 
-        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
+        self.service = RecommendationService.from_path(Path(context.artifacts["bundle"]))
 
     def predict(self, context, model_input, params=None):
+        from animerec.errors import UserError
+
         frame = pd.DataFrame(model_input)
+        if "kind" not in frame.columns:
+            return self._ratings(frame)
+        answers = []
+        for position, row in enumerate(frame.to_dict(orient="records")):
+            request = {k: v for k, v in row.items() if not _blank(v)}
+            try:
+                answers.append(self.service.answer(request))
+            except UserError as err:
+                raise bad_request(f"Request row {position}: {err}") from None
+        return answers
+
+    def _ratings(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from animerec.errors import UserError
+
         missing = [c for c in ("user_id", "anime_id") if c not in frame.columns]
         if missing:
-            raise ValueError(f"Request lacks column(s) {', '.join(missing)}; send user_id and anime_id (MAL IDs).")
-        ratings = self.bundle.predict(frame["user_id"].to_numpy(np.int64), frame["anime_id"].to_numpy(np.int64))
+            raise bad_request(
+                f"Request lacks column(s) {', '.join(missing)}: send kind (similar_anime, similar_users, rating_recs) "
+                f"with query and n, or user_id and anime_id (MAL IDs) for a predicted rating."
+            )
+        try:
+            ratings = self.service.bundle.predict(frame["user_id"].to_numpy(np.int64), frame["anime_id"].to_numpy(np.int64))
+        except (UserError, ValueError, TypeError) as err:
+            raise bad_request(str(err)) from None
         return pd.DataFrame({"user_id": frame["user_id"], "anime_id": frame["anime_id"], "predicted_rating": ratings})
+
+
+def _blank(value) -> bool:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return False
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def log_pyfunc(bundle_dir: Path, name: str = "recommender") -> str:
     """Log the artifact folder as an MLflow pyfunc model in the active run; returns its model URI."""
-    example = None
-    try:
-        from animerec.bundle import ModelBundle
-
-        bundle = ModelBundle.load(bundle_dir)
-        example = pd.DataFrame({"user_id": bundle.user_ids[:2], "anime_id": bundle.anime_ids[:2]})
-    except Exception as err:  # the example is a convenience only
-        logger.debug("No input example: %s", err)
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=AnimeRecPyfunc(),
         artifacts={"bundle": str(bundle_dir)},
-        input_example=example,
         pip_requirements=["animerec"],
     )
     return info.model_uri

@@ -82,6 +82,7 @@ class StepRun:
         self.mlflow_run = None
         self.wandb_run = None
         self.inputs: dict[str, str] = {}
+        self.logged: dict[str, Any] = {}  # W&B artifacts this run logged, by name
         self._ended_mlflow = False
 
     # lifecycle -----------------------------------------------------------------------------
@@ -153,6 +154,24 @@ class StepRun:
         logger.info("Input %s -> %s", ref, version.path)
         return version
 
+    def use_model(self, ref: str) -> ArtifactVersion:
+        """A model by local reference, folder or W&B reference (fetched and cached), recorded as input."""
+        from animerec.pretrained import is_wandb_ref, resolve_model
+
+        settings = self.wandb_settings
+        online_run = self.wandb_run if self.wandb_mode == "online" else None
+        version = resolve_model(ref, self.store, wandb_mode=self.wandb_mode, project=settings.project,
+                                entity=settings.entity, run=online_run)
+        if online_run is not None and is_wandb_ref(ref):
+            # run.use_artifact already declared the W&B artifact; record the local copy only.
+            import mlflow
+
+            self.inputs[version.name] = version.ref
+            mlflow.set_tag(f"input.{version.name}", version.ref)
+            mlflow.set_tag("input.wandb_model", version.metadata.get("wandb_source", str(ref)))
+            return version
+        return self.use(version.path)
+
     @contextlib.contextmanager
     def output(
         self, name: str, type: str, *, description: str = "", metadata: dict | None = None
@@ -187,6 +206,7 @@ class StepRun:
         )
         artifact.add_dir(str(version.path))
         logged = self.wandb_run.log_artifact(artifact)
+        self.logged[version.name] = logged
         if self.wandb_mode == "online":
             try:
                 logged.wait()

@@ -45,3 +45,17 @@ def config_factory(tmp_path):
         return make_config(tmp_path, *overrides, wandb_mode=wandb_mode)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A model trained once on small demo data: ``(cfg, tmp, train_result)`` (the store is cfg's)."""
+    from animerec.steps import REGISTRY
+
+    tmp = tmp_path_factory.mktemp("demo")
+    cfg = make_config(tmp, *TINY_DEMO, "data.demo.num_users=400", "model.embedding_size=32", "model.batch_size=1024",
+                      "model.lr.schedule=constant", "model.lr.max_lr=0.01", "model.epochs=12", "train.verbose=0")
+    REGISTRY["download"](cfg)
+    REGISTRY["preprocess"](cfg)
+    result = REGISTRY["train"](cfg)
+    return cfg, tmp, result

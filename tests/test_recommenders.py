@@ -158,23 +158,10 @@ def test_mismatched_encoders_are_refused(tmp_path):
 
 # --- the steps on demo data ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tests.conftest import TINY_DEMO, make_config
-    from animerec.steps import REGISTRY
-
-    tmp = tmp_path_factory.mktemp("demo")
-    cfg = make_config(tmp, *TINY_DEMO, "data.demo.num_users=400", "model.embedding_size=32", "model.batch_size=1024", "model.lr.schedule=constant", "model.lr.max_lr=0.01",
-                      "model.epochs=12", "train.verbose=0")
-    for step in ("download", "preprocess", "train"):
-        REGISTRY[step](cfg)
-    return cfg, tmp
-
-
 def test_model_beats_random_and_similar_anime_share_genres(trained):
     from animerec.steps import REGISTRY
 
-    cfg, tmp = trained
+    cfg, tmp, _ = trained
     store = ArtifactStore(cfg["main"]["artifact_root"])
     import json
 
@@ -218,7 +205,7 @@ def test_bad_queries_write_no_artifact(trained, step, recs, message):
     from animerec.errors import UserError
     from animerec.steps import REGISTRY
 
-    cfg, _ = trained
+    cfg, _, _ = trained
     store = ArtifactStore(cfg["main"]["artifact_root"])
     before = store.versions(step)
     with pytest.raises(UserError, match=message):

@@ -58,6 +58,19 @@ def plot_history(history: pd.DataFrame, path) -> None:
         ax_lr.set_title("Learning rate")
 
 
+def publish(run, model_cfg: dict, version) -> None:
+    """Move the local ``best`` alias; link the W&B artifact to the registry when online."""
+    from animerec.pretrained import link_to_registry, update_best_alias
+
+    metric = model_cfg.get("best_metric") or "ndcg_at_10"
+    best = update_best_alias(run.store, metric)
+    if best is None:
+        logger.warning("No stored model has metric %r in its metrics.json; model:best is not set.", metric)
+    aliases = ["latest"] + (["best"] if best is not None and best.version == version.version else [])
+    if run.wandb_mode == "online" and "model" in run.logged and model_cfg.get("registry_name"):
+        link_to_registry(run.wandb_run, run.logged["model"], model_cfg["registry_name"], aliases)
+
+
 def train(cfg: dict) -> dict:
     """Train and evaluate; stores ``model`` and returns its reference and metrics."""
     from animerec.model import validate_model_config
@@ -139,6 +152,8 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         (out.path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     run.log_summary(metrics)
     run.log_image("loss_curve", out.version.path / "loss_curve.png")
+    publish(run, model_cfg, out.version)
+    model_uri = None
     try:
         from animerec.serving import log_pyfunc
 
@@ -146,4 +161,4 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         logger.info("MLflow model: %s (serve with: mlflow models serve -m %s --env-manager local)", model_uri, model_uri)
     except Exception as err:  # the artifact is stored; serving is an extra
         logger.warning("Could not log the MLflow pyfunc model: %s", err)
-    return {"model": out.version.ref, "metrics": metrics}
+    return {"model": out.version.ref, "metrics": metrics, "model_uri": model_uri}

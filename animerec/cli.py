@@ -1,0 +1,130 @@
+"""``animerec``: one recommendation query against a stored or pretrained model.
+
+    animerec similar-anime "Cowboy Bebop" -n 10 --types TV
+    animerec similar-users 1234
+    animerec recommend 1234 --genres Action Comedy --min-rating 7
+    animerec recommend 1234 --model my-team/anime-recommender/model:best   # a W&B model
+
+The model is ``--model`` (default ``model:latest`` in ``--store``, default ``./artifacts``): a
+local reference, a model folder, or a W&B reference (fetched once, then cached in the store).
+``--json`` prints the answer as the MLflow server would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from animerec.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = {"similar-anime": "similar_anime", "similar-users": "similar_users", "recommend": "rating_recs"}
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", type=int, default=10, help="how many results (default 10)")
+    parser.add_argument("--genres", nargs="+", default=[], metavar="GENRE",
+                        help="keep anime with any of these genres (case and punctuation ignored: scifi = Sci-Fi)")
+    parser.add_argument("--genre-match", choices=("any", "all"), default="any",
+                        help="with several --genres: any of them (default) or all of them")
+    parser.add_argument("--types", nargs="+", default=[], metavar="TYPE",
+                        help="keep these types: TV, Movie, OVA, ONA, Special, Music")
+    parser.add_argument("--min-score", type=float, help="lowest MAL score to keep")
+    parser.add_argument("--max-score", type=float, help="highest MAL score to keep")
+    parser.add_argument("--model", default="model:latest",
+                        help="model to use: model:latest (default), model:best, model:v3, a folder, or a W&B "
+                             "reference entity/project/model:alias")
+    parser.add_argument("--store", default=os.environ.get("ANIMEREC_STORE", "artifacts"),
+                        help="local artifact store (default ./artifacts, or $ANIMEREC_STORE)")
+    parser.add_argument("--wandb-project", default="anime-recommender", help="W&B project for short W&B references")
+    parser.add_argument("--wandb-entity", default=None, help="W&B entity for short W&B references")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="animerec",
+        description="Anime recommendations from a trained collaborative-filtering model.",
+        epilog="Run 'animerec <command> --help' for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    anime = commands.add_parser("similar-anime", help="anime whose embeddings are closest to one anime",
+                                description="Anime most similar to one anime (cosine between anime embeddings).")
+    anime.add_argument("anime", help="a title (MAL Name or English name; close misspellings are matched) or a MAL ID")
+    _add_common(anime)
+    users = commands.add_parser("similar-users", help="users most like one user, and what they love",
+                                description="Users closest to one user (cosine between user embeddings), the "
+                                            "user's favourite genres, and anime the similar users love.")
+    users.add_argument("user_id", type=int, help="a user ID from the training data")
+    users.add_argument("--favorite-percentile", type=float, default=80,
+                       help="a favourite is rated at or above this percentile of the user's ratings (default 80)")
+    _add_common(users)
+    recommend = commands.add_parser("recommend", help="anime with the highest predicted rating for a user",
+                                    description="The model's highest predicted ratings among anime the user has "
+                                                "not rated.")
+    recommend.add_argument("user_id", type=int, help="a user ID from the training data")
+    recommend.add_argument("--min-rating", type=float, help="lowest predicted rating (1-10) to keep")
+    recommend.add_argument("--max-rating", type=float, help="highest predicted rating (1-10) to keep")
+    _add_common(recommend)
+    return parser
+
+
+def request_from(args: argparse.Namespace) -> dict:
+    request = {"kind": COMMANDS[args.command], "query": args.anime if args.command == "similar-anime" else args.user_id,
+               "n": args.n, "genres": args.genres, "genre_match": args.genre_match, "types": args.types,
+               "min_score": args.min_score, "max_score": args.max_score}
+    if args.command == "recommend":
+        request.update(min_rating=args.min_rating, max_rating=args.max_rating)
+    return request
+
+
+def print_answer(answer: dict) -> None:
+    import pandas as pd
+
+    def table(title: str, rows: list[dict]) -> None:
+        with pd.option_context("display.max_colwidth", 40, "display.width", 160):
+            print(f"{title}\n{pd.DataFrame(rows).to_string(index=False)}\n")
+
+    query = answer["query"]
+    if answer["kind"] == "similar_anime":
+        table(f"Anime similar to {query['title']} (MAL {query['anime_id']})", answer["anime"])
+    elif answer["kind"] == "similar_users":
+        table(f"Users most similar to user {query['user_id']}", answer["users"])
+        genres = ", ".join(f"{genre} {count}" for genre, count in answer["genres"].items())
+        print(f"Favourite genres of user {query['user_id']}: {genres or 'none'}\n")
+        table(f"Anime that users similar to {query['user_id']} love and {query['user_id']} has not rated", answer["anime"])
+    else:
+        table(f"Highest predicted ratings for user {query['user_id']}", answer["anime"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from animerec.artifacts import ArtifactStore
+    from animerec.pretrained import resolve_model
+    from animerec.service import RecommendationService
+    from animerec.tracking import resolve_wandb_mode
+
+    try:
+        version = resolve_model(args.model, ArtifactStore(args.store), wandb_mode=resolve_wandb_mode(None),
+                                project=args.wandb_project, entity=args.wandb_entity)
+        service = RecommendationService.from_path(version.path,
+                                                  favorite_percentile=getattr(args, "favorite_percentile", 80))
+        answer = service.answer(request_from(args))
+    except UserError as err:
+        print(f"animerec {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print_answer(answer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Answering recommendation queries against one model artifact, the same way everywhere.
+
+The pipeline's recommender steps, the ``animerec`` command and the MLflow pyfunc server all go
+through :class:`RecommendationService`, so a query gives the same rows whichever way it is
+asked. A query names its ``kind`` (``similar_anime``, ``similar_users`` or ``rating_recs``), the
+``query`` (a title or MAL ID for similar_anime, a user ID otherwise), ``n`` and the filters of
+:class:`animerec.recommenders.ItemFilter`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from animerec.bundle import ModelBundle
+from animerec.recommenders import EmbeddingRecommender, ItemFilter, RecommenderError, UserBasedRecommender, find_anime
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("similar_anime", "similar_users", "rating_recs")
+FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score")
+QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating")
+
+
+def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, score_name: str) -> pd.DataFrame:
+    """Rows of the catalogue for ``anime_ids``, in order, with the score column third."""
+    rows = bundle.anime.set_index("anime_id").loc[anime_ids]
+    return pd.DataFrame({
+        "anime_id": np.asarray(anime_ids, dtype=np.int64),
+        "title": rows["name"].to_numpy(),
+        score_name: np.round(np.asarray(scores, dtype=float), 4),
+        "genres": rows["genres"].to_numpy(),
+        "type": rows["type"].to_numpy(),
+        "episodes": rows["episodes"].to_numpy(),
+        "mal_score": rows["score"].to_numpy(),
+        "members": rows["members"].to_numpy(),
+    })
+
+
+@dataclass
+class Query:
+    """One request. ``query`` is a title or MAL ID (similar_anime) or a user ID (the other kinds)."""
+
+    kind: str
+    query: Any
+    n: int = 10
+    filters: ItemFilter = field(default_factory=ItemFilter)
+    min_rating: float | None = None
+    max_rating: float | None = None
+
+    @classmethod
+    def from_mapping(cls, request: Mapping[str, Any]) -> "Query":
+        """Build from a JSON-like mapping, with errors that name the field at fault."""
+        unknown = sorted(set(request) - set(QUERY_FIELDS))
+        if unknown:
+            raise RecommenderError(f"Unknown field(s) {', '.join(unknown)}; a query has {', '.join(QUERY_FIELDS)}.")
+        kind = request.get("kind")
+        if kind not in KINDS:
+            raise RecommenderError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
+        if _missing(request.get("query")):
+            what = "an anime title or MAL ID" if kind == "similar_anime" else "a user ID"
+            raise RecommenderError(f"A {kind} query needs 'query': {what}.")
+        n = request.get("n", 10)
+        n = 10 if _missing(n) else n
+        try:
+            n = int(n)
+        except (TypeError, ValueError):
+            raise RecommenderError(f"n must be a positive integer, got {n!r}.") from None
+
+        def as_list(name):
+            value = request.get(name)
+            if _missing(value):
+                return []
+            return [value] if isinstance(value, str) else list(value)
+
+        def as_float(name):
+            value = request.get(name)
+            if _missing(value):
+                return None
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise RecommenderError(f"{name} must be a number, got {value!r}.") from None
+
+        genre_match = request.get("genre_match")
+        filters = ItemFilter(genres=as_list("genres"), genre_match="any" if _missing(genre_match) else genre_match,
+                             types=as_list("types"), min_score=as_float("min_score"), max_score=as_float("max_score"))
+        return cls(kind, request["query"], n, filters, as_float("min_rating"), as_float("max_rating"))
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def user_id_of(value: Any) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise RecommenderError(f"A user ID must be an integer, got {value!r}.") from None
+
+
+class RecommendationService:
+    """The three recommenders over one :class:`ModelBundle`, answering :class:`Query` objects."""
+
+    def __init__(self, bundle: ModelBundle, favorite_percentile: float = 80, neighbours: int = 20) -> None:
+        self.bundle = bundle
+        self.favorite_percentile = float(favorite_percentile)
+        self.neighbours = int(neighbours)
+
+    @classmethod
+    def from_path(cls, path, **kwargs) -> "RecommendationService":
+        return cls(ModelBundle.load(path), **kwargs)
+
+    @cached_property
+    def by_rating(self) -> EmbeddingRecommender:
+        return EmbeddingRecommender(self.bundle)
+
+    @cached_property
+    def by_users(self) -> UserBasedRecommender:
+        return UserBasedRecommender(self.bundle, self.neighbours, self.favorite_percentile)
+
+    # queries -------------------------------------------------------------------------------------
+    def anime_id(self, query: Any) -> int:
+        """A MAL ID from an ID (int or digits) or a title (exact, then fuzzy)."""
+        if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
+            return int(query)
+        text = str(query).strip()
+        return int(text) if text.isdigit() else find_anime(self.bundle, text)
+
+    def similar_anime(self, query: Any, n: int = 10, filters: ItemFilter | None = None) -> tuple[int, pd.DataFrame]:
+        anime_id = self.anime_id(query)
+        ids, scores = self.by_rating.similar_items(anime_id, n, filters=filters)
+        return anime_id, anime_table(self.bundle, ids, scores, "similarity")
+
+    def similar_users(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None) -> dict:
+        """Similar users, the user's favourite genres / sources, and what similar users love."""
+        user_id = user_id_of(user_id)
+        rec = self.by_users
+        users, similarity = rec.similar_users(user_id, n)
+        counts = rec.rating_counts[[self.bundle.user_index(int(u)) for u in users]]
+        users_table = pd.DataFrame({"user_id": users.astype(np.int64), "similarity": np.round(similarity, 4),
+                                    "rating_count": counts.astype(np.int64)})
+        prefs = rec.preferences(user_id, self.favorite_percentile)
+        ids, scores = rec.recommend(user_id, n, filters=filters)
+        picks = anime_table(self.bundle, ids, scores, "similar_users_favouring")
+        means = rec.neighbour_favorites(user_id).set_index("anime_index")["mean_rating"]
+        picks.insert(3, "mean_rating", np.round(means.loc[[self.bundle.anime_index(int(a)) for a in ids]].to_numpy(), 2))
+        return {"user_id": user_id, "users": users_table, "picks": picks, "genres": prefs["genres"],
+                "sources": prefs["sources"], "favorites": prefs["favorites"]}
+
+    def rating_recs(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None,
+                    min_rating: float | None = None, max_rating: float | None = None) -> pd.DataFrame:
+        ids, scores = self.by_rating.recommend(user_id_of(user_id), n, filters=filters,
+                                               min_rating=min_rating, max_rating=max_rating)
+        return anime_table(self.bundle, ids, scores, "predicted_rating")
+
+    def answer(self, query: Query | Mapping[str, Any]) -> dict:
+        """A JSON-ready answer: ``{"kind", "query", "anime": [rows]}`` (+ ``users`` and ``genres`` for similar_users)."""
+        if not isinstance(query, Query):
+            query = Query.from_mapping(query)
+        if query.kind == "similar_anime":
+            anime_id, table = self.similar_anime(query.query, query.n, query.filters)
+            title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]
+            return {"kind": query.kind, "query": {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None},
+                    "anime": records(table)}
+        if query.kind == "similar_users":
+            result = self.similar_users(query.query, query.n, query.filters)
+            return {"kind": query.kind, "query": {"user_id": result["user_id"]}, "users": records(result["users"]),
+                    "genres": {str(k): int(v) for k, v in result["genres"].head(10).items()},
+                    "anime": records(result["picks"])}
+        table = self.rating_recs(query.query, query.n, query.filters, query.min_rating, query.max_rating)
+        return {"kind": query.kind, "query": {"user_id": user_id_of(query.query)}, "anime": records(table)}
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as plain-Python dicts (JSON-serialisable; NaN becomes None)."""
+    out = []
+    for row in frame.to_dict(orient="records"):
+        clean = {}
+        for key, value in row.items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and np.isnan(value):
+                value = None
+            clean[key] = value
+        out.append(clean)
+    return out

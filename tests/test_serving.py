@@ -1,0 +1,136 @@
+"""The MLflow pyfunc recommender, in process and behind `mlflow models serve`, and the `animerec` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from animerec.artifacts import ArtifactStore
+from animerec.service import RecommendationService
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    cfg, _, result = trained
+    store = ArtifactStore(cfg["main"]["artifact_root"])
+    service = RecommendationService.from_path(store.resolve(result["model"]).path)
+    user = int(service.bundle.user_ids[5])
+    requests = [
+        {"kind": "similar_anime", "query": "Naruto", "n": 5, "types": ["TV"]},
+        {"kind": "similar_anime", "query": int(service.bundle.anime_ids[0]), "n": 3},
+        {"kind": "similar_users", "query": user, "n": 4},
+        {"kind": "rating_recs", "query": user, "n": 6, "genres": ["Comedy"], "min_rating": 1},
+    ]
+    return result["model_uri"], service, requests
+
+
+def test_pyfunc_answers_like_the_library(served):
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    uri, service, requests = served
+    model = mlflow.pyfunc.load_model(uri)
+    for request in requests:
+        assert model.predict(pd.DataFrame([request])) == [service.answer(request)]
+    pairs = pd.DataFrame({"user_id": service.bundle.user_ids[:3], "anime_id": service.bundle.anime_ids[:3]})
+    ratings = model.predict(pairs)["predicted_rating"].to_numpy()
+    assert ((ratings >= 1) & (ratings <= 10)).all()
+    with pytest.raises(MlflowException, match="Request row 0: No anime titled"):
+        model.predict(pd.DataFrame([{"kind": "similar_anime", "query": "Qqqzzz Nothing"}]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_mlflow_models_serve_answers_each_recommender(served, tmp_path):
+    uri, service, requests = served
+    port = _free_port()
+    mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    server = subprocess.Popen(
+        [mlflow_cli, "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "mlflow models serve did not come up in 180 s"
+            time.sleep(1)
+        for request in requests:
+            status, body = _post(f"{base}/invocations", {"dataframe_records": [request]})
+            assert status == 200, body
+            assert body["predictions"] == [json.loads(json.dumps(service.answer(request)))]
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [
+            {"user_id": int(service.bundle.user_ids[0]), "anime_id": int(service.bundle.anime_ids[0])}]})
+        assert status == 200 and 1 <= body["predictions"][0]["predicted_rating"] <= 10
+        for bad, message in (({"kind": "similar_anime", "query": "Qqqzzz Nothing"}, "No anime titled"),
+                             ({"kind": "top_charts", "query": 1}, "kind must be one of"),
+                             ({"kind": "rating_recs", "query": -1}, "Unknown user_id -1"),
+                             ({"kind": "similar_users", "query": 1, "colour": "red"}, "Unknown field")):
+            status, body = _post(f"{base}/invocations", {"dataframe_records": [bad]})
+            assert status == 400 and message in body["message"], body
+            assert "stack_trace" not in body and "Traceback" not in body["message"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def test_cli_matches_the_library(served, trained, capsys):
+    from animerec.cli import main
+
+    _, service, requests = served
+    cfg, _, _ = trained
+    store = cfg["main"]["artifact_root"]
+    user = requests[2]["query"]
+    cases = [
+        (["similar-anime", "Naruto", "-n", "5", "--types", "TV"], requests[0]),
+        (["similar-users", str(user), "-n", "4"], requests[2]),
+        (["recommend", str(user), "-n", "6", "--genres", "Comedy", "--min-rating", "1"], requests[3]),
+    ]
+    for argv, request in cases:
+        assert main([*argv, "--store", store, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(service.answer(request)))
+    assert main(["similar-anime", "Naruto", "-n", "5", "--types", "TV", "--store", store]) == 0
+    table = capsys.readouterr().out
+    assert "Anime similar to Naruto" in table and service.answer(requests[0])["anime"][0]["title"] in table
+    assert main(["similar-anime", "Qqqzzz Nothing", "--store", store]) == 2
+    assert "No anime titled" in capsys.readouterr().err
+    assert main(["recommend", "1", "--model", "me/proj/model:v1", "--store", store]) == 2
+    assert "wandb login" in capsys.readouterr().err
+
+
+def test_cli_is_installed_with_help_for_each_command():
+    exe = shutil.which("animerec", path=os.path.dirname(sys.executable))
+    assert exe, "the animerec console script is not installed (pip install -e .)"
+    for command in ([], ["similar-anime"], ["similar-users"], ["recommend"]):
+        out = subprocess.run([exe, *command, "--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "usage: animerec" in out.stdout, out.stderr
