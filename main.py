@@ -3,7 +3,7 @@
 Examples:
     python main.py                                         # every step, on the demo data
     python main.py main.steps=[download,preprocess] data.min_user_ratings=5
-    python main.py -m model.embedding_size=32,64,128      # a Hydra multirun sweep
+    python main.py -m main.steps=[train] model=seed,best  # a sweep; summary table at the end
 """
 
 import sys
@@ -20,10 +20,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
     setup_logging()
     try:
-        run_pipeline(to_container(cfg), HydraConfig.get().overrides.task, PROJECT_ROOT)
+        return run_pipeline(to_container(cfg), HydraConfig.get().overrides.task, PROJECT_ROOT)
     except UserError as err:  # bad input or config: the message says what to do, no traceback
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(2)

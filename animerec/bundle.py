@@ -71,7 +71,8 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
         "num_anime": int(len(anime_ids)),
         "embedding_size": int(user_emb.shape[1]),
         "activation": activation,
-        "use_bias": "user_bias" in scorer_arrays and scorer_arrays["user_bias"] is not None,
+        "use_bias": scorer_arrays.get("user_bias") is not None,
+        "preference": scorer_arrays.get("preference_bias") is not None,
         "encoders_sha256": encoders_fingerprint(user_ids, anime_ids),
         **(extra_info or {}),
     }
@@ -134,6 +135,7 @@ class ModelBundle:
             user_emb, anime_emb, weights["kernel"], weights["bias"], info["activation"],
             weights["user_bias"] if "user_bias" in weights else None,
             weights["anime_bias"] if "anime_bias" in weights else None,
+            weights["preference_bias"] if "preference_bias" in weights else None,
         )
         rows = np.load(path / "ratings.npz")
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})

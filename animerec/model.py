@@ -53,7 +53,9 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
     if not 0 < float(lr.get("min_lr", 0)) <= float(lr.get("max_lr", 0)):
         raise ConfigError(f"model.lr needs 0 < min_lr <= max_lr, got {lr.get('min_lr')} and {lr.get('max_lr')}.")
     if int(model.get("negatives_per_positive", 0)) < 0:
-        raise ConfigError("model.negatives_per_positive must be >= 0.")
+        raise ConfigError(f"model.negatives_per_positive must be >= 0, got {model.get('negatives_per_positive')}.")
+    if float(model.get("negative_weight", 1.0)) <= 0:
+        raise ConfigError(f"model.negative_weight must be > 0, got {model.get('negative_weight')}.")
 
 
 def learning_rate(epoch: int, lr: Mapping[str, Any], epochs: int | None = None) -> float:
@@ -104,10 +106,13 @@ class CollaborativeFilteringModel(keras.Model):
 
     Inputs: ``{"user": int [batch], "anime": int [batch]}`` (contiguous indices), or the same
     as one int tensor of pairs ``[batch, 2]``.
-    Output: ``[batch, 1]``.
+    Output: ``[batch, 1]`` scaled rating; with ``preference`` ``[batch, 2]``: the rating and the
+    probability the user picks the anime at all (raw dot product + per-anime bias, trained
+    against sampled negatives).
     Weights: ``user_embedding`` ``[num_users, embedding_size]``, ``anime_embedding``
-    ``[num_anime, embedding_size]``, ``dense`` kernel ``[1, 1]`` and bias ``[1]``, and with
-    ``use_bias`` also ``user_bias`` ``[num_users, 1]`` and ``anime_bias`` ``[num_anime, 1]``.
+    ``[num_anime, embedding_size]``, ``dense`` kernel ``[1, 1]`` and bias ``[1]``, with
+    ``use_bias`` also ``user_bias`` ``[num_users, 1]`` and ``anime_bias`` ``[num_anime, 1]``, and
+    with ``preference`` ``preference_bias`` ``[num_anime, 1]``.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class CollaborativeFilteringModel(keras.Model):
         l2: float = 1e-6,
         activation: str = "sigmoid",
         use_bias: bool = False,
+        preference: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +135,7 @@ class CollaborativeFilteringModel(keras.Model):
         self.l2 = float(l2)
         self.activation = activation
         self.use_bias = bool(use_bias)
+        self.preference = bool(preference)
         layers = keras.layers
         self.user_embedding = RowEmbedding(
             self.num_users, self.embedding_size, embeddings_initializer=kernel_initializer, name="user_embedding"
@@ -149,6 +156,9 @@ class CollaborativeFilteringModel(keras.Model):
             self.user_bias = RowEmbedding(self.num_users, 1, embeddings_initializer="zeros", name="user_bias")
             self.anime_bias = RowEmbedding(self.num_anime, 1, embeddings_initializer="zeros", name="anime_bias")
             self.output_activation = layers.Activation(activation, name="activation")
+        if self.preference:
+            self.preference_bias = RowEmbedding(self.num_anime, 1, embeddings_initializer="zeros",
+                                                name="preference_bias")
 
     def build(self, input_shape: Any = None) -> None:
         self.user_embedding.build((None,))
@@ -157,6 +167,8 @@ class CollaborativeFilteringModel(keras.Model):
         if self.use_bias:
             self.user_bias.build((None,))
             self.anime_bias.build((None,))
+        if self.preference:
+            self.preference_bias.build((None,))
         self.built = True
 
     def call(self, inputs: Mapping[str, Any], training: bool = False):
@@ -175,6 +187,10 @@ class CollaborativeFilteringModel(keras.Model):
         if self.use_bias:
             x = x + self.user_bias(users) + self.anime_bias(anime)
             x = self.output_activation(x)
+        if self.preference:
+            # [batch, 1] probability that the user would pick this anime: raw dot product + anime bias
+            logit = ops.sum(u * a, axis=-1, keepdims=True) + self.preference_bias(anime)
+            x = ops.concatenate([x, ops.sigmoid(logit)], axis=-1)
         return x
 
     def get_config(self) -> dict:
@@ -187,6 +203,7 @@ class CollaborativeFilteringModel(keras.Model):
             "l2": self.l2,
             "activation": self.activation,
             "use_bias": self.use_bias,
+            "preference": self.preference,
         }
 
 
@@ -200,6 +217,7 @@ def build_model(model_cfg: Mapping[str, Any], num_users: int, num_anime: int) ->
         l2=float(model_cfg.get("l2", 0.0)),
         activation=model_cfg["activation"],
         use_bias=bool(model_cfg.get("use_bias", False)),
+        preference=int(model_cfg.get("negatives_per_positive", 0)) > 0,
         name="anime_cf",
     )
     model.build()
@@ -216,4 +234,5 @@ def scorer_from_model(model: CollaborativeFilteringModel) -> Scorer:
         model.activation,
         model.user_bias.get_weights()[0] if model.use_bias else None,
         model.anime_bias.get_weights()[0] if model.use_bias else None,
+        model.preference_bias.get_weights()[0] if model.preference else None,
     )

@@ -113,20 +113,27 @@ def skip_for_pretrained(cfg: dict, steps: list[str]) -> list[str]:
     return [s for s in steps if s not in TRAINING_STEPS]
 
 
-def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> None:
-    """Run the selected steps as MLflow project runs, children of one parent MLflow run."""
+def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dict:
+    """Run the selected steps as MLflow project runs, children of one parent MLflow run.
+
+    Returns a summary: the parent run, and when ``train`` ran, the model it stored and that
+    model's test metrics (what a sweep's summary table shows).
+    """
     import mlflow
+
+    from animerec.artifacts import ArtifactStore
 
     steps = parse_steps(cfg["main"]["steps"], available_steps(project_root))
     steps = skip_for_pretrained(cfg, steps)
     if not steps:
         logger.info("Nothing to run.")
-        return
+        return {}
     if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
         mlflow.set_experiment(cfg["main"]["experiment_name"])
     # Steps run inside their component folders: relative paths are made absolute here, so that
     # every step sees the same store and W&B folder as the user's working directory.
     root = Path(cfg["main"]["artifact_root"]).expanduser().absolute()
+    models_before = set(ArtifactStore(root).versions("model"))
     wandb_dir = Path(cfg["wandb"].get("dir") or ".").expanduser().absolute()
     with mlflow.start_run(run_name="pipeline") as parent:
         parent_id = parent.info.run_id
@@ -147,6 +154,23 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> Non
             )
             if submitted.get_status() != "FINISHED":
                 raise RuntimeError(f"Step {step} ended with status {submitted.get_status()}.")
+    summary: dict = {"mlflow_run_id": parent_id}
+    new_models = sorted(set(ArtifactStore(root).versions("model")) - models_before)
+    if "train" in steps and new_models:
+        summary.update(model_summary(ArtifactStore(root).resolve(f"model:v{new_models[-1]}")))
+    return summary
+
+
+def model_summary(version) -> dict:
+    """A stored model's reference and headline test metrics, flat."""
+    import json
+
+    metrics = json.loads(version.file("metrics.json").read_text(encoding="utf-8"))
+    row = {"model": version.ref}
+    row.update({k: metrics[k] for k in ("rmse", "mae", "recall_at_10", "ndcg_at_10", "train_seconds") if k in metrics})
+    popularity = metrics.get("baselines", {}).get("popularity", {})
+    row.update({f"popularity_{k}": v for k, v in popularity.items() if k in ("recall_at_10", "ndcg_at_10")})
+    return row
 
 
 def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) -> int:

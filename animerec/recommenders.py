@@ -225,7 +225,12 @@ class Recommender(ABC):
 
 
 class EmbeddingRecommender(Recommender):
-    """Recommends by the model's predicted rating of every anime the user has not rated."""
+    """Recommends by the model's predicted rating of every anime the user has not rated.
+
+    A model trained with sampled negatives (``model.negatives_per_positive``) has a preference
+    head; the order then follows it (what the user is likely to pick and enjoy), and the scores
+    stay the predicted 1-10 ratings.
+    """
 
     def predicted_ratings(self, user_id: int) -> np.ndarray:
         """Predicted 1-10 rating of every anime with an embedding ``[num_anime]``, in one pass."""
@@ -243,7 +248,13 @@ class EmbeddingRecommender(Recommender):
             allowed &= predicted >= float(min_rating)
         if max_rating is not None:
             allowed &= predicted <= float(max_rating)
-        return self._answer(*_top(predicted, allowed, n), "anime", filters)
+        scorer = self.bundle.scorer
+        if scorer.preference_bias is None:
+            return self._answer(*_top(predicted, allowed, n), "anime", filters)
+        # a model with a preference head ranks by it; the scores are still predicted ratings
+        rank = scorer.rank_users(np.array([self.bundle.user_index(int(user_id))]))[0]
+        top, _ = _top(rank, allowed, n)
+        return self._answer(top, predicted[top], "anime", filters)
 
 
 class UserBasedRecommender(Recommender):

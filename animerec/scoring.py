@@ -51,9 +51,15 @@ class Scorer:
     activation: str = "sigmoid"
     user_bias: np.ndarray | None = None
     anime_bias: np.ndarray | None = None
+    # the preference head (models trained with sampled negatives): raw embeddings and anime bias
+    user_raw: np.ndarray | None = None
+    anime_raw: np.ndarray | None = None
+    preference_bias: np.ndarray | None = None
 
     @classmethod
-    def from_weights(cls, user_emb, anime_emb, kernel, bias, activation="sigmoid", user_bias=None, anime_bias=None):
+    def from_weights(cls, user_emb, anime_emb, kernel, bias, activation="sigmoid", user_bias=None, anime_bias=None,
+                     preference_bias=None):
+        preference = preference_bias is not None
         return cls(
             l2_normalize(np.asarray(user_emb, np.float32)),
             l2_normalize(np.asarray(anime_emb, np.float32)),
@@ -62,7 +68,20 @@ class Scorer:
             activation,
             None if user_bias is None else np.asarray(user_bias, np.float32).ravel(),
             None if anime_bias is None else np.asarray(anime_bias, np.float32).ravel(),
+            np.asarray(user_emb, np.float32) if preference else None,
+            np.asarray(anime_emb, np.float32) if preference else None,
+            np.asarray(preference_bias, np.float32).ravel() if preference else None,
         )
+
+    def rank_users(self, user_index: np.ndarray) -> np.ndarray:
+        """Ranking scores ``[len(user_index), num_anime]``, higher first.
+
+        The preference head's logit when the model has one (how likely the user is to pick the
+        anime), else the predicted scaled rating.
+        """
+        if self.preference_bias is None:
+            return self.score_users(user_index)
+        return self.user_raw[user_index] @ self.anime_raw.T + self.preference_bias[None, :]
 
     def score_users(self, user_index: np.ndarray) -> np.ndarray:
         """Scaled predictions ``[len(user_index), num_anime]`` for every anime."""

@@ -27,17 +27,80 @@ from animerec.model import learning_rate
 logger = logging.getLogger(__name__)
 
 
+class NegativeSampler:
+    """Anime a user has not rated, drawn uniformly, ``per_positive`` for each of their ratings.
+
+    ``known`` holds every (user, anime) pair the sampler must never return: all the ratings the
+    training knows of (train and validation), not only the batch's. Draws that hit a known pair
+    are redrawn until none is left. Each epoch gets fresh negatives (seeded by seed and epoch).
+    """
+
+    def __init__(self, known_user: np.ndarray, known_anime: np.ndarray, num_anime: int, per_positive: int, seed: int):
+        self.num_anime, self.per_positive, self.seed = int(num_anime), int(per_positive), int(seed)
+        self.known = np.unique(np.asarray(known_user, np.int64) * self.num_anime + np.asarray(known_anime, np.int64))
+        users, counts = np.unique(np.asarray(known_user, np.int64), return_counts=True)
+        self.saturated = users[counts >= self.num_anime]  # users who rated everything get no negatives
+
+    def is_known(self, user: np.ndarray, anime: np.ndarray) -> np.ndarray:
+        keys = np.asarray(user, np.int64) * self.num_anime + np.asarray(anime, np.int64)
+        position = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
+        return self.known[position] == keys
+
+    def sample(self, user: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, anime)`` negatives for the positives of ``user`` ``[n]``: ``[n * per_positive]`` each."""
+        rng = np.random.default_rng([self.seed, epoch])
+        users = np.repeat(np.asarray(user, np.int64), self.per_positive)
+        if len(self.saturated):
+            users = users[~np.isin(users, self.saturated)]
+        anime = rng.integers(0, self.num_anime, len(users))
+        redraw = self.is_known(users, anime)
+        while redraw.any():
+            anime[redraw] = rng.integers(0, self.num_anime, int(redraw.sum()))
+            redraw[redraw] = self.is_known(users[redraw], anime[redraw])
+        return users, anime
+
+
 @dataclass
 class TrainData:
-    """One split as parallel arrays: ``user`` and ``anime`` indices ``[n]``, targets ``[n]``."""
+    """One split as parallel arrays: ``user`` and ``anime`` indices ``[n]``, targets ``[n]``.
+
+    With a ``negatives`` sampler, :meth:`for_epoch` adds sampled negatives with target ``-1``
+    (the preference head's "did not pick"; the rating head ignores them).
+    """
 
     user: np.ndarray
     anime: np.ndarray
     target: np.ndarray
     weight: np.ndarray | None = None
+    negatives: NegativeSampler | None = None
 
     def __len__(self) -> int:
         return len(self.target)
+
+    def for_epoch(self, epoch: int) -> "TrainData":
+        if self.negatives is None:
+            return self
+        users, anime = self.negatives.sample(self.user, epoch)
+        weight = None if self.weight is None else np.concatenate([self.weight, np.ones(len(users), np.float32)])
+        return TrainData(np.concatenate([self.user, users]), np.concatenate([self.anime, anime]),
+                         np.concatenate([self.target, np.full(len(users), -1.0, np.float32)]), weight)
+
+
+def train_data(frame, model_cfg: Mapping[str, Any], num_anime: int, seed: int, known=()) -> TrainData:
+    """A preprocessed split (``user_index``, ``anime_index``, ``rating_scaled``) as TrainData.
+
+    With ``model.negatives_per_positive`` > 0 it samples negatives, never one of the pairs in
+    the split itself or in the ``known`` frames (pass train and valid).
+    """
+    data = TrainData(frame["user_index"].to_numpy(np.int64), frame["anime_index"].to_numpy(np.int64),
+                     frame["rating_scaled"].to_numpy(np.float32))
+    per_positive = int(model_cfg.get("negatives_per_positive", 0))
+    if per_positive > 0:
+        frames = [frame, *known]
+        data.negatives = NegativeSampler(np.concatenate([f["user_index"].to_numpy() for f in frames]),
+                                         np.concatenate([f["anime_index"].to_numpy() for f in frames]),
+                                         num_anime, per_positive, seed)
+    return data
 
 
 @dataclass
@@ -135,10 +198,33 @@ def _loss_fn(name: str):
     return keras.losses.get(name)
 
 
+def per_example_loss(loss, prediction, target, negative_weight: float = 1.0, rating_weight: float = 1.0):
+    """Loss per example ``[batch]`` for the model's output ``[batch, 1]`` or ``[batch, 2]``.
+
+    One column: ``loss(target, rating)``. Two columns (rating, pick probability): the rating
+    loss on rated pairs (target >= 0), times ``rating_weight``, plus binary cross-entropy of
+    "picked" (rated) against sampled negatives (target -1). A rated pair counts ``1 + target``
+    (a 10 twice as much as a 1: the rating is a graded positive); a negative ``negative_weight``.
+    """
+    import keras
+
+    if prediction.shape[-1] == 1:
+        return loss(target[:, None], prediction)
+    positive = tf.cast(target >= 0, prediction.dtype)
+    rating = loss(tf.maximum(target, 0.0)[:, None], prediction[:, :1]) * positive * rating_weight
+    picked = keras.losses.binary_crossentropy(positive[:, None], prediction[:, 1:])
+    return rating + picked * (positive * (1.0 + target) + (1.0 - positive) * negative_weight)
+
+
 class _Loop:
     """What both custom loops share: one epoch of training steps, and the mean validation loss."""
 
     name = "loop"
+    negative_weight = 1.0
+    rating_weight = 1.0
+
+    def losses(self, prediction, target):
+        return per_example_loss(self.loss, prediction, target, self.negative_weight, self.rating_weight)
 
     def train_step(self, batch):  # -> scalar data loss of the batch
         raise NotImplementedError
@@ -171,9 +257,10 @@ class LazyTrainer(_Loop):
 
     name = "lazy"
 
-    def __init__(self, model, loss: str):
+    def __init__(self, model, loss: str, *, negative_weight: float = 1.0, rating_weight: float = 1.0):
         self.model = model
         self.loss = _loss_fn(loss)
+        self.negative_weight, self.rating_weight = float(negative_weight), float(rating_weight)
         self.optimizer = LazyAdam()
         self.variables = list(model.trainable_variables)
         self.optimizer.build(self.variables)
@@ -181,8 +268,7 @@ class LazyTrainer(_Loop):
         self._eval_step = tf.function(self._eval, reduce_retracing=True)
 
     def _objective(self, features, target, weight, training):
-        prediction = tf.squeeze(self.model(features, training=training), axis=-1)
-        per_example = self.loss(target[:, None], prediction[:, None])
+        per_example = self.losses(self.model(features, training=training), target)
         if weight is not None:
             data_loss = tf.reduce_sum(per_example * weight) / tf.maximum(tf.reduce_sum(weight), 1e-9)
         else:
@@ -220,11 +306,12 @@ class DistributedTrainer(_Loop):
 
     name = "distributed"
 
-    def __init__(self, model, loss: str, strategy):
+    def __init__(self, model, loss: str, strategy, *, negative_weight: float = 1.0, rating_weight: float = 1.0):
         import keras
 
         self.model, self.strategy = model, strategy
         self.loss = _loss_fn(loss)
+        self.negative_weight, self.rating_weight = float(negative_weight), float(rating_weight)
         self.variables = list(model.trainable_variables)
         with strategy.scope():
             self.optimizer = keras.optimizers.Adam()
@@ -241,8 +328,7 @@ class DistributedTrainer(_Loop):
 
     def _objective(self, features, target, weight, training):
         context = tf.distribute.get_replica_context()
-        prediction = tf.squeeze(self.model(features, training=training), axis=-1)
-        per_example = self.loss(target[:, None], prediction[:, None])
+        per_example = self.losses(self.model(features, training=training), target)
         weight = tf.ones_like(per_example) if weight is None else weight
         global_weight = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(weight))
         data_loss = tf.reduce_sum(per_example * weight) / tf.maximum(global_weight, 1e-9)
@@ -297,26 +383,40 @@ def fit(
     if len(train) == 0:
         raise ValueError("The training split is empty: nothing to train on.")
     if trainer == "keras":
+        if train.negatives is not None:
+            from animerec.errors import ConfigError
+
+            raise ConfigError("model.negatives_per_positive > 0 needs the custom loop: use train.trainer=lazy.")
         return _fit_keras(model, train, valid, model_cfg, seed=seed, verbose=verbose, on_epoch_end=on_epoch_end)
     from tqdm.auto import tqdm
 
     epochs, batch_size, patience = int(model_cfg["epochs"]), int(model_cfg["batch_size"]), int(model_cfg["patience"])
+    weights = {"negative_weight": float(model_cfg.get("negative_weight", 1.0)),
+               "rating_weight": 1.0 + int(model_cfg.get("negatives_per_positive", 0))}
     if trainer == "distributed":
         if strategy is None:
             raise ValueError("trainer='distributed' needs a tf.distribute strategy.")
-        loop: _Loop = DistributedTrainer(model, model_cfg["loss"], strategy)
+        loop: _Loop = DistributedTrainer(model, model_cfg["loss"], strategy, **weights)
     else:
-        loop = LazyTrainer(model, model_cfg["loss"])
+        loop = LazyTrainer(model, model_cfg["loss"], **weights)
     drop = is_tpu(strategy)  # TPUs need static batch shapes
-    train_ds = loop.distribute(make_dataset(train, batch_size, shuffle=True, seed=seed, drop_remainder=drop))
+
+    def dataset(epoch: int):
+        data = train.for_epoch(epoch)
+        return loop.distribute(make_dataset(data, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop))
+
+    train_ds = dataset(0)
     valid_ds = None
-    if valid is not None and len(valid):
-        valid_ds = loop.distribute(make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed,
+    if valid is not None and len(valid):  # a fixed draw of validation negatives
+        valid_ds = loop.distribute(make_dataset(valid.for_epoch(0), max(batch_size, 50_000), shuffle=False, seed=seed,
                                                 drop_remainder=drop))
     history = History(trainer=loop.name)
     best, best_weights, waited = float("inf"), None, 0
-    steps = len(train) // batch_size if drop else int(np.ceil(len(train) / batch_size))
+    rows = len(train.for_epoch(0)) if train.negatives is not None else len(train)
+    steps = rows // batch_size if drop else int(np.ceil(rows / batch_size))
     for epoch in range(epochs):
+        if epoch and train.negatives is not None:
+            train_ds = dataset(epoch)  # fresh negatives every epoch
         lr = learning_rate(epoch, model_cfg["lr"], epochs)
         loop.set_learning_rate(lr)
         started = time.perf_counter()

@@ -32,7 +32,7 @@ def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame
     if len(test):
         predicted = scorer.score_pairs(test_i.user, test_i.anime) * (hi - lo) + lo
         metrics.update(rating_errors(predicted, test_i.rating))
-    metrics.update(ranking_metrics(scorer.score_users, train_i, test_i, **options))
+    metrics.update(ranking_metrics(scorer.rank_users, train_i, test_i, **options))
     popularity = ranking_metrics(popularity_scorer(train_i, num_anime), train_i, test_i, **options)
     mean_rating = float(train_i.rating.mean())
     metrics["baselines"] = {
@@ -94,7 +94,7 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     from animerec.bundle import write_bundle
     from animerec.model import build_model, scorer_from_model
     from animerec.strategy import make_strategy, trainer_for
-    from animerec.trainer import TrainData, fit
+    from animerec.trainer import fit, train_data
 
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
@@ -108,12 +108,11 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     with scope:
         model = build_model(model_cfg, num_users, num_anime)
 
-    def as_data(frame):
-        return TrainData(frame["user_index"].to_numpy(), frame["anime_index"].to_numpy(),
-                         frame["rating_scaled"].to_numpy(np.float32))
-
     started = time.perf_counter()
-    history = fit(model, as_data(train_df), as_data(valid_df), model_cfg, trainer=trainer, strategy=strategy,
+    seed = int(train_cfg["seed"])
+    train_split = train_data(train_df, model_cfg, num_anime, seed, known=(valid_df,))
+    valid_split = train_data(valid_df, model_cfg, num_anime, seed + 1, known=(train_df,))
+    history = fit(model, train_split, valid_split, model_cfg, trainer=trainer, strategy=strategy,
                   seed=int(train_cfg["seed"]), verbose=int(train_cfg.get("verbose", 1)),
                   on_epoch_end=lambda row: run.log_metrics(
                       {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
@@ -136,6 +135,8 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         weights = {"kernel": scorer.kernel, "bias": scorer.bias}
         if model.use_bias:
             weights.update(user_bias=model.user_bias.get_weights()[0], anime_bias=model.anime_bias.get_weights()[0])
+        if model.preference:
+            weights.update(preference_bias=model.preference_bias.get_weights()[0])
         write_bundle(
             out.path, scorer_arrays=weights, user_emb=model.user_embedding.get_weights()[0],
             anime_emb=model.anime_embedding.get_weights()[0], activation=model.activation,

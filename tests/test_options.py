@@ -1,0 +1,174 @@
+"""Model options beyond the seed: biases, sampled negatives, initializers, schedules, presets, sweeps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from animerec.errors import ConfigError
+from animerec.model import build_model, scorer_from_model
+from animerec.pipeline import compose_config
+from animerec.trainer import NegativeSampler, fit, train_data
+from tests.conftest import PROJECT_ROOT
+
+
+def taste_frame(num_users=60, num_anime=40, per_user=15, seed=0) -> pd.DataFrame:
+    """Users who like one of two halves of the catalogue, and rate it higher."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        side = user % 2
+        liked = np.arange(num_anime)[np.arange(num_anime) % 2 == side]
+        picks = rng.choice(liked, per_user - 3, replace=False).tolist() + rng.choice(num_anime, 3, replace=False).tolist()
+        for anime in dict.fromkeys(picks):
+            rating = 9 if anime % 2 == side else 3
+            rows.append((user, anime, rating))
+    frame = pd.DataFrame(rows, columns=["user_index", "anime_index", "rating"])
+    frame["rating_scaled"] = ((frame.rating - 1) / 9).astype(np.float32)
+    return frame
+
+
+def model_cfg(*overrides: str) -> dict:
+    return compose_config([*overrides, "model.embedding_size=8", "model.batch_size=128", "model.epochs=6",
+                           "model.patience=6"], PROJECT_ROOT)["model"]
+
+
+OPTIONS = {
+    "seed": (),
+    "bias terms": ("model.use_bias=true",),
+    "sampled negatives": ("model.negatives_per_positive=3",),
+    "glorot_uniform, cosine": ("model.kernel_initializer=glorot_uniform", "model.lr.schedule=cosine"),
+    "constant lr": ("model.lr.schedule=constant", "model.lr.max_lr=0.01"),
+    "best preset": ("model=best",),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_each_option_trains_on_a_small_seeded_set(name):
+    frame = taste_frame()
+    cfg = model_cfg(*OPTIONS[name])
+    keras.utils.set_random_seed(1)
+    model = build_model(cfg, 60, 40)
+    history = fit(model, train_data(frame, cfg, 40, seed=1), None, cfg, verbose=0)
+    losses = [row["loss"] for row in history.epochs]
+    assert losses[-1] < losses[0], losses
+    scorer = scorer_from_model(model)
+    ranks = scorer.rank_users(np.arange(60))
+    assert ranks.shape == (60, 40) and np.isfinite(ranks).all()
+    # the network and the numpy scorer agree on the rating head, whichever options are on
+    users, anime = frame.user_index.to_numpy()[:50], frame.anime_index.to_numpy()[:50]
+    keras_rating = model.predict({"user": users, "anime": anime}, verbose=0)[:, 0]
+    np.testing.assert_allclose(scorer.score_pairs(users, anime), keras_rating, rtol=1e-4, atol=1e-5)
+
+
+def test_negative_sampler_never_returns_a_rated_anime():
+    rng = np.random.default_rng(3)
+    num_anime = 30
+    # user 0 rated all but two anime, user 1 about half, user 2 one
+    pairs = [(0, a) for a in range(num_anime) if a not in (4, 17)]
+    pairs += [(1, a) for a in rng.choice(num_anime, 15, replace=False)] + [(2, 5)]
+    user, anime = np.array(pairs).T
+    sampler = NegativeSampler(user, anime, num_anime, per_positive=5, seed=0)
+    rated = set(map(tuple, np.array(pairs).tolist()))
+    drawn = {0: set(), 1: set(), 2: set()}
+    for epoch in range(20):
+        users, negatives = sampler.sample(user, epoch)
+        assert len(users) == 5 * len(user)
+        assert not any((u, a) in rated for u, a in zip(users.tolist(), negatives.tolist()))
+        for u, a in zip(users.tolist(), negatives.tolist()):
+            drawn[u].add(a)
+    assert drawn[0] == {4, 17}  # only the two it has not rated
+    assert drawn[2] == set(range(num_anime)) - {5}  # everything else, in time
+    # a user who rated every anime gets no negatives rather than an endless redraw
+    full = NegativeSampler(np.zeros(num_anime, int), np.arange(num_anime), num_anime, 2, 0)
+    assert len(full.sample(np.zeros(num_anime, int), 0)[0]) == 0
+
+
+def test_train_data_never_samples_known_pairs_from_other_splits():
+    frame = taste_frame()
+    valid = frame.sample(frac=0.2, random_state=0)
+    train = frame.drop(valid.index)
+    data = train_data(train, model_cfg("model.negatives_per_positive=4"), 40, seed=0, known=(valid,))
+    epoch = data.for_epoch(0)
+    negatives = epoch.target < 0
+    assert negatives.sum() == 4 * len(train)
+    known = set(zip(frame.user_index, frame.anime_index))
+    assert not any(pair in known for pair in zip(epoch.user[negatives].tolist(), epoch.anime[negatives].tolist()))
+
+
+def test_bias_terms_are_saved_and_used_in_predictions(tmp_path):
+    from animerec.bundle import ModelBundle, write_bundle
+
+    frame = taste_frame()
+    cfg = model_cfg("model.use_bias=true", "model.negatives_per_positive=2")
+    model = build_model(cfg, 60, 40)
+    fit(model, train_data(frame, cfg, 40, seed=0), None, cfg, verbose=0)
+    user_bias = model.user_bias.get_weights()[0]
+    user_bias[7] += 2.0  # a user who rates everything higher
+    model.user_bias.set_weights([user_bias])
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(loaded.user_bias.get_weights()[0], user_bias)
+    np.testing.assert_array_equal(loaded.preference_bias.get_weights()[0], model.preference_bias.get_weights()[0])
+
+    scorer = scorer_from_model(model)
+    anime = pd.DataFrame({"anime_id": np.arange(40) + 100, "name": [f"a{i}" for i in range(40)], "genres": "Action",
+                          "type": "TV", "episodes": 12, "score": 7.0, "members": 1000, "anime_index": np.arange(40)})
+    write_bundle(tmp_path, scorer_arrays={"kernel": scorer.kernel, "bias": scorer.bias, "user_bias": user_bias,
+                                          "anime_bias": model.anime_bias.get_weights()[0],
+                                          "preference_bias": model.preference_bias.get_weights()[0]},
+                 user_emb=model.user_embedding.get_weights()[0], anime_emb=model.anime_embedding.get_weights()[0],
+                 activation="sigmoid", user_ids=np.arange(60), anime_ids=anime.anime_id.to_numpy(),
+                 scale={"min": 1.0, "max": 10.0}, anime=anime, ratings=frame)
+    bundle = ModelBundle.load(tmp_path)
+    assert bundle.info["use_bias"] and bundle.info["preference"]
+    pairs = {"user": np.full(40, 7), "anime": np.arange(40)}
+    expected = model.predict(pairs, verbose=0)
+    np.testing.assert_allclose(bundle.predict(np.full(40, 7), anime.anime_id), expected[:, 0] * 9 + 1, rtol=1e-4)
+    np.testing.assert_allclose(1 / (1 + np.exp(-bundle.scorer.rank_users(np.array([7]))[0])), expected[:, 1], rtol=1e-4)
+    without = scorer_from_model(model)
+    without.user_bias = np.zeros_like(without.user_bias)
+    assert (bundle.scorer.score_pairs(np.full(40, 7), np.arange(40)) > without.score_pairs(np.full(40, 7), np.arange(40))).all()
+
+
+def test_presets_load_by_name():
+    best = compose_config(["model=best"], PROJECT_ROOT)["model"]
+    seed = compose_config([], PROJECT_ROOT)["model"]
+    assert best["name"] == "best" and best["use_bias"] and best["negatives_per_positive"] > 0
+    assert seed["name"] == "seed" and not seed["use_bias"] and seed["negatives_per_positive"] == 0
+    assert seed["embedding_size"] == 128 and seed["kernel_initializer"] == "he_normal"
+    with pytest.raises(ConfigError, match="model"):
+        compose_config(["model=fastest"], PROJECT_ROOT)
+
+
+def test_keras_fit_refuses_sampled_negatives():
+    cfg = model_cfg("model.negatives_per_positive=2")
+    with pytest.raises(ConfigError, match="train.trainer=lazy"):
+        fit(build_model(cfg, 60, 40), train_data(taste_frame(), cfg, 40, 0), None, cfg, trainer="keras", verbose=0)
+
+
+def test_multirun_sweep_writes_a_summary_table(trained, tmp_path):
+    cfg, _, _ = trained
+    store = tmp_path / "store"
+    shutil.copytree(cfg["main"]["artifact_root"], store, ignore=shutil.ignore_patterns("model", "similar_*", "rating_recs"))
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    out = subprocess.run(
+        [sys.executable, "main.py", "-m", "main.steps=[train]", "model=seed,best", "model.epochs=2",
+         "model.embedding_size=16", "train.verbose=0", f"main.artifact_root={store}", f"wandb.dir={tmp_path}",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert summary["overrides"].str.contains("model=seed").iloc[0] and summary["overrides"].str.contains("model=best").iloc[1]
+    assert list(summary["status"]) == ["completed", "completed"] and list(summary["model"]) == ["model:v1", "model:v2"]
+    assert summary[["rmse", "recall_at_10", "ndcg_at_10", "popularity_ndcg_at_10"]].notna().all().all()
+    assert "Sweep summary" in out.stdout and (sweep_dir / "summary.md").read_text().startswith("| job |")
