@@ -133,6 +133,14 @@ def test_bias_terms_are_saved_and_used_in_predictions(tmp_path):
     expected = model.predict(pairs, verbose=0)
     np.testing.assert_allclose(bundle.predict(np.full(40, 7), anime.anime_id), expected[:, 0] * 9 + 1, rtol=1e-4)
     np.testing.assert_allclose(1 / (1 + np.exp(-bundle.scorer.rank_users(np.array([7]))[0])), expected[:, 1], rtol=1e-4)
+    # the recommender ranks by the preference head and reports predicted ratings
+    from animerec.recommenders import EmbeddingRecommender
+
+    ids, scores = EmbeddingRecommender(bundle).recommend(7, n=5)
+    rank = bundle.scorer.rank_users(np.array([7]))[0]
+    rank[frame.loc[frame.user_index == 7, "anime_index"].to_numpy()] = -np.inf
+    assert list(ids) == list(anime.anime_id.to_numpy()[np.argsort(-rank, kind="stable")[:5]])
+    np.testing.assert_allclose(scores, bundle.predict(np.full(5, 7), ids), rtol=1e-5)
     without = scorer_from_model(model)
     without.user_bias = np.zeros_like(without.user_bias)
     assert (bundle.scorer.score_pairs(np.full(40, 7), np.arange(40)) > without.score_pairs(np.full(40, 7), np.arange(40))).all()
@@ -172,3 +180,19 @@ def test_multirun_sweep_writes_a_summary_table(trained, tmp_path):
     assert list(summary["status"]) == ["completed", "completed"] and list(summary["model"]) == ["model:v1", "model:v2"]
     assert summary[["rmse", "recall_at_10", "ndcg_at_10", "popularity_ndcg_at_10"]].notna().all().all()
     assert "Sweep summary" in out.stdout and (sweep_dir / "summary.md").read_text().startswith("| job |")
+
+
+def test_quality_benchmark_scores_the_peers_on_the_real_sample(tmp_path):
+    """benchmarks/quality.py's peers run on the real 91-user sample, on one split and candidate rule."""
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    try:
+        import quality
+    finally:
+        sys.path.pop(0)
+    from animerec.data import demo
+
+    frames, num_users, num_anime = quality.load_split(demo.catalogue_path(), quality.SAMPLE, tmp_path, 42, 20)
+    table = quality.evaluate(frames, num_users, num_anime, ["popularity", "surprise SVD", "implicit ALS"]).set_index("model")
+    assert list(table.index) == ["popularity", "surprise SVD", "implicit ALS"]
+    assert 1.0 < table.loc["surprise SVD", "rmse"] < 2.5
+    assert (table[["recall_at_10", "ndcg_at_10"]] > 0).all().all()
