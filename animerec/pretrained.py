@@ -126,11 +126,10 @@ def fetch_wandb(name: str, store: ArtifactStore, *, run=None, api=None) -> Artif
             f"W&B could not give the model artifact {name!r}: {err}. Check the entity/project/name:alias "
             f"(wandb artifact ls <entity>/<project> lists them) and that your API key can read it."
         ) from None
-    for version in reversed(store.versions("model")):
-        stored = store.resolve(f"model:v{version}")
-        if stored.metadata.get("wandb_digest") == artifact.digest:
-            logger.info("W&B %s is cached as %s", artifact.qualified_name, stored.ref)
-            return stored
+    stored = cached_model(store, wandb_digest=artifact.digest)
+    if stored is not None:
+        logger.info("W&B %s is cached as %s", artifact.qualified_name, stored.ref)
+        return stored
     logger.info("Downloading W&B %s into %s", artifact.qualified_name, store.root)
     metadata = {"wandb_source": artifact.qualified_name, "wandb_digest": artifact.digest}
     with store.new_version("model", "model", metadata=metadata, producer={"step": "pretrained", **metadata}) as pending:
@@ -139,16 +138,24 @@ def fetch_wandb(name: str, store: ArtifactStore, *, run=None, api=None) -> Artif
     return pending.version
 
 
+def cached_model(store: ArtifactStore, **metadata) -> ArtifactVersion | None:
+    """The newest stored model whose manifest metadata has all these values, if any."""
+    for number in reversed(store.versions("model")):
+        stored = store.resolve(f"model:v{number}")
+        if all(stored.metadata.get(key) == value for key, value in metadata.items()):
+            return stored
+    return None
+
+
 def import_folder(folder: Path, store: ArtifactStore, metadata: dict) -> ArtifactVersion:
     """Copy a model folder that has no store manifest into the store (once per identical folder)."""
     from animerec.bundle import ModelBundle
 
     bundle = ModelBundle.load(folder)  # check before copying anything
     key = bundle.info.get("encoders_sha256")
-    for version in reversed(store.versions("model")):
-        stored = store.resolve(f"model:v{version}")
-        if stored.metadata.get("source_path") == metadata.get("source_path") and stored.metadata.get("encoders_sha256") == key:
-            return stored
+    stored = cached_model(store, source_path=metadata.get("source_path"), encoders_sha256=key)
+    if stored is not None:
+        return stored
     with store.new_version("model", "model", metadata={**metadata, "encoders_sha256": key},
                            producer={"step": "pretrained", **metadata}) as pending:
         shutil.copytree(folder, pending.path, dirs_exist_ok=True)

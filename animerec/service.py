@@ -62,11 +62,11 @@ class Query:
         kind = request.get("kind")
         if kind not in KINDS:
             raise RecommenderError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
-        if _missing(request.get("query")):
+        if is_missing(request.get("query")):
             what = "an anime title or MAL ID" if kind == "similar_anime" else "a user ID"
             raise RecommenderError(f"A {kind} query needs 'query': {what}.")
         n = request.get("n", 10)
-        n = 10 if _missing(n) else n
+        n = 10 if is_missing(n) else n
         try:
             n = int(n)
         except (TypeError, ValueError):
@@ -74,13 +74,13 @@ class Query:
 
         def as_list(name):
             value = request.get(name)
-            if _missing(value):
+            if is_missing(value):
                 return []
             return [value] if isinstance(value, str) else list(value)
 
         def as_float(name):
             value = request.get(name)
-            if _missing(value):
+            if is_missing(value):
                 return None
             try:
                 return float(value)
@@ -88,12 +88,13 @@ class Query:
                 raise RecommenderError(f"{name} must be a number, got {value!r}.") from None
 
         genre_match = request.get("genre_match")
-        filters = ItemFilter(genres=as_list("genres"), genre_match="any" if _missing(genre_match) else genre_match,
+        filters = ItemFilter(genres=as_list("genres"), genre_match="any" if is_missing(genre_match) else genre_match,
                              types=as_list("types"), min_score=as_float("min_score"), max_score=as_float("max_score"))
         return cls(kind, request["query"], n, filters, as_float("min_rating"), as_float("max_rating"))
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, NaN (a column absent from a row of a table) or a blank string."""
     if value is None:
         return True
     if isinstance(value, float) and np.isnan(value):

@@ -40,13 +40,14 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         from animerec.errors import UserError
+        from animerec.service import is_missing
 
         frame = pd.DataFrame(model_input)
         if "kind" not in frame.columns:
             return self._ratings(frame)
         answers = []
         for position, row in enumerate(frame.to_dict(orient="records")):
-            request = {k: v for k, v in row.items() if not _blank(v)}
+            request = {k: v for k, v in row.items() if not is_missing(v)}
             try:
                 answers.append(self.service.answer(request))
             except UserError as err:
@@ -67,12 +68,6 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
         except (UserError, ValueError, TypeError) as err:
             raise bad_request(str(err)) from None
         return pd.DataFrame({"user_id": frame["user_id"], "anime_id": frame["anime_id"], "predicted_rating": ratings})
-
-
-def _blank(value) -> bool:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return False
-    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def log_pyfunc(bundle_dir: Path, name: str = "recommender") -> str:

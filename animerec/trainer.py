@@ -226,6 +226,21 @@ class _Loop:
     def losses(self, prediction, target):
         return per_example_loss(self.loss, prediction, target, self.negative_weight, self.rating_weight)
 
+    def _objective(self, features, target, weight, training):  # -> (data loss, data loss + penalties)
+        raise NotImplementedError
+
+    def _apply(self, gradients) -> None:
+        raise NotImplementedError
+
+    def _step(self, features, target, weight=None):
+        with tf.GradientTape() as tape:
+            data_loss, total = self._objective(features, target, weight, True)
+        self._apply(tape.gradient(total, self.variables))
+        return data_loss
+
+    def _eval(self, features, target, weight=None):
+        return self._objective(features, target, weight, False)[0]
+
     def train_step(self, batch):  # -> scalar data loss of the batch
         raise NotImplementedError
 
@@ -276,15 +291,8 @@ class LazyTrainer(_Loop):
         penalties = self.model.losses
         return data_loss, (data_loss + tf.add_n(penalties)) if penalties else data_loss
 
-    def _step(self, features, target, weight=None):
-        with tf.GradientTape() as tape:
-            data_loss, total = self._objective(features, target, weight, True)
-        gradients = tape.gradient(total, self.variables)
+    def _apply(self, gradients) -> None:
         self.optimizer.apply(gradients, self.variables)
-        return data_loss
-
-    def _eval(self, features, target, weight=None):
-        return self._objective(features, target, weight, False)[0]
 
     def train_step(self, batch):
         return self._train_step(*batch)
@@ -337,15 +345,8 @@ class DistributedTrainer(_Loop):
             return data_loss, data_loss + tf.add_n(penalties) / float(self.strategy.num_replicas_in_sync)
         return data_loss, data_loss
 
-    def _step(self, features, target, weight=None):
-        with tf.GradientTape() as tape:
-            data_loss, total = self._objective(features, target, weight, True)
-        gradients = tape.gradient(total, self.variables)
+    def _apply(self, gradients) -> None:
         self.optimizer.apply_gradients(zip(gradients, self.variables))
-        return data_loss
-
-    def _eval(self, features, target, weight=None):
-        return self._objective(features, target, weight, False)[0]
 
     def distribute(self, dataset):
         options = tf.data.Options()
@@ -401,19 +402,19 @@ def fit(
         loop = LazyTrainer(model, model_cfg["loss"], **weights)
     drop = is_tpu(strategy)  # TPUs need static batch shapes
 
-    def dataset(epoch: int):
-        data = train.for_epoch(epoch)
+    def dataset(epoch: int, data: TrainData | None = None):
+        data = train.for_epoch(epoch) if data is None else data
         return loop.distribute(make_dataset(data, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop))
 
-    train_ds = dataset(0)
+    first = train.for_epoch(0)
+    train_ds = dataset(0, first)
     valid_ds = None
     if valid is not None and len(valid):  # a fixed draw of validation negatives
         valid_ds = loop.distribute(make_dataset(valid.for_epoch(0), max(batch_size, 50_000), shuffle=False, seed=seed,
                                                 drop_remainder=drop))
     history = History(trainer=loop.name)
     best, best_weights, waited = float("inf"), None, 0
-    rows = len(train.for_epoch(0)) if train.negatives is not None else len(train)
-    steps = rows // batch_size if drop else int(np.ceil(rows / batch_size))
+    steps = len(first) // batch_size if drop else int(np.ceil(len(first) / batch_size))
     for epoch in range(epochs):
         if epoch and train.negatives is not None:
             train_ds = dataset(epoch)  # fresh negatives every epoch

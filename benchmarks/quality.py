@@ -76,10 +76,9 @@ def keras_model(preset: str, seed: int, overrides: tuple[str, ...] = ()):
 
 
 def _scale(frames) -> tuple[float, float]:
-    """The min-max scale preprocess used, recovered from the split: rating = scaled * (hi - lo) + lo."""
+    """The min-max scale preprocess used: the lowest and highest rating it kept (rating = scaled * (hi - lo) + lo)."""
     rows = pd.concat(frames.values())
-    span = rows.rating.max() - rows.rating.min()
-    return float(rows.rating.min()), float(rows.rating.min() + span)
+    return float(rows.rating.min()), float(rows.rating.max())
 
 
 def popularity(frames, num_users, num_anime):
