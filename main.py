@@ -3,7 +3,13 @@
 Examples:
     python main.py                                         # every step, on the demo data
     python main.py main.steps=[download,preprocess] data.min_user_ratings=5
+    python main.py main.steps=[similar_anime] recs.anime="Cowboy Bebop"
     python main.py -m main.steps=[train] model=seed,best  # a sweep; summary table at the end
+
+`mlflow run .` calls `python main.py --steps STEPS --overrides "OVERRIDES"`: the overrides come as
+one string and are split the way Hydra reads them (quotes and brackets keep their spaces).
+A user error (bad config, bad data, a query that cannot be answered) prints `error: ...` and
+exits with status 2, without a traceback; in a sweep the job is marked failed in the summary.
 """
 
 import sys
@@ -11,9 +17,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from animerec.errors import UserError
+from animerec.launch import prepare_argv, preflight
 from animerec.pipeline import run_pipeline, setup_logging, to_container
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -22,12 +30,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg: DictConfig) -> dict:
     setup_logging()
+    hydra_cfg = HydraConfig.get()
     try:
-        return run_pipeline(to_container(cfg), HydraConfig.get().overrides.task, PROJECT_ROOT)
+        return run_pipeline(to_container(cfg), hydra_cfg.overrides.task, PROJECT_ROOT)
     except UserError as err:  # bad input or config: the message says what to do, no traceback
-        print(f"\nerror: {err}", file=sys.stderr)
+        print(f"\nerror: {err}", file=sys.stderr, flush=True)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep goes on; its summary lists this job as failed
+            return {"error": str(err)}
         sys.exit(2)
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = prepare_argv(sys.argv[1:])
+    preflight(sys.argv[1:], PROJECT_ROOT)
     main()

@@ -45,6 +45,50 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def copy_file(source: Path, target: Path) -> None:
+    """Copy a file: a reflink (copy-on-write clone, instant and free) where the filesystem supports
+    one (Btrfs, XFS, APFS-like), else a plain copy. Never a hard link."""
+    source, target = Path(source), Path(target)
+    try:
+        import fcntl
+
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            fcntl.ioctl(dst.fileno(), 0x40049409, src.fileno())  # FICLONE
+        return
+    except (OSError, ImportError, AttributeError):
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+    shutil.copyfile(source, target)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if needed) for the ``with`` block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks; writes stay atomic
+            yield
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -96,8 +140,26 @@ class ArtifactVersion:
             )
         return path
 
+    def check_sizes(self) -> None:
+        """Every file the manifest lists is there with its recorded size (cheap: one stat each)."""
+        for rel, info in self.manifest.get("files", {}).items():
+            path = self.path / rel
+            if not path.is_file():
+                raise ArtifactError(
+                    f"Artifact {self.ref} ({self.path}) is damaged: its file {rel} is missing. Rerun the step "
+                    f"that produced it, or use another version."
+                )
+            size = path.stat().st_size
+            if size != info["size"]:
+                raise ArtifactError(
+                    f"Artifact {self.ref} ({self.path}) is damaged: its file {rel} has {size} bytes, the manifest "
+                    f"recorded {info['size']}. It was changed or truncated after it was written; rerun the step "
+                    f"that produced it, or use another version."
+                )
+
     def verify(self) -> None:
         """Check every file against the sha256 recorded in the manifest."""
+        self.check_sizes()
         for rel, info in self.manifest.get("files", {}).items():
             actual = sha256_file(self.path / rel)
             if actual != info["sha256"]:
@@ -114,10 +176,15 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 class ArtifactStore:
-    """Versioned artifacts in a local folder, written atomically."""
+    """Versioned artifacts in a local folder, written atomically.
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    Reading a version always checks that its files have the sizes its manifest records; with
+    ``verify=True`` (``main.verify_artifacts``) their sha256 too.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, verify: bool = False) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.verify = bool(verify)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r})"
@@ -150,7 +217,7 @@ class ArtifactStore:
         text = str(ref)
         as_path = Path(text).expanduser()
         if (as_path / MANIFEST).is_file():
-            return self._load(as_path)
+            return self._checked(self._load(as_path))
         name, tag = parse_ref(text)
         if not _NAME.match(name):
             raise ArtifactError(
@@ -181,12 +248,23 @@ class ArtifactStore:
                     f"({', '.join(f'v{v}' for v in versions)}) or one of the aliases: {', '.join(aliases) or 'none'}."
                 )
             version = aliases[tag]
-        return self._load(self.root / name / f"v{version}")
+        return self._checked(self._load(self.root / name / f"v{version}"))
+
+    def _checked(self, version: ArtifactVersion) -> ArtifactVersion:
+        if self.verify:
+            version.verify()
+        else:
+            version.check_sizes()
+        return version
 
     @staticmethod
     def _load(path: Path) -> ArtifactVersion:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        return ArtifactVersion(manifest["name"], int(manifest["version"]), path.resolve(), manifest)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            return ArtifactVersion(manifest["name"], int(manifest["version"]), path.resolve(), manifest)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ArtifactError(f"{path / MANIFEST} is not a valid artifact manifest ({err}); the version is "
+                                f"damaged. Delete {path} or rerun the step that produced it.") from None
 
     # writing -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -208,7 +286,8 @@ class ArtifactStore:
             raise ArtifactError(f"Invalid artifact name {name!r}: use letters, digits, '.', '_' and '-'.")
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f".staging-{uuid.uuid4().hex}"
+        self.clean_orphans(name)
+        staging = folder / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
         staging.mkdir()
         pending = PendingVersion(name=name, type=type, path=staging, metadata=dict(metadata or {}))
         try:
@@ -217,6 +296,25 @@ class ArtifactStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def clean_orphans(self, name: str) -> list[Path]:
+        """Remove staging folders (and empty reserved version folders) left by killed processes."""
+        removed = []
+        folder = self.root / name
+        if not folder.is_dir():
+            return removed
+        for child in folder.iterdir():
+            if child.name.startswith(".staging-"):
+                pid = child.name.split("-")[1]
+                if pid.isdigit() and _pid_alive(int(pid)):
+                    continue
+                if not pid.isdigit() and time.time() - child.stat().st_mtime < 24 * 3600:
+                    continue  # an older layout's folder: only once it is a day old
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+        if removed:
+            logger.info("Removed %d unfinished staging folder(s) of %s left by stopped runs", len(removed), name)
+        return removed
 
     def _commit(self, pending: "PendingVersion", producer: dict, config: dict) -> ArtifactVersion:
         files = {}
@@ -258,11 +356,21 @@ class ArtifactStore:
         atomic_write_json(version.path / MANIFEST, manifest)
         return self._load(version.path)
 
+    def lock(self, name: str):
+        """Exclusive lock for read-modify-write of ``name``'s aliases (``with store.lock("model"):``)."""
+        return file_lock(self.root / name / ".aliases.lock")
+
     def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``name:alias`` at a version: locked, and written to a temporary file then renamed."""
         if alias == "latest" or _VERSION_DIR.match(alias):
             raise ArtifactError(f"{alias!r} cannot be used as an alias: it is a reserved version name.")
         if version not in self.versions(name):
             raise ArtifactError(f"Cannot alias {name}:v{version}: no such version in {self.root}.")
+        with self.lock(name):
+            self.write_alias(name, alias, version)
+
+    def write_alias(self, name: str, alias: str, version: int) -> None:
+        """The write itself; call it holding :meth:`lock` (flock locks do not nest)."""
         aliases = self.aliases(name)
         aliases[alias] = version
         atomic_write_json(self.root / name / ALIASES, aliases)

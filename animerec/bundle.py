@@ -30,6 +30,12 @@ class BundleError(UserError, ValueError):
     """A model artifact that is incomplete or inconsistent."""
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read and the file closed."""
+    with np.load(path) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
 def encoders_fingerprint(user_ids: np.ndarray, anime_ids: np.ndarray) -> str:
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(user_ids, dtype=np.int64).tobytes())
@@ -108,7 +114,7 @@ class ModelBundle:
         info = json.loads((path / "model_info.json").read_text(encoding="utf-8"))
         if info.get("format_version", 0) > FORMAT_VERSION:
             raise BundleError(f"{path} was written by a newer animerec ({info.get('project_version')}); upgrade animerec.")
-        encoders = np.load(path / "encoders.npz")
+        encoders = read_npz(path / "encoders.npz")
         user_ids, anime_ids = encoders["user_ids"], encoders["anime_ids"]
         user_emb = np.load(path / "user_embeddings.npy", mmap_mode="r")
         anime_emb = np.load(path / "anime_embeddings.npy", mmap_mode="r")
@@ -130,14 +136,14 @@ class ModelBundle:
                 f"Model artifact {path} is inconsistent: {'; '.join(problems)}. It may mix files from different "
                 f"datasets; retrain, or use the complete artifact the train step wrote."
             )
-        weights = np.load(path / "scorer.npz")
+        weights = read_npz(path / "scorer.npz")
         scorer = Scorer.from_weights(
             user_emb, anime_emb, weights["kernel"], weights["bias"], info["activation"],
             weights["user_bias"] if "user_bias" in weights else None,
             weights["anime_bias"] if "anime_bias" in weights else None,
             weights["preference_bias"] if "preference_bias" in weights else None,
         )
-        rows = np.load(path / "ratings.npz")
+        rows = read_npz(path / "ratings.npz")
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})
         scale = json.loads((path / "scale.json").read_text(encoding="utf-8"))
         return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings)

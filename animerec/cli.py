@@ -46,13 +46,21 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the project's shape: ``error: <command>: <what>`` and status 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="animerec",
         description="Anime recommendations from a trained collaborative-filtering model.",
         epilog="Run 'animerec <command> --help' for a command's options.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=_Parser)
     anime = commands.add_parser("similar-anime", help="anime whose embeddings are closest to one anime",
                                 description="Anime most similar to one anime (cosine between anime embeddings).")
     anime.add_argument("anime", help="a title (MAL Name or English name; close misspellings are matched) or a MAL ID")
@@ -61,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Users closest to one user (cosine between user embeddings), the "
                                             "user's favourite genres, and anime the similar users love.")
     users.add_argument("user_id", type=int, help="a user ID from the training data")
-    users.add_argument("--favorite-percentile", type=float, default=80,
-                       help="a favourite is rated at or above this percentile of the user's ratings (default 80)")
+    users.add_argument("--favorite-fraction", type=float, default=0.2,
+                       help="a favourite is among the user's top FRACTION of ratings, ties together (default 0.2)")
+    users.add_argument("--favorite-min-rating", type=float, default=7,
+                       help="and rated at least this (default 7)")
     _add_common(users)
     recommend = commands.add_parser("recommend", help="anime with the highest predicted rating for a user",
                                     description="The model's highest predicted ratings among anime the user has "
@@ -107,17 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from animerec.artifacts import ArtifactStore
     from animerec.pretrained import resolve_model
+    from animerec.recommenders import FavoriteRule
     from animerec.service import RecommendationService
     from animerec.tracking import resolve_wandb_mode
 
     try:
         version = resolve_model(args.model, ArtifactStore(args.store), wandb_mode=resolve_wandb_mode(None),
                                 project=args.wandb_project, entity=args.wandb_entity)
-        service = RecommendationService.from_path(version.path,
-                                                  favorite_percentile=getattr(args, "favorite_percentile", 80))
+        rule = FavoriteRule(getattr(args, "favorite_fraction", 0.2), getattr(args, "favorite_min_rating", 7))
+        service = RecommendationService.from_path(version.path, favorites=rule)
         answer = service.answer(request_from(args))
     except UserError as err:
-        print(f"animerec {args.command}: error: {err}", file=sys.stderr)
+        print(f"error: animerec {args.command}: {err}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(answer, indent=2))

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from animerec.config import check_source, join_overrides, split_overrides, validate_config
 from animerec.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -73,8 +73,8 @@ def to_container(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
 
 
-def compose_config(overrides: Sequence[str], config_dir: Path) -> dict:
-    """The pipeline configuration (``config.yaml`` + overrides) as a plain dict."""
+def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool = True) -> dict:
+    """The pipeline configuration (``config.yaml`` + overrides) as a plain dict, checked against the schema."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -83,24 +83,31 @@ def compose_config(overrides: Sequence[str], config_dir: Path) -> dict:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"Bad configuration override: {err}") from None
-    return to_container(cfg)
+        raise ConfigError(f"bad configuration override: {one_line(err)}") from None
+    cfg = to_container(cfg)
+    return validate_config(cfg) if validate else cfg
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message as one paragraph (Hydra's span several lines)."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 TRAINING_STEPS = ("download", "preprocess", "train")
 
 
-def skip_for_pretrained(cfg: dict, steps: list[str]) -> list[str]:
+def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | None]:
     """With ``model.pretrained`` set, check the model once and drop the steps that would make one.
 
     A model artifact carries its encoders, anime table and ratings, so the data steps are not
-    needed either.
+    needed either. Returns the steps left and the exact local version to pin (None for a W&B
+    reference, which each step resolves itself so that W&B records it as the run's input).
     """
     ref = cfg["model"].get("pretrained")
     if not ref:
-        return steps
+        return steps, None
     from animerec.artifacts import ArtifactStore
-    from animerec.pretrained import resolve_model
+    from animerec.pretrained import is_wandb_ref, resolve_model
     from animerec.tracking import resolve_wandb_mode
 
     wandb_cfg = cfg.get("wandb") or {}
@@ -110,21 +117,35 @@ def skip_for_pretrained(cfg: dict, steps: list[str]) -> list[str]:
     if skipped:
         logger.info("model.pretrained=%s (%s): skipping %s; the model artifact carries its encoders, anime table "
                     "and ratings.", ref, version.path, ", ".join(skipped))
-    return [s for s in steps if s not in TRAINING_STEPS]
+    return [s for s in steps if s not in TRAINING_STEPS], None if is_wandb_ref(ref) else version.ref
+
+
+# Which output of a step pins which input of the later ones.
+PINS = {"raw_anime": "inputs.raw_anime", "raw_ratings": "inputs.raw_ratings", "preprocessed": "inputs.preprocessed",
+        "model": "inputs.model", "similar_users": "inputs.similar_users"}
+ERROR_TAG = "animerec.error"
+
+
+def quoted(value: str) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dict:
     """Run the selected steps as MLflow project runs, children of one parent MLflow run.
 
-    Returns a summary: the parent run, and when ``train`` ran, the model it stored and that
-    model's test metrics (what a sweep's summary table shows).
+    The configuration is checked against the schema before any step starts. Each step gets the
+    exact versions the earlier steps of this run produced (``inputs.*``), never ``:latest``. A
+    step that fails on a user error records its message on its MLflow run; it comes back here as a
+    :class:`UserError` naming the step. Returns a summary: the parent run, and when ``train`` ran,
+    the model it stored and that model's test metrics (what a sweep's summary table shows).
     """
     import mlflow
 
-    from animerec.artifacts import ArtifactStore
-
+    cfg = validate_config(cfg)
     steps = parse_steps(cfg["main"]["steps"], available_steps(project_root))
-    steps = skip_for_pretrained(cfg, steps)
+    if "download" in steps:
+        check_source(cfg["data"])
+    steps, pinned_model = skip_for_pretrained(cfg, steps)
     if not steps:
         logger.info("Nothing to run.")
         return {}
@@ -133,32 +154,60 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
     # Steps run inside their component folders: relative paths are made absolute here, so that
     # every step sees the same store and W&B folder as the user's working directory.
     root = Path(cfg["main"]["artifact_root"]).expanduser().absolute()
-    models_before = set(ArtifactStore(root).versions("model"))
     wandb_dir = Path(cfg["wandb"].get("dir") or ".").expanduser().absolute()
+    pins: dict[str, str] = {PINS["model"]: pinned_model} if pinned_model else {}
+    produced: dict[str, str] = {}
     with mlflow.start_run(run_name="pipeline") as parent:
         parent_id = parent.info.run_id
         mlflow.set_tag("animerec.steps", ",".join(steps))
         fixed = {"wandb.group": f"pipeline-{parent_id[:8]}", "main.artifact_root": str(root), "wandb.dir": str(wandb_dir)}
-        step_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+") not in {*fixed, "main.steps"}]
-        step_overrides += [f"{key}={value}" for key, value in fixed.items()]
         logger.info("Pipeline run %s: steps %s", parent_id, ", ".join(steps))
         for step in steps:
             logger.info("=== step %s ===", step)
-            submitted = mlflow.projects.run(
-                str(project_root / "components" / step),
-                entry_point="main",
-                parameters={"overrides": shlex.join(step_overrides)},
-                env_manager="local",
-                run_name=step,
-                experiment_id=parent.info.experiment_id,
-            )
-            if submitted.get_status() != "FINISHED":
-                raise RuntimeError(f"Step {step} ended with status {submitted.get_status()}.")
+            values = {**fixed, **pins}
+            step_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in {*values, "main.steps"}]
+            step_overrides += [f"{key}={quoted(value)}" for key, value in values.items()]
+            outputs = run_step(project_root, step, step_overrides, parent.info.experiment_id)
+            produced.update(outputs)
+            pins.update({PINS[name]: ref for name, ref in outputs.items() if name in PINS})
     summary: dict = {"mlflow_run_id": parent_id}
-    new_models = sorted(set(ArtifactStore(root).versions("model")) - models_before)
-    if "train" in steps and new_models:
-        summary.update(model_summary(ArtifactStore(root).resolve(f"model:v{new_models[-1]}")))
+    if "model" in produced and "train" in steps:
+        from animerec.artifacts import ArtifactStore
+
+        summary.update(model_summary(ArtifactStore(root).resolve(produced["model"])))
     return summary
+
+
+def run_step(project_root: Path, step: str, overrides: Sequence[str], experiment_id: str) -> dict[str, str]:
+    """One step as an MLflow project run; returns the artifact versions it produced (``name -> ref``)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    submitted = mlflow.projects.run(
+        str(project_root / "components" / step),
+        entry_point="main",
+        parameters={"overrides": join_overrides(overrides)},
+        env_manager="local",
+        run_name=step,
+        experiment_id=experiment_id,
+        synchronous=False,
+    )
+    submitted.wait()
+    run = MlflowClient().get_run(submitted.run_id)
+    if submitted.get_status() != "FINISHED":
+        message = run.data.tags.get(ERROR_TAG)
+        if message:
+            raise StepFailed(step, message)
+        raise RuntimeError(f"Step {step} failed ({submitted.get_status()}); its traceback is printed above.")
+    return {tag[len("output."):]: value for tag, value in run.data.tags.items() if tag.startswith("output.")}
+
+
+class StepFailed(UserError):
+    """A step stopped on a user error; the message is the step's own."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
 
 
 def model_summary(version) -> dict:
@@ -174,7 +223,11 @@ def model_summary(version) -> dict:
 
 
 def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) -> int:
-    """What each ``components/<step>/run.py`` runs: parse arguments, compose config, run the step."""
+    """What each ``components/<step>/run.py`` runs: parse arguments, compose config, run the step.
+
+    A user error prints ``error: <step>: ...`` and returns 2 (no traceback, nothing stored); under
+    ``mlflow run`` the message is also recorded on the step's run, for the pipeline to report.
+    """
     parser = argparse.ArgumentParser(
         prog=f"components/{step}/run.py",
         description=f"Run the '{step}' step of the anime recommender pipeline on its own. "
@@ -183,13 +236,14 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
     )
     parser.add_argument(
         "--overrides", default="",
-        help="Hydra overrides for config.yaml, separated by spaces (quote values that hold spaces).",
+        help="Hydra overrides for config.yaml, separated by spaces; quote values with spaces as Hydra does: "
+             "recs.anime=\"Cowboy Bebop\" recs.genres=[Action,\"Slice of Life\"]",
     )
     parser.add_argument("--print-config", action="store_true", help="print the composed configuration and exit")
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        cfg = compose_config(shlex.split(args.overrides), config_dir)
+        cfg = compose_config(split_overrides(args.overrides), config_dir)
         if args.print_config:
             import yaml
 
@@ -198,5 +252,19 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
         step_functions()[step](cfg)
     except UserError as err:
         print(f"\nerror: {step}: {err}", file=sys.stderr)
+        record_error(str(err))
         return 2
     return 0
+
+
+def record_error(message: str) -> None:
+    """Tag the MLflow run that ``mlflow run`` made for this step with the user error's message."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient().set_tag(run_id, ERROR_TAG, message[:4900])
+    except Exception as err:  # the message is already on stderr
+        logger.warning("Could not record the error on MLflow run %s: %s", run_id, err)

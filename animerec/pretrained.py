@@ -179,18 +179,23 @@ def metric_of(version: ArtifactVersion, metric: str) -> float | None:
 
 
 def update_best_alias(store: ArtifactStore, metric: str, name: str = "model") -> ArtifactVersion | None:
-    """Point ``<name>:best`` at the version with the best ``metric`` (lower is better for errors and losses)."""
+    """Point ``<name>:best`` at the version with the best ``metric`` (lower is better for errors and losses).
+
+    Done under the store's alias lock, so two trainers finishing at once cannot each pick from a
+    list that lacks the other's model and overwrite a better choice.
+    """
     lower = metric in LOWER_IS_BETTER
-    scored = []
-    for number in store.versions(name):
-        version = store.resolve(f"{name}:v{number}")
-        value = metric_of(version, metric)
-        if value is not None:
-            scored.append((-value if lower else value, number, version))
-    if not scored:
-        return None
-    _key, number, best = max(scored, key=lambda item: (item[0], item[1]))
-    store.set_alias(name, "best", number)
+    with store.lock(name):
+        scored = []
+        for number in store.versions(name):
+            version = store.resolve(f"{name}:v{number}")
+            value = metric_of(version, metric)
+            if value is not None:
+                scored.append((-value if lower else value, number, version))
+        if not scored:
+            return None
+        _key, number, best = max(scored, key=lambda item: (item[0], item[1]))
+        store.write_alias(name, "best", number)
     logger.info("%s:best -> v%d (%s %.4f)", name, number, metric, metric_of(best, metric))
     return best
 

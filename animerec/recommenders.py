@@ -119,6 +119,36 @@ class Catalogue:
         return allowed
 
 
+@dataclass(frozen=True)
+class FavoriteRule:
+    """Which of a user's rated anime count as favourites: the top ``fraction`` by rank, floored.
+
+    Tie-aware: an anime is a favourite when fewer than ``fraction`` of the user's ratings are
+    strictly higher than its rating (equal ratings share the better rank, so they are in or out
+    together), and its rating is at least ``min_rating``. A user who rated everything 5 has no
+    favourites; one who rated everything 9 loves them all; a 10 is always a favourite.
+    """
+
+    fraction: float = 0.2
+    min_rating: float = 7.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise RecommenderError(f"favorite_fraction must be in (0, 1], got {self.fraction}.")
+        if not 1 <= self.min_rating <= 10:
+            raise RecommenderError(f"favorite_min_rating must be within 1-10, got {self.min_rating}.")
+
+    @classmethod
+    def from_config(cls, recs: dict) -> "FavoriteRule":
+        return cls(float(recs["favorite_fraction"]), float(recs["favorite_min_rating"]))
+
+    def mask(self, ratings: np.ndarray) -> np.ndarray:
+        """``[n]`` bool: which of one user's ``ratings`` ``[n]`` are favourites."""
+        ratings = np.asarray(ratings, dtype=np.float32)
+        higher = len(ratings) - np.searchsorted(np.sort(ratings), ratings, side="right")
+        return (higher < self.fraction * len(ratings)) & (ratings >= self.min_rating)
+
+
 def _top(scores: np.ndarray, allowed: np.ndarray, n: int, tiebreak: np.ndarray | None = None):
     """Indices and scores of the n best allowed entries, best first (ties: tiebreak desc, then index)."""
     candidates = np.flatnonzero(allowed)
@@ -201,21 +231,16 @@ class Recommender(ABC):
         return self.bundle.user_ids[top], values.astype(np.float32)
 
     # user preferences -------------------------------------------------------------------------------
-    def favorites(self, user_id: int, percentile: float = 80) -> pd.DataFrame:
-        """The user's favourite anime: rated at or above their own ``percentile``-th rating."""
-        if not 0 <= percentile <= 100:
-            raise RecommenderError(f"favorite_percentile must be within 0-100, got {percentile}.")
+    def favorites(self, user_id: int, rule: FavoriteRule | None = None) -> pd.DataFrame:
+        """The user's favourite anime (see :class:`FavoriteRule`), best rated first."""
         anime, ratings = self.rated(self.bundle.user_index(int(user_id)))
-        if len(anime) == 0:
-            return self.catalogue.frame.iloc[[]].assign(rating=[])
-        cutoff = np.percentile(ratings, percentile)
-        keep = ratings >= cutoff
+        keep = (rule or FavoriteRule()).mask(ratings)
         frame = self.catalogue.frame.iloc[anime[keep]].assign(rating=ratings[keep])
         return frame.sort_values(["rating", "members"], ascending=[False, False]).reset_index(drop=True)
 
-    def preferences(self, user_id: int, percentile: float = 80) -> dict:
+    def preferences(self, user_id: int, rule: FavoriteRule | None = None) -> dict:
         """Favourites, and counts of their genres and (when the data has it) source material."""
-        favorites = self.favorites(user_id, percentile)
+        favorites = self.favorites(user_id, rule)
         genres = favorites["genres"].str.split(",").explode().str.strip()
         genres = genres[genres.astype(bool)].value_counts()
         sources = None
@@ -264,10 +289,10 @@ class UserBasedRecommender(Recommender):
     higher mean rating those users gave it, then to the lower anime ID.
     """
 
-    def __init__(self, bundle: ModelBundle, neighbours: int = 20, favorite_percentile: float = 80) -> None:
+    def __init__(self, bundle: ModelBundle, neighbours: int = 20, favorites: FavoriteRule | None = None) -> None:
         super().__init__(bundle)
         self.neighbours = int(neighbours)
-        self.favorite_percentile = float(favorite_percentile)
+        self.favorite_rule = favorites or FavoriteRule()
         self._last: tuple[int, pd.DataFrame] | None = None  # (user_id, its neighbour_favorites)
 
     def neighbour_favorites(self, user_id: int) -> pd.DataFrame:
@@ -286,7 +311,7 @@ class UserBasedRecommender(Recommender):
             anime, ratings = self.rated(self.bundle.user_index(int(other)))
             if len(anime) == 0:
                 continue
-            keep = ratings >= np.percentile(ratings, self.favorite_percentile)
+            keep = self.favorite_rule.mask(ratings)
             rows.append(pd.DataFrame({"anime_index": anime[keep], "rating": ratings[keep]}))
         if not rows:
             return pd.DataFrame({"anime_index": [], "count": [], "mean_rating": []})

@@ -13,7 +13,7 @@ import numpy as np
 
 from animerec.errors import ConfigError
 
-ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
+from animerec.config import ACTIVATIONS  # noqa: E402  (one list of activations)
 _NORM_EPS = 1e-12  # keras.ops.normalize's epsilon
 
 

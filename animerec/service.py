@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from animerec.bundle import ModelBundle
-from animerec.recommenders import EmbeddingRecommender, ItemFilter, RecommenderError, UserBasedRecommender, find_anime
+from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError,
+                                   UserBasedRecommender, find_anime)
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,9 @@ def user_id_of(value: Any) -> int:
 class RecommendationService:
     """The three recommenders over one :class:`ModelBundle`, answering :class:`Query` objects."""
 
-    def __init__(self, bundle: ModelBundle, favorite_percentile: float = 80, neighbours: int = 20) -> None:
+    def __init__(self, bundle: ModelBundle, favorites: FavoriteRule | None = None, neighbours: int = 20) -> None:
         self.bundle = bundle
-        self.favorite_percentile = float(favorite_percentile)
+        self.favorite_rule = favorites or FavoriteRule()
         self.neighbours = int(neighbours)
 
     @classmethod
@@ -127,7 +128,7 @@ class RecommendationService:
 
     @cached_property
     def by_users(self) -> UserBasedRecommender:
-        return UserBasedRecommender(self.bundle, self.neighbours, self.favorite_percentile)
+        return UserBasedRecommender(self.bundle, self.neighbours, self.favorite_rule)
 
     # queries -------------------------------------------------------------------------------------
     def anime_id(self, query: Any) -> int:
@@ -150,7 +151,7 @@ class RecommendationService:
         counts = rec.rating_counts[[self.bundle.user_index(int(u)) for u in users]]
         users_table = pd.DataFrame({"user_id": users.astype(np.int64), "similarity": np.round(similarity, 4),
                                     "rating_count": counts.astype(np.int64)})
-        prefs = rec.preferences(user_id, self.favorite_percentile)
+        prefs = rec.preferences(user_id, self.favorite_rule)
         ids, scores = rec.recommend(user_id, n, filters=filters)
         picks = anime_table(self.bundle, ids, scores, "similar_users_favouring")
         means = rec.neighbour_favorites(user_id).set_index("anime_index")["mean_rating"]

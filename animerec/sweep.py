@@ -13,6 +13,7 @@ compared side by side there too (``mlflow ui``; the W&B project's runs table).
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from animerec.artifacts import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("job", "overrides", "status", "model", "rmse", "mae", "recall_at_10", "ndcg_at_10",
+COLUMNS = ("job", "overrides", "status", "error", "model", "rmse", "mae", "recall_at_10", "ndcg_at_10",
            "popularity_recall_at_10", "popularity_ndcg_at_10", "train_seconds")
 
 
@@ -53,6 +54,8 @@ class SweepSummary(Callback):
                                "status": job_return.status.name.lower()}
         if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
             row.update(job_return.return_value)
+            if "error" in row:  # a user error: main() reported it and returned, so the sweep goes on
+                row["status"] = "error"
         self.rows.append(row)
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
@@ -68,3 +71,8 @@ class SweepSummary(Callback):
         with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4f}".format):
             print(f"\nSweep summary ({len(frame)} jobs; {folder / 'summary.csv'})\n{frame.to_string(index=False)}\n",
                   flush=True)
+        failed = [row for row in self.rows if row["status"] != "completed"]
+        if failed:
+            print(f"error: {len(failed)} of {len(self.rows)} sweep jobs failed (see the status and error columns "
+                  f"of {folder / 'summary.csv'}).", file=sys.stderr, flush=True)
+            sys.exit(2)

@@ -146,11 +146,16 @@ class StepRun:
         if self.wandb_run is not None:
             self.wandb_run.config.update({f"input_{version.name}": version.ref}, allow_val_change=True)
             if self.wandb_mode == "online":
-                wandb_name = version.manifest.get("wandb_artifact") or f"{version.name}:latest"
-                try:
-                    self.wandb_run.use_artifact(wandb_name)
-                except Exception as err:  # lineage is best effort; the local store holds the data
-                    logger.warning("Could not declare %s as a W&B input (%s); continuing.", wandb_name, err)
+                # The exact W&B version this local version was logged as; never ":latest", which may be another.
+                wandb_name = version.manifest.get("wandb_artifact")
+                if not wandb_name:
+                    logger.warning("%s was not logged to W&B online (no wandb_artifact in its manifest); W&B "
+                                   "lineage records it by its local reference only.", version.ref)
+                else:
+                    try:
+                        self.wandb_run.use_artifact(wandb_name)
+                    except Exception as err:  # lineage is best effort; the local store holds the data
+                        logger.warning("Could not declare %s as a W&B input (%s); continuing.", wandb_name, err)
         logger.info("Input %s -> %s", ref, version.path)
         return version
 

@@ -41,8 +41,8 @@ def load_split(anime_path: Path, ratings_path: Path, workdir: Path, seed: int, m
     workdir.mkdir(parents=True, exist_ok=True)
     preprocess(anime_path, ratings_path, options, workdir)
     frames = {name: pd.read_parquet(workdir / f"{name}.parquet") for name in ("train", "valid", "test")}
-    encoders = np.load(workdir / "encoders.npz")
-    return frames, len(encoders["user_ids"]), len(encoders["anime_ids"])
+    with np.load(workdir / "encoders.npz") as encoders:
+        return frames, len(encoders["user_ids"]), len(encoders["anime_ids"])
 
 
 def demo_ratings(workdir: Path, num_users: int) -> tuple[Path, Path]:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -58,11 +59,54 @@ def test_aliases_and_clear_errors(tmp_path):
         store.set_alias("thing", "latest", 1)
 
 
-def test_tampered_file_fails_verification(tmp_path):
-    version = write(ArtifactStore(tmp_path))
-    (version.path / "a.txt").write_text("changed")
-    with pytest.raises(ArtifactError, match="does not match"):
-        version.verify()
+def test_reading_checks_sizes_always_and_sha256_when_asked(tmp_path):
+    write(ArtifactStore(tmp_path), text="abc")
+    version = ArtifactStore(tmp_path).resolve("thing:v1")
+    (version.path / "a.txt").write_text("xyz")  # same size: only the sha256 can tell
+    assert ArtifactStore(tmp_path).resolve("thing:v1").version == 1
+    with pytest.raises(ArtifactError, match=r"a.txt does not match its manifest sha256"):
+        ArtifactStore(tmp_path, verify=True).resolve("thing:v1")
+    (version.path / "a.txt").write_text("longer")  # a size change is caught on every read
+    with pytest.raises(ArtifactError, match=r"thing:v1 .* is damaged: its file a.txt has 6 bytes, the manifest recorded 3"):
+        ArtifactStore(tmp_path).resolve("thing")
+    (version.path / "a.txt").unlink()
+    with pytest.raises(ArtifactError, match=r"is damaged: its file a.txt is missing"):
+        ArtifactStore(tmp_path).resolve(str(version.path))
+
+
+def test_orphaned_staging_of_a_killed_process_is_cleaned(tmp_path):
+    import subprocess
+    import sys
+
+    store = ArtifactStore(tmp_path)
+    write(store)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / "thing" / f".staging-{dead.stdout.strip()}-0123abcd"
+    orphan.mkdir()
+    (orphan / "half.bin").write_bytes(b"12")
+    alive = tmp_path / "thing" / f".staging-{os.getpid()}-feedbeef"  # a writer still at work: kept
+    alive.mkdir()
+    assert write(store).version == 2
+    assert not orphan.exists() and alive.exists()
+
+
+def test_alias_updates_are_locked(tmp_path):
+    """Two processes moving aliases at once: every update lands, and aliases.json stays valid JSON."""
+    import multiprocessing
+
+    store = ArtifactStore(tmp_path)
+    for _ in range(3):
+        write(store)
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.starmap(_set_many, [(str(tmp_path), f"a{worker}") for worker in range(4)])
+    aliases = store.aliases("thing")
+    assert {f"a{w}-{i}" for w in range(4) for i in range(25)} <= set(aliases)
+
+
+def _set_many(root, prefix):
+    store = ArtifactStore(root)
+    for i in range(25):
+        store.set_alias("thing", f"{prefix}-{i}", 1 + i % 3)
 
 
 def test_missing_file_names_the_artifact(tmp_path):

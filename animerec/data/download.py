@@ -44,6 +44,17 @@ class RetryPolicy:
         time.sleep(self.backoff_s * (2 ** attempt))
 
 
+def part_path(url: str, dest: Path, part_dir: str | Path | None) -> Path:
+    """Where the partial download of ``url`` lives: one name per URL, so reruns find it."""
+    if part_dir is None:
+        return dest.with_name(dest.name + ".part")
+    import hashlib
+
+    folder = Path(part_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{dest.name}.part"
+
+
 def filename_from_url(url: str) -> str:
     name = Path(unquote(urlparse(url).path)).name
     return name or "download"
@@ -58,20 +69,23 @@ def fetch(
     session: requests.Session | None = None,
     auth: tuple[str, str] | None = None,
     progress: bool = True,
+    part_dir: str | Path | None = None,
 ) -> Path:
     """Download ``url`` (http, https or file) to ``dest`` and return ``dest``.
 
-    ``dest`` only ever appears complete: data goes to ``dest.part`` first (kept between
-    attempts so that a retry can resume) and is renamed once its size and sha256 check out.
+    ``dest`` only ever appears complete: data goes to a ``.part`` file first and is renamed once
+    its size and sha256 check out. The part file lives in ``part_dir`` (default: beside ``dest``;
+    give a folder on the same filesystem that outlives a failed attempt) and is kept when the
+    download fails, so that the next run resumes it with a Range request.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(url, dest, part_dir)
     scheme = urlparse(url).scheme
     if scheme == "file" or scheme == "":
         source = Path(unquote(urlparse(url).path)) if scheme == "file" else Path(url)
         if not source.is_file():
             raise DownloadError(f"{url}: no such file.")
-        part = dest.with_name(dest.name + ".part")
         shutil.copyfile(source, part)
         _finish(part, dest, sha256, url)
         return dest
@@ -79,7 +93,6 @@ def fetch(
         raise DownloadError(f"{url}: unsupported URL scheme {scheme!r}; use http(s):// or file://.")
 
     session = session or requests.Session()
-    part = dest.with_name(dest.name + ".part")
     last_error: Exception | None = None
     for attempt in range(retry.attempts):
         try:
@@ -185,10 +198,11 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
 
 
 def fetch_data_file(url: str, folder: Path, *, sha256: str | None = None, want: str | None = None,
-                    auth: tuple[str, str] | None = None, retry: RetryPolicy = RetryPolicy()) -> Path:
+                    auth: tuple[str, str] | None = None, retry: RetryPolicy = RetryPolicy(),
+                    part_dir: str | Path | None = None) -> Path:
     """Fetch one data file into ``folder``; a zip is extracted and its (wanted) data file returned."""
     folder = Path(folder)
-    downloaded = fetch(url, folder / filename_from_url(url), sha256=sha256, auth=auth, retry=retry)
+    downloaded = fetch(url, folder / filename_from_url(url), sha256=sha256, auth=auth, retry=retry, part_dir=part_dir)
     if not zipfile.is_zipfile(downloaded):
         return downloaded
     extract_dir = folder / (downloaded.stem + "_unzipped")

@@ -7,7 +7,7 @@ from animerec.tracking import StepRun, WandbSettings
 
 
 def store_from(cfg: dict) -> ArtifactStore:
-    return ArtifactStore(cfg["main"]["artifact_root"])
+    return ArtifactStore(cfg["main"]["artifact_root"], verify=bool(cfg["main"].get("verify_artifacts")))
 
 
 def step_run(step: str, cfg: dict, sections: tuple[str, ...]) -> StepRun:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
+from animerec.artifacts import copy_file
 from animerec.data import demo
 from animerec.data.download import fetch_data_file, kaggle_credentials, kaggle_file_url
 from animerec.data.layouts import find_data_file, load_anime
 from animerec.data.preprocess import PreprocessOptions
 from animerec.data.preprocess import preprocess as preprocess_files
+from animerec.config import check_source
 from animerec.errors import ConfigError
 from animerec.steps.common import step_run
 
@@ -20,20 +21,21 @@ logger = logging.getLogger(__name__)
 SOURCES = ("demo", "url", "kaggle", "local")
 
 
-def _link_or_copy(source: Path, folder: Path) -> Path:
-    """Put a local file into an artifact folder: a hard link when possible (big files), else a copy."""
+def _copy_local(source: Path, folder: Path) -> Path:
+    """Put a local file into an artifact folder as a copy (a reflink where the filesystem can).
+
+    Never a hard link: editing the user's file afterwards must not change a stored version.
+    """
     source = Path(source).expanduser()
     if not source.is_file():
         raise ConfigError(f"Local data file {source} does not exist (data.anime_path / data.ratings_path).")
     target = folder / source.name
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+    copy_file(source, target)
     return target
 
 
-def _fill_raw(data: dict, anime_dir: Path, ratings_dir: Path) -> None:
+def _fill_raw(data: dict, anime_dir: Path, ratings_dir: Path, part_dir: Path) -> None:
+    """Fill the two staging folders; partial downloads live in ``part_dir`` so a rerun resumes them."""
     source = data["source"]
     if source == "demo":
         shutil.copyfile(demo.catalogue_path(), anime_dir / "anime.csv.gz")
@@ -41,22 +43,16 @@ def _fill_raw(data: dict, anime_dir: Path, ratings_dir: Path) -> None:
         ratings = demo.make_ratings(load_anime(anime_dir / "anime.csv.gz"), spec)
         ratings.to_csv(ratings_dir / "animelist.csv", index=False)
     elif source == "url":
-        for key in ("anime_url", "ratings_url"):
-            if not data.get(key):
-                raise ConfigError(f"data.source=url needs data.{key} (an http(s):// or file:// URL).")
-        fetch_data_file(data["anime_url"], anime_dir, sha256=data.get("anime_sha256"))
-        fetch_data_file(data["ratings_url"], ratings_dir, sha256=data.get("ratings_sha256"))
+        fetch_data_file(data["anime_url"], anime_dir, sha256=data.get("anime_sha256"), part_dir=part_dir)
+        fetch_data_file(data["ratings_url"], ratings_dir, sha256=data.get("ratings_sha256"), part_dir=part_dir)
     elif source == "kaggle":
         auth = kaggle_credentials()
         dataset = data["kaggle_dataset"]
         for name, folder in ((data["kaggle_anime_file"], anime_dir), (data["kaggle_ratings_file"], ratings_dir)):
-            fetch_data_file(kaggle_file_url(dataset, name), folder, auth=auth, want=name)
+            fetch_data_file(kaggle_file_url(dataset, name), folder, auth=auth, want=name, part_dir=part_dir)
     elif source == "local":
-        for key in ("anime_path", "ratings_path"):
-            if not data.get(key):
-                raise ConfigError(f"data.source=local needs data.{key} (a path to the file).")
-        _link_or_copy(data["anime_path"], anime_dir)
-        _link_or_copy(data["ratings_path"], ratings_dir)
+        _copy_local(data["anime_path"], anime_dir)
+        _copy_local(data["ratings_path"], ratings_dir)
     else:
         raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}; got {source!r}.")
 
@@ -64,13 +60,12 @@ def _fill_raw(data: dict, anime_dir: Path, ratings_dir: Path) -> None:
 def download(cfg: dict) -> dict:
     """Get the raw anime and ratings files and store them as ``raw_anime`` and ``raw_ratings``."""
     data = cfg["data"]
-    if data["source"] not in SOURCES:
-        raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}; got {data['source']!r}.")
+    check_source(data)
     with step_run("download", cfg, ("data",)) as run:
         meta = {"source": data["source"]}
         with run.output("raw_anime", "raw_data", description="MyAnimeList catalogue", metadata=meta) as anime, \
                 run.output("raw_ratings", "raw_data", description="MyAnimeList user ratings", metadata=meta) as ratings:
-            _fill_raw(data, anime.path, ratings.path)
+            _fill_raw(data, anime.path, ratings.path, run.store.root / ".downloads")
         sizes = {
             "raw_anime_bytes": sum(i["size"] for i in anime.version.manifest["files"].values()),
             "raw_ratings_bytes": sum(i["size"] for i in ratings.version.manifest["files"].values()),
@@ -87,8 +82,9 @@ def preprocess(cfg: dict) -> dict:
     options = PreprocessOptions(**{k: data[k] for k in fields if k in data})
     options.validate()
     with step_run("preprocess", cfg, ("data",)) as run:
-        raw_anime = run.use(data.get("raw_anime_ref") or "raw_anime:latest")
-        raw_ratings = run.use(data.get("raw_ratings_ref") or "raw_ratings:latest")
+        inputs = cfg["inputs"]
+        raw_anime = run.use(inputs["raw_anime"] or "raw_anime:latest")
+        raw_ratings = run.use(inputs["raw_ratings"] or "raw_ratings:latest")
         anime_file = find_data_file(raw_anime.path, ("anime.csv", "anime.csv.gz", "anime-dataset-2023.csv"))
         ratings_file = find_data_file(
             raw_ratings.path, ("animelist.csv", "rating_complete.csv", "rating.csv", "users-score-2023.csv")

@@ -17,20 +17,21 @@ import pandas as pd
 
 from animerec.bundle import ModelBundle
 from animerec.errors import ConfigError
-from animerec.recommenders import ItemFilter, RecommenderError
+from animerec.recommenders import FavoriteRule, ItemFilter, RecommenderError
 from animerec.service import RecommendationService
 from animerec.steps.common import step_run, store_from
 
 logger = logging.getLogger(__name__)
 
 def model_ref(cfg: dict) -> str:
-    return cfg["model"].get("pretrained") or "model:latest"
+    """The pipeline's pinned model (``inputs.model``), else ``model.pretrained``, else ``model:latest``."""
+    return cfg["inputs"].get("model") or cfg["model"].get("pretrained") or "model:latest"
 
 
 def load_service(run, cfg: dict) -> RecommendationService:
     """The model named by ``model.pretrained`` (local or W&B), else ``model:latest``, as a service."""
     bundle = ModelBundle.load(run.use_model(model_ref(cfg)).path)
-    return RecommendationService(bundle, favorite_percentile=float(cfg["recs"]["favorite_percentile"]))
+    return RecommendationService(bundle, favorites=FavoriteRule.from_config(cfg["recs"]))
 
 
 def show(title: str, table: pd.DataFrame) -> None:
@@ -98,7 +99,8 @@ def similar_users(cfg: dict) -> dict:
         result = service.similar_users(user_id, int(recs["n"]), filters)
         users_table, picks, genres, sources = result["users"], result["picks"], result["genres"], result["sources"]
         show(f"Users most similar to user {user_id}", users_table)
-        show(f"User {user_id}'s favourite genres (favourites: rated >= their {recs['favorite_percentile']}th percentile)",
+        show(f"User {user_id}'s favourite genres (favourites: their top {recs['favorite_fraction']:.0%} by rating, "
+             f"rated >= {recs['favorite_min_rating']:g})",
              genres.head(10).rename_axis("genre").reset_index(name="favourites"))
         show(f"Anime that users similar to {user_id} love and {user_id} has not rated", picks)
         with run.output("similar_users", "recommendations", metadata={"user_id": user_id}) as out:
@@ -120,7 +122,7 @@ def similar_users(cfg: dict) -> dict:
         return {"similar_users": out.version.ref, "user_id": user_id, "table": users_table, "picks": picks}
 
 
-def rating_user(cfg: dict, rec) -> int:
+def rating_user(cfg: dict, rec, run) -> int:
     recs = cfg["recs"]
     mode = recs.get("rating_user", "similar_users")
     if mode == "given" or (recs.get("user_id") is not None and mode != "random"):
@@ -130,11 +132,11 @@ def rating_user(cfg: dict, rec) -> int:
     if mode == "random":
         return pick_random_user(rec, recs)
     if mode == "similar_users":
-        store = store_from(cfg)
-        if not store.versions("similar_users"):
+        ref = cfg["inputs"]["similar_users"]
+        if ref is None and not store_from(cfg).versions("similar_users"):
             logger.info("No similar_users result yet: picking a random user")
             return pick_random_user(rec, recs)
-        return int(json.loads(store.resolve("similar_users:latest").file("query.json").read_text())["user_id"])
+        return int(json.loads(run.use(ref or "similar_users:latest").file("query.json").read_text())["user_id"])
     raise ConfigError(f"recs.rating_user must be similar_users, given or random; got {mode!r}.")
 
 
@@ -143,7 +145,7 @@ def rating_recs(cfg: dict) -> dict:
     filters = ItemFilter.from_config(recs)
     with step_run("rating_recs", cfg, ("recs", "model")) as run:
         service = load_service(run, cfg)
-        user_id = rating_user(cfg, service.by_rating)
+        user_id = rating_user(cfg, service.by_rating, run)
         table = service.rating_recs(user_id, int(recs["n"]), filters, recs.get("min_predicted_rating"),
                                     recs.get("max_predicted_rating"))
         show(f"Highest predicted ratings for user {user_id} (anime they have not rated)", table)

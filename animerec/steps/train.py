@@ -78,7 +78,7 @@ def train(cfg: dict) -> dict:
     model_cfg = cfg["model"]
     validate_model_config(model_cfg)  # before any data is read or any run is opened
     with step_run("train", cfg, ("model", "train", "evaluate")) as run:
-        pre = run.use(cfg["train"].get("input_ref") or "preprocessed:latest")
+        pre = run.use(cfg["inputs"]["preprocessed"] or "preprocessed:latest")
         train_df, valid_df, test_df = (load_split(pre, s) for s in ("train", "valid", "test"))
         if train_df.empty:
             raise ConfigError(
@@ -98,7 +98,8 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
 
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
-    encoders = np.load(pre.file("encoders.npz"))
+    with np.load(pre.file("encoders.npz")) as npz:
+        encoders = {key: npz[key] for key in npz.files}
     scale = json.loads(pre.file("scale.json").read_text())
     num_users, num_anime = len(encoders["user_ids"]), len(encoders["anime_ids"])
     strategy, decision = make_strategy(train_cfg["strategy"], train_cfg.get("tpu_address"))

@@ -1,0 +1,89 @@
+"""What ``main.py`` does with its command line before Hydra sees it.
+
+- :func:`prepare_argv` turns ``--steps STEPS`` and ``--overrides "A=1 B=2"`` (how ``mlflow run``
+  passes its parameters, each as one shell word) into Hydra overrides, splitting the string the
+  way Hydra reads it so that ``recs.anime="Cowboy Bebop"`` stays one override.
+- :func:`preflight` composes the configuration once before Hydra does. A Hydra composition error
+  (an unknown key, a bad preset name, broken override syntax) and, for a single run, a schema
+  error then print one ``error:`` paragraph and exit with status 2 instead of Hydra's exit 1.
+  In a sweep each job's values are checked by the job itself, so one bad job does not stop the
+  others.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from animerec.config import split_overrides
+from animerec.errors import UserError
+
+# Hydra's own flags: with them the command line is Hydra's business, not a pipeline run.
+MULTIRUN_FLAGS = ("-m", "--multirun")
+MAX_PREFLIGHT_JOBS = 256
+
+
+def prepare_argv(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        for flag in ("--overrides", "--steps"):
+            if arg == flag or arg.startswith(flag + "="):
+                if arg == flag:
+                    if i + 1 >= len(args):
+                        _fail(f"{flag} needs a value")
+                    value, i = args[i + 1], i + 1
+                else:
+                    value = arg.split("=", 1)[1]
+                if flag == "--overrides":
+                    out.extend(split_overrides(value))
+                elif value.strip():
+                    out.append(f"main.steps='{value.strip()}'")
+                break
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def preflight(argv: Sequence[str], config_dir: Path) -> None:
+    """Exit 2 with an ``error:`` line when the overrides cannot make a valid configuration."""
+    from animerec.pipeline import compose_config
+
+    flags = [a for a in argv if a.startswith("-")]
+    if any(flag not in MULTIRUN_FLAGS for flag in flags):
+        return  # --help, --cfg job, --info, ...: Hydra answers those itself
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        if not flags:
+            compose_config(overrides, config_dir)
+            return
+        for job in sweep_jobs(overrides)[:MAX_PREFLIGHT_JOBS]:
+            compose_config(job, config_dir, validate=False)  # each job checks its own values
+    except UserError as err:
+        _fail(f"config: {err}")
+
+
+def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """The override lists of every job a Hydra sweep over ``overrides`` would run."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from animerec.errors import ConfigError
+    from animerec.pipeline import one_line
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except HydraException as err:
+        raise ConfigError(f"bad configuration override: {one_line(err)}") from None
+    return [job for batch in batches for job in batch]
