@@ -295,6 +295,8 @@ class ArtifactStore:
             pending.version = self._commit(pending, producer or {}, config or {})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a first write that failed leaves no trace
             raise
 
     def clean_orphans(self, name: str) -> list[Path]:

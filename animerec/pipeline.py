@@ -25,11 +25,23 @@ logger = logging.getLogger(__name__)
 STEPS: tuple[str, ...] = ("download", "preprocess", "train", "similar_anime", "similar_users", "rating_recs")
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (pytest, notebooks and tqdm swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Console logging for the ``animerec`` loggers (named loggers; the root logger stays quiet)."""
     package = logging.getLogger("animerec")
     if not package.handlers:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         package.addHandler(handler)
     package.setLevel(level)
@@ -242,6 +254,7 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
     parser.add_argument("--print-config", action="store_true", help="print the composed configuration and exit")
     args = parser.parse_args(argv)
     setup_logging()
+    run_id = os.environ.get("MLFLOW_RUN_ID")  # read now: mlflow.end_run() removes it from the environment
     try:
         cfg = compose_config(split_overrides(args.overrides), config_dir)
         if args.print_config:
@@ -252,14 +265,13 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
         step_functions()[step](cfg)
     except UserError as err:
         print(f"\nerror: {step}: {err}", file=sys.stderr)
-        record_error(str(err))
+        record_error(run_id, str(err))
         return 2
     return 0
 
 
-def record_error(message: str) -> None:
+def record_error(run_id: str | None, message: str) -> None:
     """Tag the MLflow run that ``mlflow run`` made for this step with the user error's message."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
     try:
