@@ -23,7 +23,7 @@ def test_parse_steps_orders_and_validates():
 
 
 def test_bad_override_is_a_config_error():
-    with pytest.raises(ConfigError, match="Bad configuration override"):
+    with pytest.raises(ConfigError, match="bad configuration override"):
         compose_config(["data.no_such_key=1"], PROJECT_ROOT)
 
 
@@ -33,24 +33,74 @@ def test_component_prints_clear_error_and_exit_code(tmp_path, capsys):
     assert "No artifact named 'raw_anime'" in capsys.readouterr().err
 
 
-def test_mlflow_run_end_to_end(tmp_path):
-    """`mlflow run . --env-manager local` on tiny demo data, as a user would type it."""
+def _mlflow_run(project: str, params: dict, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "WANDB_MODE": "offline"}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    args = [sys.executable, "-m", "mlflow", "run", project, "--env-manager", "local"]
+    for key, value in params.items():
+        args += ["-P", f"{key}={value}"]
+    return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900), env
+
+
+def test_mlflow_run_end_to_end(tmp_path):
+    """`mlflow run . --env-manager local` on tiny demo data, as a user would type it, with a quoted title and a
+    list holding a space passed through hydra_options; then every step's artifact is checked."""
+    import json
+
+    import pandas as pd
+
     steps = os.environ.get("ANIMEREC_E2E_STEPS", "all")
     # `mlflow run` runs main.py inside the project folder: point the store and W&B at tmp_path.
     options = " ".join(TINY_DEMO + [f"main.artifact_root={tmp_path / 'artifacts'}", f"wandb.dir={tmp_path}",
-                                    "model.epochs=2", "model.embedding_size=16", "recs.random=true"])
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local",
-         "-P", f"steps={steps}", "-P", f"hydra_options={options}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
-    )
+                                    "model.epochs=2", "model.embedding_size=16", "recs.n=7",
+                                    'recs.anime="Cowboy Bebop"', 'recs.genres=[Action,"Slice of Life"]'])
+    result, env = _mlflow_run(str(PROJECT_ROOT), {"steps": steps, "hydra_options": options}, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     from animerec.artifacts import ArtifactStore
+    from animerec.bundle import ModelBundle
 
-    store = ArtifactStore(tmp_path / "artifacts")
-    assert {"raw_anime", "raw_ratings", "preprocessed"} <= set(store.names())
+    store = ArtifactStore(tmp_path / "artifacts", verify=True)  # every file matches its manifest
+    assert set(store.names()) == {"raw_anime", "raw_ratings", "preprocessed", "model", "similar_anime",
+                                  "similar_users", "rating_recs"}
+    assert (store.resolve("raw_anime").path / "anime.csv.gz").is_file()
+    raw = pd.read_csv(store.resolve("raw_ratings").file("animelist.csv"))
+    assert list(raw.columns) == ["user_id", "anime_id", "rating", "watching_status", "watched_episodes"]
+    assert raw.user_id.nunique() == 150
+
+    pre = store.resolve("preprocessed")
+    stats = json.loads(pre.file("stats.json").read_text())
+    splits = {name: pd.read_parquet(pre.file(f"{name}.parquet")) for name in ("train", "valid", "test")}
+    assert {name: len(frame) for name, frame in splits.items()} == stats["splits"]
+    assert set(splits["train"].columns) >= {"user_id", "anime_id", "user_index", "anime_index", "rating", "rating_scaled"}
+    assert splits["train"].rating.between(1, 10).all() and splits["train"].rating_scaled.between(0, 1).all()
+    assert pre.manifest["producer"]["inputs"] == {"raw_anime": "raw_anime:v1", "raw_ratings": "raw_ratings:v1"}
+
+    model = store.resolve("model")
+    metrics = json.loads(model.file("metrics.json").read_text())
+    assert {"rmse", "mae", "recall_at_10", "ndcg_at_10", "baselines"} <= set(metrics) and metrics["epochs_run"] == 2
+    bundle = ModelBundle.load(model.path)
+    assert bundle.info["num_users"] == stats["num_users"] and bundle.info["embedding_size"] == 16
+    assert model.manifest["producer"]["inputs"] == {"preprocessed": "preprocessed:v1"}
+    assert (model.path / "loss_curve.png").stat().st_size > 1000
+
+    similar = store.resolve("similar_anime")
+    assert json.loads(similar.file("query.json").read_text())["title"] == "Cowboy Bebop"  # the spaced title arrived whole
+    table = pd.read_csv(similar.file("similar_anime.csv"))
+    assert len(table) == 7 and 1 not in table.anime_id.tolist() and table.similarity.is_monotonic_decreasing
+    assert table.genres.str.contains("Action|Slice of Life").all()  # the list with a spaced item arrived whole
+    assert similar.manifest["producer"]["inputs"] == {"model": "model:v1"}
+
+    users = store.resolve("similar_users")
+    user_id = json.loads(users.file("query.json").read_text())["user_id"]
+    assert len(pd.read_csv(users.file("similar_users.csv"))) == 7
+    assert {"genres.csv", "favorites.csv", "user_based_recs.csv", "genres.png"} <= set(users.manifest["files"])
+    recs = store.resolve("rating_recs")
+    assert json.loads(recs.file("query.json").read_text())["user_id"] == user_id  # pinned to this run's similar_users
+    predicted = pd.read_csv(recs.file("rating_recs.csv"))
+    assert len(predicted) == 7 and predicted.predicted_rating.between(1, 10).all()
+    rated = set(bundle.ratings.anime_index[bundle.ratings.user_index == bundle.user_index(user_id)])
+    assert not rated & {bundle.anime_index(a) for a in predicted.anime_id}
+    assert recs.manifest["producer"]["inputs"] == {"model": "model:v1", "similar_users": "similar_users:v1"}
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
     import mlflow
@@ -59,5 +109,15 @@ def test_mlflow_run_end_to_end(tmp_path):
     runs = client.search_runs(client.search_experiments()[-1].experiment_id)
     parents = [r for r in runs if r.info.run_name == "pipeline"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert {r.info.run_name for r in children} >= {"download", "preprocess"}
+    assert {r.info.run_name for r in children} == {"download", "preprocess", "train", "similar_anime",
+                                                    "similar_users", "rating_recs"}
     assert all(r.info.status == "FINISHED" for r in children)
+
+    # a component run alone through `mlflow run`, with a spaced value, reads the same store
+    alone, _ = _mlflow_run(str(PROJECT_ROOT / "components" / "similar_anime"), {"overrides": " ".join([
+        f"main.artifact_root={tmp_path / 'artifacts'}", f"wandb.dir={tmp_path}", 'recs.anime="Steins;Gate"',
+        "recs.types=[TV]", "recs.n=3"])}, tmp_path)
+    assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-3000:]
+    second = store.resolve("similar_anime:v2")
+    assert json.loads(second.file("query.json").read_text())["title"] == "Steins;Gate"
+    assert (pd.read_csv(second.file("similar_anime.csv")).type == "TV").all()
