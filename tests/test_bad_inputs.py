@@ -228,3 +228,18 @@ def test_bad_serving_requests_are_http_400(case, trained):
     with pytest.raises(MlflowException, match=pattern) as raised:
         model.predict(None, pd.DataFrame(rows))
     assert raised.value.get_http_status_code() == 400
+
+
+def test_a_bad_sweep_job_is_reported_and_the_sweep_goes_on(tmp_path):
+    import pandas as pd
+
+    store = tmp_path / "artifacts"
+    result = run_main(["-m", "main.steps=[download]", "data.demo.num_users=abc,20", "data.demo.min_ratings_per_user=5",
+                       "data.demo.max_ratings_per_user=10", f"main.artifact_root={store}",
+                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert "error: 1 of 2 sweep jobs failed" in result.stderr
+    summary = pd.read_csv(tmp_path / "sweep" / "summary.csv")
+    assert list(summary["status"]) == ["error", "completed"]
+    assert "data.demo.num_users='abc': expected an integer >= 1" in summary["error"].iloc[0]
+    assert snapshot(store / "raw_ratings") == ["v1", "v1/animelist.csv", "v1/manifest.json"]  # the good job ran
