@@ -129,7 +129,7 @@ def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | N
     if skipped:
         logger.info("model.pretrained=%s (%s): skipping %s; the model artifact carries its encoders, anime table "
                     "and ratings.", ref, version.path, ", ".join(skipped))
-    return [s for s in steps if s not in TRAINING_STEPS], None if is_wandb_ref(ref) else version.ref
+    return [s for s in steps if s not in TRAINING_STEPS], None if is_wandb_ref(ref) else str(version.path)
 
 
 # Which output of a step pins which input of the later ones.

@@ -98,7 +98,7 @@ def resolve_model(ref: str, store: ArtifactStore, *, wandb_mode: str, project: s
                 raise PretrainedError(
                     f"No model {text!r} here: {err} W&B is {wandb_mode}, so it was not looked up there; "
                     f"to use a W&B model, log in (wandb login, or set WANDB_API_KEY) and name it "
-                    f"entity/project/{text}, or use one of the {local_choices(store, name)}."
+                    f"entity/project/{text}, or use a local model ({local_choices(store, name)})."
                 ) from None
             logger.info("%s is not in the local store; looking it up in W&B", text)
     if wandb_mode != "online":

@@ -32,8 +32,11 @@ def test_architecture_layer_by_layer():
     assert type(model.user_embedding.embeddings_initializer).__name__ == "HeNormal"
     out = model({"user": np.array([0, 1]), "anime": np.array([2, 3])})
     assert out.shape == (2, 1) and np.all((0 < out.numpy()) & (out.numpy() < 1))
-    # one L2 penalty, on the looked-up rows (test_trainer.py checks its gradient row by row)
-    assert len(model.losses) == 1
+    # two L2 penalties: the looked-up embedding rows' (test_trainer.py checks its gradient row by row) and the
+    # Dense kernel's regularizer; nothing on whole tables
+    assert len(model.losses) == 2
+    kernel = model.dense.get_weights()[0]
+    assert float(model.losses[1]) == pytest.approx(1e-6 * float((kernel ** 2).sum()), rel=1e-5)
 
 
 def test_cosine_is_what_the_dense_unit_sees():

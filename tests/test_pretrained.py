@@ -117,7 +117,8 @@ def test_mismatched_model_artifact_is_refused(store, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(store.resolve("model:latest").path, broken)
     (broken / "manifest.json").unlink()
-    encoders = np.load(broken / "encoders.npz")
+    with np.load(broken / "encoders.npz") as npz:
+        encoders = {key: npz[key] for key in npz.files}
     np.savez(broken / "encoders.npz", user_ids=encoders["user_ids"][::-1].copy(), anime_ids=encoders["anime_ids"])
     before = store.versions("model")
     with pytest.raises(BundleError, match="encoders.npz is not the one the model was trained with"):
@@ -151,7 +152,8 @@ def test_main_with_pretrained_skips_training_and_recommends(store, tmp_path):
 
     model_dir = store.resolve("model:latest").path
     cfg = make_config(tmp_path, f"model.pretrained={model_dir}")
-    assert skip_for_pretrained(cfg, ["download", "preprocess", "train", "similar_anime"]) == ["similar_anime"]
+    steps, pinned = skip_for_pretrained(cfg, ["download", "preprocess", "train", "similar_anime"])
+    assert steps == ["similar_anime"] and pinned == str(model_dir)  # pinned by path: it may live in another store
     fresh = tmp_path / "fresh_store"  # a store with no data and no model of its own
     env = {**os.environ, "WANDB_MODE": "disabled"}
     out = subprocess.run(
