@@ -1,0 +1,63 @@
+"""The typed schema and how overrides travel through one string."""
+
+import pytest
+
+from animerec.config import join_overrides, split_overrides, validate_config
+from animerec.errors import ConfigError
+from animerec.pipeline import compose_config
+from tests.conftest import PROJECT_ROOT
+
+
+def test_defaults_and_presets_pass_the_schema():
+    for preset in ("seed", "best"):
+        cfg = compose_config([f"model={preset}"], PROJECT_ROOT)
+        assert cfg["model"]["name"] == preset and isinstance(cfg["model"]["l2"], float)
+
+
+def test_lossless_conversions():
+    cfg = compose_config(["recs.genres=Action", "recs.types=[tv,movie]", "evaluate.relevance_threshold=8",
+                          "recs.anime=86"], PROJECT_ROOT)
+    assert cfg["recs"]["genres"] == ["Action"]  # one string is a one-item list, not the letters of a genre
+    assert cfg["recs"]["types"] == ["TV", "Movie"]  # canonical spelling
+    assert cfg["evaluate"]["relevance_threshold"] == 8.0 and isinstance(cfg["evaluate"]["relevance_threshold"], float)
+    assert cfg["recs"]["anime"] == "86"  # a title that looks like a number stays a title
+
+
+def test_every_problem_is_reported_at_once():
+    cfg = compose_config([], PROJECT_ROOT, validate=False)
+    cfg["data"]["min_user_ratings"] = 2.5
+    cfg["model"]["lr"]["exp_decay"] = 0
+    cfg["train"]["extra"] = 1
+    del cfg["recs"]["n"]
+    with pytest.raises(ConfigError) as raised:
+        validate_config(cfg)
+    message = str(raised.value)
+    for part in ("data.min_user_ratings=2.5: expected an integer >= 1", "model.lr.exp_decay=0: out of range",
+                 "train.extra: unknown key", "recs.n: missing"):
+        assert part in message, message
+
+
+def test_partial_sections_check_only_what_is_there():
+    validate_config({"model": {"l2": 0.1}}, sections=("model",), partial=True)
+    with pytest.raises(ConfigError, match=r"model.l2=-0.1: out of range"):
+        validate_config({"model": {"l2": -0.1}}, sections=("model",), partial=True)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('recs.anime="Cowboy Bebop" recs.n=5', ['recs.anime="Cowboy Bebop"', "recs.n=5"]),
+    ("recs.genres=[Action,\"Slice of Life\"]  model=best", ['recs.genres=[Action,"Slice of Life"]', "model=best"]),
+    ("recs.anime='Steins;Gate'", ["recs.anime='Steins;Gate'"]),
+    ('recs.anime="say \\"hi\\" twice"', ['recs.anime="say \\"hi\\" twice"']),
+    ("", []),
+])
+def test_split_overrides_keeps_quoted_and_bracketed_spaces(text, expected):
+    assert split_overrides(text) == expected
+
+
+def test_join_then_split_gives_hydra_the_same_values():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = ["recs.anime=Cowboy Bebop", 'recs.genres=[Action,"Slice of Life"]', 'recs.anime="A \\"B\\" C"', "n=3"]
+    parser = OverridesParser.create()
+    again = split_overrides(join_overrides(overrides))
+    assert [parser.parse_override(o).value() for o in again] == [parser.parse_override(o).value() for o in overrides]
