@@ -1,8 +1,10 @@
 """Honest evaluation on the test split.
 
 Rating error: RMSE and MAE on the original 1-10 scale. Ranking: for each test user with at
-least one relevant test item (rated >= ``relevance_threshold``), every anime not in that
-user's training ratings is a candidate; recall@k = hits / relevant, NDCG@k with binary gains.
+least one relevant test item (rated >= ``relevance_threshold``), every anime the user has not
+rated in the splits passed as ``known`` (train and valid) is a candidate; recall@k =
+hits / min(k, relevant) (the definition used in the literature, so a perfect ranking scores 1
+however many relevant items there are), NDCG@k with binary gains.
 Any scorer of shape ``score(user_indices) -> [len(users), num_anime]`` can be ranked the same
 way, so the popularity baseline and peers are measured on the same split and candidates.
 """
@@ -53,7 +55,11 @@ def ranking_metrics(
     seed: int = 0,
     batch_users: int = 512,
 ) -> dict[str, float]:
-    """Mean recall@k and NDCG@k over test users that have relevant items."""
+    """Mean recall@k and NDCG@k over test users that have relevant items.
+
+    ``train`` holds every rating the model may know of (pass train and valid together): those
+    anime are never candidates. recall@k = hits / min(k, relevant).
+    """
     relevant_mask = test.rating >= relevance_threshold
     relevant = _group(test.user[relevant_mask], test.anime[relevant_mask])
     users = np.array(sorted(relevant), dtype=np.int64)
@@ -77,7 +83,7 @@ def ranking_metrics(
         for row, user in enumerate(batch):
             rel = relevant[int(user)]
             hits = np.isin(top[row], rel)
-            recalls.append(hits.sum() / len(rel))
+            recalls.append(hits.sum() / min(k, len(rel)))
             ideal = discounts[: min(len(rel), k)].sum()
             ndcgs.append(float((hits * discounts[: len(hits)]).sum() / ideal))
     return {f"recall_at_{k}": float(np.mean(recalls)), f"ndcg_at_{k}": float(np.mean(ndcgs)),

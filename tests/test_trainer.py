@@ -178,3 +178,21 @@ def test_trained_model_ranks_far_better_than_random():
     good = ranking_metrics(scorer.score_users, as_inter(train), as_inter(test), k=10)
     rand = ranking_metrics(random_scorer(80), as_inter(train), as_inter(test), k=10)
     assert good["ndcg_at_10"] > 2 * rand["ndcg_at_10"], (good, rand)
+
+
+def test_recall_is_hits_over_min_k_and_relevant_and_known_anime_are_not_candidates():
+    # user 0: 12 relevant test anime (more than k); user 1: 2 relevant. Scores rank anime by index.
+    from animerec.evaluation import Interactions, ranking_metrics
+
+    num_anime = 40
+    known = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([9.0, 9.0], np.float32))
+    test_anime = [np.arange(2, 14), np.array([0 + 3, 30])]
+    test = Interactions(np.repeat([0, 1], [12, 2]), np.concatenate(test_anime), np.full(14, 9.0, np.float32))
+
+    def score(users):
+        return np.tile(-np.arange(num_anime, dtype=np.float32), (len(users), 1))  # anime 0 first
+
+    metrics = ranking_metrics(score, known, test, k=10)
+    # user 0: anime 0 is known, so the top 10 are 1..10: hits 2..10 = 9, recall 9 / min(10, 12)
+    # user 1: anime 1 is known, top 10 are 0, 2..10: hit anime 3 only, recall 1 / min(10, 2)
+    assert metrics["recall_at_10"] == pytest.approx((9 / 10 + 1 / 2) / 2)

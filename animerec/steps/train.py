@@ -20,20 +20,25 @@ def load_split(version, name: str) -> pd.DataFrame:
     return pd.read_parquet(version.file(f"{name}.parquet"))
 
 
-def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict) -> dict:
-    """Model metrics next to the popularity baseline's, on the same split and candidates."""
+def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict,
+             valid: pd.DataFrame | None = None) -> dict:
+    """Model metrics next to the popularity baseline's, on the same split and candidates.
+
+    Candidates are the anime a user rated in neither train nor valid (both are known positives).
+    """
     from animerec.evaluation import Interactions, popularity_scorer, ranking_metrics, rating_errors
 
     lo, hi = bundle_scale["min"], bundle_scale["max"]
-    train_i, test_i = Interactions.from_frame(train), Interactions.from_frame(test)
+    known = train if valid is None else pd.concat([train, valid], ignore_index=True)
+    train_i, test_i, known_i = Interactions.from_frame(train), Interactions.from_frame(test), Interactions.from_frame(known)
     k, threshold = int(eval_cfg["k"]), float(eval_cfg["relevance_threshold"])
     options = dict(k=k, relevance_threshold=threshold, max_users=eval_cfg.get("max_users"))
     metrics = {}
     if len(test):
         predicted = scorer.score_pairs(test_i.user, test_i.anime) * (hi - lo) + lo
         metrics.update(rating_errors(predicted, test_i.rating))
-    metrics.update(ranking_metrics(scorer.rank_users, train_i, test_i, **options))
-    popularity = ranking_metrics(popularity_scorer(train_i, num_anime), train_i, test_i, **options)
+    metrics.update(ranking_metrics(scorer.rank_users, known_i, test_i, **options))
+    popularity = ranking_metrics(popularity_scorer(train_i, num_anime), known_i, test_i, **options)
     mean_rating = float(train_i.rating.mean())
     metrics["baselines"] = {
         "popularity": {key: value for key, value in popularity.items() if key != "users_evaluated"},
@@ -119,7 +124,7 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
                       {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
     train_seconds = time.perf_counter() - started
     scorer = scorer_from_model(model)
-    metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"])
+    metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df)
     metrics.update({"train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                     "trainer": trainer, "strategy": decision.kind})
     logger.info(
