@@ -253,18 +253,30 @@ class _Loop:
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.learning_rate.assign(value)
 
+    sync_every = 50  # steps between reads of the running loss (each read waits for the device)
+
     def train_epoch(self, dataset, progress) -> float:
-        total, count = 0.0, 0
+        """One pass; returns the mean batch loss. ``progress(steps, mean_loss_so_far)`` runs every
+        ``sync_every`` steps and at the end: the loss is summed on the device in between, so no step
+        waits on a device-to-host copy."""
+        total, count, reported = tf.zeros([], tf.float32), 0, 0
         for batch in dataset:
-            loss = float(self.train_step(batch))
-            total += loss
+            total += tf.cast(self.train_step(batch), tf.float32)
             count += 1
-            progress(1, loss)
-        return total / max(count, 1)
+            if count - reported >= self.sync_every:
+                progress(count - reported, float(total) / count)
+                reported = count
+        mean = float(total) / max(count, 1)
+        if count > reported:
+            progress(count - reported, mean)
+        return mean
 
     def evaluate(self, dataset) -> float:
-        losses = [float(self.eval_step(batch)) for batch in dataset]
-        return float(np.mean(losses)) if losses else float("nan")
+        total, count = tf.zeros([], tf.float32), 0
+        for batch in dataset:
+            total += tf.cast(self.eval_step(batch), tf.float32)
+            count += 1
+        return float(total) / count if count else float("nan")
 
 
 class LazyTrainer(_Loop):
@@ -424,7 +436,8 @@ def fit(
         with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, leave=False, unit="batch") as bar:
             def progress(n, loss):
                 bar.update(n)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", ratings_per_s=f"{bar.n * batch_size / elapsed:,.0f}")
 
             loss = loop.train_epoch(train_ds, progress)
         seconds = time.perf_counter() - started

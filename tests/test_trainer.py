@@ -196,3 +196,35 @@ def test_recall_is_hits_over_min_k_and_relevant_and_known_anime_are_not_candidat
     # user 0: anime 0 is known, so the top 10 are 1..10: hits 2..10 = 9, recall 9 / min(10, 12)
     # user 1: anime 1 is known, top 10 are 0, 2..10: hit anime 3 only, recall 1 / min(10, 2)
     assert metrics["recall_at_10"] == pytest.approx((9 / 10 + 1 / 2) / 2)
+
+
+def test_a_failing_extra_after_training_keeps_the_model(trained, tmp_path, monkeypatch, caplog):
+    """Plots and the best alias are extras: when they fail, the model artifact is still stored."""
+    import json
+    import shutil
+
+    import importlib
+
+    from animerec.artifacts import ArtifactStore
+    from animerec.steps import REGISTRY
+
+    train_step = importlib.import_module("animerec.steps.train")  # the module (animerec.steps.train is the function)
+
+    cfg, _, _ = trained
+    shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")  # the shared store stays as it is
+    cfg = {**cfg, "main": {**cfg["main"], "artifact_root": str(tmp_path / "store")}}
+    store = ArtifactStore(cfg["main"]["artifact_root"])
+    before = store.versions("model")
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(train_step, "plot_history", broken)
+    monkeypatch.setattr(train_step, "publish", broken)
+    result = REGISTRY["train"]({**cfg, "model": {**cfg["model"], "epochs": 1}})
+    after = store.versions("model")
+    assert len(after) == len(before) + 1 and result["model"] == f"model:v{after[-1]}"
+    version = store.resolve(result["model"])
+    assert not (version.path / "loss_curve.png").exists()
+    assert json.loads(version.file("metrics.json").read_text())["epochs_run"] == 1
+    assert "Could not write the loss-curve plot (RuntimeError: no display)" in caplog.text

@@ -152,20 +152,33 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         )
         frame = history.frame()
         frame.to_csv(out.path / "history.csv", index=False)
-        plot_history(frame, out.path / "loss_curve.png")
+        optional("the loss-curve plot", plot_history, frame, out.path / "loss_curve.png")
         (out.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         import yaml
 
         (out.path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run.log_summary(metrics)
-    run.log_image("loss_curve", out.version.path / "loss_curve.png")
-    publish(run, model_cfg, out.version)
-    model_uri = None
-    try:
-        from animerec.serving import log_pyfunc
-
-        model_uri = log_pyfunc(out.version.path)
-        logger.info("MLflow model: %s (serve with: mlflow models serve -m %s --env-manager local)", model_uri, model_uri)
-    except Exception as err:  # the artifact is stored; serving is an extra
-        logger.warning("Could not log the MLflow pyfunc model: %s", err)
+    # The model is stored: from here on a failure only costs an extra, never the trained model.
+    optional("the metrics summary", run.log_summary, metrics)
+    if (out.version.path / "loss_curve.png").is_file():
+        optional("the loss-curve image", run.log_image, "loss_curve", out.version.path / "loss_curve.png")
+    optional("the best alias and registry link", publish, run, model_cfg, out.version)
+    model_uri = optional("the MLflow pyfunc model", log_model_uri, out.version.path)
     return {"model": out.version.ref, "metrics": metrics, "model_uri": model_uri}
+
+
+def log_model_uri(path) -> str:
+    from animerec.serving import log_pyfunc
+
+    model_uri = log_pyfunc(path)
+    logger.info("MLflow model: %s (serve with: mlflow models serve -m %s --env-manager local)", model_uri, model_uri)
+    return model_uri
+
+
+def optional(what: str, fn, *args):
+    """Run an extra that must not cost the trained model: a failure is logged as a warning."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - any failure of an extra is only a warning
+        logger.warning("Could not write %s (%s: %s); the model artifact is stored and usable.",
+                       what, type(err).__name__, err)
+        return None
