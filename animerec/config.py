@@ -162,6 +162,7 @@ SCHEMA: dict[str, Any] = {
         "trainer": _str(choices=("lazy", "keras")),
         "seed": _int(),
         "verbose": _int(min=0, max=2),
+        "resume": BOOL,
     },
     "evaluate": {
         "k": _int(min=1, max=1000),

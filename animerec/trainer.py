@@ -140,6 +140,13 @@ class LazyAdam:
                 tf.Variable(tf.zeros_like(raw), trainable=False, name=f"v_{var.name}"),
             )
 
+    def state_variables(self, variables) -> list:
+        """The step count and every (m, v) slot, in the order of ``variables``: what a checkpoint saves."""
+        out = [self.iterations]
+        for var in variables:
+            out.extend(self._slots[id(_raw(var))])
+        return out
+
     def apply(self, gradients, variables) -> None:
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
@@ -253,6 +260,20 @@ class _Loop:
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.learning_rate.assign(value)
 
+    def optimizer_variables(self) -> list:
+        raise NotImplementedError
+
+    def optimizer_state(self) -> list[np.ndarray]:
+        return [np.array(v.numpy()) for v in self.optimizer_variables()]
+
+    def set_optimizer_state(self, values: list[np.ndarray]) -> None:
+        variables = self.optimizer_variables()
+        if len(values) != len(variables):
+            raise ValueError(f"The checkpoint holds {len(values)} optimizer variables, this optimizer has "
+                             f"{len(variables)}: it was written for another model; use train.resume=false.")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
     sync_every = 50  # steps between reads of the running loss (each read waits for the device)
 
     def train_epoch(self, dataset, progress) -> float:
@@ -305,6 +326,9 @@ class LazyTrainer(_Loop):
 
     def _apply(self, gradients) -> None:
         self.optimizer.apply(gradients, self.variables)
+
+    def optimizer_variables(self) -> list:
+        return self.optimizer.state_variables(self.variables)
 
     def train_step(self, batch):
         return self._train_step(*batch)
@@ -360,6 +384,9 @@ class DistributedTrainer(_Loop):
     def _apply(self, gradients) -> None:
         self.optimizer.apply_gradients(zip(gradients, self.variables))
 
+    def optimizer_variables(self) -> list:
+        return list(self.optimizer.variables)
+
     def distribute(self, dataset):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -387,8 +414,12 @@ def fit(
     seed: int = 42,
     verbose: int = 1,
     on_epoch_end: Callable[[dict], None] | None = None,
+    checkpoint=None,
 ) -> History:
     """Train ``model`` in place; returns the per-epoch history (best weights are restored).
+
+    ``checkpoint`` (an :class:`animerec.checkpoint.EpochCheckpoint`) is saved after every epoch and,
+    when it exists, training continues from it (custom loops only).
 
     ``trainer``: ``lazy`` (row-wise Adam, one replica), ``distributed`` (``strategy.run`` loop
     with Keras' Adam, any ``tf.distribute`` strategy) or ``keras`` (plain ``model.fit``).
@@ -419,17 +450,33 @@ def fit(
         return loop.distribute(make_dataset(data, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop))
 
     first = train.for_epoch(0)
-    train_ds = dataset(0, first)
     valid_ds = None
     if valid is not None and len(valid):  # a fixed draw of validation negatives
         valid_ds = loop.distribute(make_dataset(valid.for_epoch(0), max(batch_size, 50_000), shuffle=False, seed=seed,
                                                 drop_remainder=drop))
     history = History(trainer=loop.name)
-    best, best_weights, waited = float("inf"), None, 0
+    best, best_weights, waited, start = float("inf"), None, 0, 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        try:
+            model.set_weights(saved.weights)
+            loop.set_optimizer_state(saved.optimizer)
+        except ValueError as err:
+            from animerec.errors import ConfigError
+
+            raise ConfigError(f"The checkpoint {checkpoint.path} does not fit this model ({err}). Start over with "
+                              f"train.resume=false.") from None
+        best, best_weights, waited, start = saved.best, saved.best_weights, saved.waited, saved.epochs_done
+        history.epochs, history.best_epoch = list(saved.history), saved.best_epoch
+        logger.info("Resumed from the checkpoint after epoch %d of %d (%s); train.resume=false starts over.",
+                    start, epochs, checkpoint.path)
+        if saved.stopped:
+            start = epochs  # early stopping had already ended this run
     steps = len(first) // batch_size if drop else int(np.ceil(len(first) / batch_size))
-    for epoch in range(epochs):
-        if epoch and train.negatives is not None:
-            train_ds = dataset(epoch)  # fresh negatives every epoch
+    for epoch in range(start, epochs):
+        # Each epoch's batches depend only on the seed and the epoch (fresh negatives, its own shuffle),
+        # so a run resumed from a checkpoint sees exactly the batches an uninterrupted run would.
+        train_ds = dataset(epoch, first if epoch == 0 else None)
         lr = learning_rate(epoch, model_cfg["lr"], epochs)
         loop.set_learning_rate(lr)
         started = time.perf_counter()
@@ -449,13 +496,20 @@ def fit(
                     epoch + 1, epochs, loss, val_loss, lr, seconds, row["ratings_per_s"])
         if on_epoch_end:
             on_epoch_end(row)
+        stop = False
         if val_loss < best - 1e-7:
             best, best_weights, waited, history.best_epoch = val_loss, model.get_weights(), 0, epoch + 1
         else:
             waited += 1
-            if waited >= patience:
-                logger.info("Early stopping after epoch %d: val_loss has not improved for %d epochs", epoch + 1, patience)
-                break
+            stop = waited >= patience
+        if checkpoint is not None:
+            from animerec.checkpoint import TrainingState
+
+            checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), best,
+                                          history.best_epoch, best_weights, waited, history.epochs, stop))
+        if stop:
+            logger.info("Early stopping after epoch %d: val_loss has not improved for %d epochs", epoch + 1, patience)
+            break
     if best_weights is not None:
         model.set_weights(best_weights)
     return history

@@ -93,6 +93,27 @@ def train(cfg: dict) -> dict:
         return fit_and_store(run, cfg, pre, train_df, valid_df, test_df)
 
 
+def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
+    """The checkpoint of this exact training (input version, model and train settings), or None.
+
+    Rerunning the same command finds it and continues; ``train.resume=false`` deletes it first.
+    """
+    import hashlib
+
+    from animerec.checkpoint import EpochCheckpoint
+
+    if trainer == "keras":
+        logger.info("train.trainer=keras: no epoch checkpoints (they need the custom loop: train.trainer=lazy).")
+        return None
+    train_cfg = {k: v for k, v in cfg["train"].items() if k not in ("verbose", "resume")}
+    key = json.dumps({"input": str(pre.path), "model": cfg["model"], "train": train_cfg, "trainer": trainer},
+                     sort_keys=True, default=str)
+    checkpoint = EpochCheckpoint(store.root / ".checkpoints" / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
+    if not cfg["train"]["resume"]:
+        checkpoint.clear()
+    return checkpoint
+
+
 def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     import keras
 
@@ -118,10 +139,12 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     seed = int(train_cfg["seed"])
     train_split = train_data(train_df, model_cfg, num_anime, seed, known=(valid_df,))
     valid_split = train_data(valid_df, model_cfg, num_anime, seed + 1, known=(train_df,))
+    checkpoint = epoch_checkpoint(run.store, pre, cfg, trainer)
     history = fit(model, train_split, valid_split, model_cfg, trainer=trainer, strategy=strategy,
                   seed=int(train_cfg["seed"]), verbose=int(train_cfg.get("verbose", 1)),
                   on_epoch_end=lambda row: run.log_metrics(
-                      {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+                      {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
+                  checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
     scorer = scorer_from_model(model)
     metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df)
@@ -157,6 +180,8 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         import yaml
 
         (out.path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if checkpoint is not None:
+        checkpoint.clear()  # the model is stored: a rerun trains a new one
     # The model is stored: from here on a failure only costs an extra, never the trained model.
     optional("the metrics summary", run.log_summary, metrics)
     if (out.version.path / "loss_curve.png").is_file():
