@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=_Parser)
     anime = commands.add_parser("similar-anime", help="anime whose embeddings are closest to one anime",
                                 description="Anime most similar to one anime (cosine between anime embeddings).")
-    anime.add_argument("anime", help="a title (MAL Name or English name; close misspellings are matched) or a MAL ID")
+    anime.add_argument("anime", nargs="?", help="a title (MAL name, English or Japanese name; case, spacing and "
+                                                "punctuation are ignored, clear misspellings are matched)")
+    anime.add_argument("--id", type=int, dest="anime_id", metavar="MAL_ID", help="ask by MAL ID instead of a title")
     _add_common(anime)
     users = commands.add_parser("similar-users", help="users most like one user, and what they love",
                                 description="Users closest to one user (cosine between user embeddings), the "
@@ -85,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def request_from(args: argparse.Namespace) -> dict:
-    request = {"kind": COMMANDS[args.command], "query": args.anime if args.command == "similar-anime" else args.user_id,
+    if args.command == "similar-anime":
+        if (args.anime is None) == (args.anime_id is None):
+            raise UserError("similar-anime needs a title or --id MAL_ID (one of them).")
+        query = args.anime_id if args.anime_id is not None else args.anime
+    else:
+        query = args.user_id
+    request = {"kind": COMMANDS[args.command], "query": query,
                "n": args.n, "genres": args.genres, "genre_match": args.genre_match, "types": args.types,
                "min_score": args.min_score, "max_score": args.max_score}
     if args.command == "recommend":

@@ -347,29 +347,8 @@ def _describe(filters: ItemFilter | None) -> str:
 
 
 def find_anime(bundle_or_catalogue, query: str) -> int:
-    """MAL ID for a title: exact case-insensitive Name / English name first, then a close fuzzy match."""
-    from rapidfuzz import fuzz, process
+    """MAL ID for a title (see :class:`animerec.titles.TitleIndex`): normalised exact match, then a clear fuzzy one."""
+    from animerec.titles import TitleIndex
 
     frame = bundle_or_catalogue.anime if isinstance(bundle_or_catalogue, ModelBundle) else bundle_or_catalogue
-    frame = frame.sort_values("members", ascending=False)
-    has_embedding = frame["anime_index"] >= 0 if "anime_index" in frame else pd.Series(True, index=frame.index)
-    wanted = str(query).strip().casefold()
-    for column in ("name", "english_name"):
-        exact = frame[(frame[column].fillna("").str.casefold() == wanted) & has_embedding]
-        if len(exact):
-            return int(exact["anime_id"].iloc[0])
-    names = frame.loc[has_embedding, "name"].fillna("").tolist() + frame.loc[has_embedding, "english_name"].fillna("").tolist()
-    ids = frame.loc[has_embedding, "anime_id"].tolist() * 2
-    matches = process.extract(str(query), names, scorer=fuzz.WRatio, limit=12)
-    if matches and matches[0][1] >= 90:
-        name, score, position = matches[0]
-        logger.info("No exact title %r; using the closest match %r (score %.0f)", query, name, score)
-        return int(ids[position])
-    suggestions = []
-    for name, _score, _pos in matches:
-        if name and name not in suggestions:
-            suggestions.append(name)
-    raise RecommenderError(
-        f"No anime titled {query!r}. Did you mean: {'; '.join(suggestions[:5]) or 'nothing close'}? "
-        f"Titles match MAL's Name or English name; you can also query by MAL ID (recs.anime_id)."
-    )
+    return TitleIndex(frame).find(query)

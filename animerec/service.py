@@ -19,7 +19,7 @@ import pandas as pd
 
 from animerec.bundle import ModelBundle
 from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError,
-                                   UserBasedRecommender, find_anime)
+                                   UserBasedRecommender)
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +131,17 @@ class RecommendationService:
         return UserBasedRecommender(self.bundle, self.neighbours, self.favorite_rule)
 
     # queries -------------------------------------------------------------------------------------
+    @cached_property
+    def titles(self):
+        from animerec.titles import TitleIndex
+
+        return TitleIndex(self.bundle.anime)
+
     def anime_id(self, query: Any) -> int:
-        """A MAL ID from an ID (int or digits) or a title (exact, then fuzzy)."""
+        """A MAL ID from an ID (a JSON number) or a title (a string, even "86": titles win over IDs)."""
         if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
             return int(query)
-        text = str(query).strip()
-        return int(text) if text.isdigit() else find_anime(self.bundle, text)
+        return self.titles.find(str(query))
 
     def similar_anime(self, query: Any, n: int = 10, filters: ItemFilter | None = None) -> tuple[int, pd.DataFrame]:
         anime_id = self.anime_id(query)

@@ -131,7 +131,7 @@ def test_bad_anime_file_through_preprocess(tmp_path, capsys):
 
 # --- recommender queries and model references, through the recommender components ------------------
 QUERY_CASES = {
-    "unknown title": ("similar_anime", 'recs.anime="Cowboy Bebopp zzz"', r"No anime titled 'Cowboy Bebopp zzz'. Did you mean"),
+    "unknown title": ("similar_anime", 'recs.anime="Cowboy Bebopp zzz"', r"No anime titled 'Cowboy Bebopp zzz' stands out"),
     "unknown anime ID": ("similar_anime", "recs.anime_id=99999999", r"Anime 99999999 has no embedding"),
     "unknown user": ("rating_recs", "recs.user_id=-5 recs.rating_user=given", r"Unknown user_id -5"),
     "unknown genre": ("similar_anime", 'recs.anime="Cowboy Bebop" recs.genres=[Fantasyy]', r"Unknown genre 'Fantasyy'"),
@@ -166,7 +166,7 @@ def test_failed_step_message_reaches_the_top_through_main(trained, tmp_path):
     result = run_main(["main.steps=[similar_anime]", 'recs.anime="Cowboy Bebopp zzz"', f"main.artifact_root={store}"],
                       tmp_path)
     assert_clean_failure(result.returncode, result.stdout, result.stderr,
-                         r"^error: similar_anime: No anime titled 'Cowboy Bebopp zzz'")
+                         r"^error: similar_anime: No anime titled 'Cowboy Bebopp zzz' stands out")
     assert snapshot(store) == before
 
 
@@ -174,7 +174,7 @@ def test_failed_step_message_reaches_the_top_through_main(trained, tmp_path):
 CLI_CASES = {
     "n zero": (["similar-anime", "Cowboy Bebop", "-n", "0"], r"n must be a positive integer, got 0"),
     "user not an int": (["recommend", "abc"], r"argument user_id: invalid int value: 'abc'"),
-    "missing argument": (["similar-anime"], r"the following arguments are required: anime"),
+    "missing argument": (["similar-anime"], r"similar-anime needs a title or --id MAL_ID"),
     "unknown command": (["frobnicate"], r"invalid choice: 'frobnicate'"),
     "unknown type": (["similar-anime", "Cowboy Bebop", "--types", "Film"], r"Unknown type 'Film'"),
     "unknown user": (["similar-users", "-7"], r"Unknown user_id -7"),

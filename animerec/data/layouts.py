@@ -32,6 +32,7 @@ ANIME_SOURCES: dict[str, tuple[str, ...]] = {
     "anime_id": ("MAL_ID", "anime_id"),
     "name": ("Name", "name"),
     "english_name": ("English name", "english_name"),
+    "japanese_name": ("Japanese name", "Other name", "japanese_name"),
     "genres": ("Genres", "genre", "genres"),
     "type": ("Type", "type"),
     "episodes": ("Episodes", "episodes"),
@@ -126,12 +127,13 @@ def load_anime(path: str | Path) -> pd.DataFrame:
         bad = frame.loc[ids.isna(), "anime_id"].head(3).tolist()
         raise DataError(f"{path}: column {mapping['anime_id']} holds non-numeric anime IDs, e.g. {bad}.")
     out = pd.DataFrame({"anime_id": ids.astype("int64")})
-    for column in ("name", "english_name", "genres", "type", "source"):
+    for column in ("name", "english_name", "japanese_name", "genres", "type", "source"):
         text = frame[column].astype("string").str.strip()
         text = text.mask(text.isin(MISSING_MARKERS))
         out[column] = text
     out["name"] = out["name"].map(lambda s: html.unescape(s) if isinstance(s, str) else s).astype("string")
-    out["english_name"] = out["english_name"].map(lambda s: html.unescape(s) if isinstance(s, str) else s).astype("string")
+    for column in ("english_name", "japanese_name"):
+        out[column] = out[column].map(lambda s: html.unescape(s) if isinstance(s, str) else s).astype("string")
     out["genres"] = out["genres"].fillna("").map(
         lambda s: ", ".join(g.strip() for g in s.split(",") if g.strip() and g.strip() not in MISSING_MARKERS)
     )
