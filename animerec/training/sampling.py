@@ -1,0 +1,84 @@
+"""Training arrays, and negatives: anime a user never rated, drawn afresh each epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class NegativeSampler:
+    """Anime a user has not rated, drawn uniformly, ``per_positive`` for each of their ratings.
+
+    ``known`` holds every (user, anime) pair the sampler must never return: all the ratings the
+    training knows of (train and validation), not only the batch's. Draws that hit a known pair
+    are redrawn until none is left. Each epoch gets fresh negatives (seeded by seed and epoch).
+    """
+
+    def __init__(self, known_user: np.ndarray, known_anime: np.ndarray, num_anime: int, per_positive: int, seed: int):
+        self.num_anime, self.per_positive, self.seed = int(num_anime), int(per_positive), int(seed)
+        self.known = np.unique(np.asarray(known_user, np.int64) * self.num_anime + np.asarray(known_anime, np.int64))
+        users, counts = np.unique(np.asarray(known_user, np.int64), return_counts=True)
+        self.saturated = users[counts >= self.num_anime]  # users who rated everything get no negatives
+
+    def is_known(self, user: np.ndarray, anime: np.ndarray) -> np.ndarray:
+        keys = np.asarray(user, np.int64) * self.num_anime + np.asarray(anime, np.int64)
+        position = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
+        return self.known[position] == keys
+
+    def sample(self, user: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, anime)`` negatives for the positives of ``user`` ``[n]``: ``[n * per_positive]`` each."""
+        rng = np.random.default_rng([self.seed, epoch])
+        users = np.repeat(np.asarray(user, np.int64), self.per_positive)
+        if len(self.saturated):
+            users = users[~np.isin(users, self.saturated)]
+        anime = rng.integers(0, self.num_anime, len(users))
+        redraw = self.is_known(users, anime)
+        while redraw.any():
+            anime[redraw] = rng.integers(0, self.num_anime, int(redraw.sum()))
+            redraw[redraw] = self.is_known(users[redraw], anime[redraw])
+        return users, anime
+
+
+@dataclass
+class TrainData:
+    """One split as parallel arrays: ``user`` and ``anime`` indices ``[n]``, targets ``[n]``.
+
+    With a ``negatives`` sampler, :meth:`for_epoch` adds sampled negatives with target ``-1``
+    (the preference head's "did not pick"; the rating head ignores them).
+    """
+
+    user: np.ndarray
+    anime: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray | None = None
+    negatives: NegativeSampler | None = None
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def for_epoch(self, epoch: int) -> "TrainData":
+        if self.negatives is None:
+            return self
+        users, anime = self.negatives.sample(self.user, epoch)
+        weight = None if self.weight is None else np.concatenate([self.weight, np.ones(len(users), np.float32)])
+        return TrainData(np.concatenate([self.user, users]), np.concatenate([self.anime, anime]),
+                         np.concatenate([self.target, np.full(len(users), -1.0, np.float32)]), weight)
+
+
+def train_data(frame, model_cfg: Mapping[str, Any], num_anime: int, seed: int, known=()) -> TrainData:
+    """A preprocessed split (``user_index``, ``anime_index``, ``rating_scaled``) as TrainData.
+
+    With ``model.negatives_per_positive`` > 0 it samples negatives, never one of the pairs in
+    the split itself or in the ``known`` frames (pass train and valid).
+    """
+    data = TrainData(frame["user_index"].to_numpy(np.int64), frame["anime_index"].to_numpy(np.int64),
+                     frame["rating_scaled"].to_numpy(np.float32))
+    per_positive = int(model_cfg.get("negatives_per_positive", 0))
+    if per_positive > 0:
+        frames = [frame, *known]
+        data.negatives = NegativeSampler(np.concatenate([f["user_index"].to_numpy() for f in frames]),
+                                         np.concatenate([f["anime_index"].to_numpy() for f in frames]),
+                                         num_anime, per_positive, seed)
+    return data
