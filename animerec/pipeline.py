@@ -95,9 +95,28 @@ def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"bad configuration override: {one_line(err)}") from None
+        raise ConfigError(f"bad configuration override: {one_line(err)}{allowed_keys(err)}") from None
     cfg = to_container(cfg)
     return validate_config(cfg) if validate else cfg
+
+
+def allowed_keys(err: BaseException) -> str:
+    """For an unknown key, the keys its section does have (from the schema)."""
+    import re
+
+    from animerec.config import SCHEMA
+
+    match = re.search(r"Could not override '([\w.]+)'", str(err)) or re.search(r"full_key: ([\w.]+)", str(err))
+    if not match:
+        return ""
+    *parents, key = match.group(1).split(".")
+    section = SCHEMA
+    for part in parents:
+        section = section.get(part) if isinstance(section, dict) else None
+    if not isinstance(section, dict):
+        return ""
+    where = ".".join(parents) or "the config"
+    return f" Allowed keys of {where}: {', '.join(section)}."
 
 
 def one_line(err: BaseException) -> str:

@@ -53,7 +53,8 @@ CONFIG_CASES = {
     "unknown source": (["data.source=ftp"], r"data.source='ftp': expected one of demo, url, kaggle, local"),
     "unknown type": (["recs.types=[TV,Film]"], r"recs.types=.*'Film'.*TV, Movie, OVA, ONA, Special, Music"),
     "fractions": (["data.test_fraction=0.6", "data.valid_fraction=0.5"], r"leaves nothing to train on"),
-    "unknown key": (["data.no_such_key=1"], r"config: bad configuration override.*no_such_key"),
+    "unknown key": (["data.no_such_key=1"], r"config: bad configuration override.*no_such_key.*Allowed keys of data: "
+                                            r"source, demo,"),
     "unknown preset": (["model=fastest"], r"config: bad configuration override.*fastest"),
     "unknown step": (["main.steps=[download,trian]"], r"main.steps: unknown step\(s\) trian"),
     "local without paths": (["data.source=local"], r"data.source=local needs data.anime_path and data.ratings_path"),
