@@ -300,7 +300,7 @@ class ArtifactStore:
             raise
 
     def clean_orphans(self, name: str) -> list[Path]:
-        """Remove staging folders (and empty reserved version folders) left by killed processes."""
+        """Remove the staging folders of ``name`` whose writing process is gone (killed mid-write)."""
         removed = []
         folder = self.root / name
         if not folder.is_dir():

@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         version = resolve_model(args.model, ArtifactStore(args.store), wandb_mode=resolve_wandb_mode(None),
                                 project=args.wandb_project, entity=args.wandb_entity)
-        rule = FavoriteRule(getattr(args, "favorite_fraction", 0.2), getattr(args, "favorite_min_rating", 7))
+        rule = (FavoriteRule(args.favorite_fraction, args.favorite_min_rating) if args.command == "similar-users"
+                else FavoriteRule())
         service = RecommendationService.from_path(version.path, favorites=rule)
         answer = service.answer(request_from(args))
     except UserError as err:

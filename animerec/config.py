@@ -369,6 +369,11 @@ def split_overrides(text: str | None) -> list[str]:
     return pieces
 
 
+def quote_value(value: object) -> str:
+    """A value as a Hydra double-quoted string: backslashes and quotes escaped."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def quote_override(override: str) -> str:
     """An override whose value holds bare whitespace (``a=Cowboy Bebop``) with that value double-quoted."""
     bare = []
@@ -376,8 +381,7 @@ def quote_override(override: str) -> str:
     if not bare or "=" not in override:
         return override
     key, value = override.split("=", 1)
-    escaped = value.strip().replace("\\", "\\\\").replace('"', '\\"')
-    return f'{key}="{escaped}"'
+    return f"{key}={quote_value(value.strip())}"
 
 
 def join_overrides(overrides: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from animerec.config import check_source, join_overrides, split_overrides, validate_config
+from animerec.config import check_source, join_overrides, quote_value, split_overrides, validate_config
 from animerec.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -157,10 +157,6 @@ PINS = {"raw_anime": "inputs.raw_anime", "raw_ratings": "inputs.raw_ratings", "p
 ERROR_TAG = "animerec.error"
 
 
-def quoted(value: str) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dict:
     """Run the selected steps as MLflow project runs, children of one parent MLflow run.
 
@@ -197,7 +193,7 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
             logger.info("=== step %s ===", step)
             values = {**fixed, **pins}
             step_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in {*values, "main.steps"}]
-            step_overrides += [f"{key}={quoted(value)}" for key, value in values.items()]
+            step_overrides += [f"{key}={quote_value(value)}" for key, value in values.items()]
             outputs = run_step(project_root, step, step_overrides, parent.info.experiment_id)
             produced.update(outputs)
             pins.update({PINS[name]: ref for name, ref in outputs.items() if name in PINS})

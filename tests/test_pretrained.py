@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from animerec.artifacts import ArtifactStore
-from animerec.bundle import BundleError
+from animerec.bundle import BundleError, read_npz
 from animerec.pretrained import PretrainedError, is_wandb_ref, qualified_wandb_name, resolve_model, update_best_alias
 from animerec.service import RecommendationService
 from tests.conftest import PROJECT_ROOT
@@ -117,8 +117,7 @@ def test_mismatched_model_artifact_is_refused(store, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(store.resolve("model:latest").path, broken)
     (broken / "manifest.json").unlink()
-    with np.load(broken / "encoders.npz") as npz:
-        encoders = {key: npz[key] for key in npz.files}
+    encoders = read_npz(broken / "encoders.npz")
     np.savez(broken / "encoders.npz", user_ids=encoders["user_ids"][::-1].copy(), anime_ids=encoders["anime_ids"])
     before = store.versions("model")
     with pytest.raises(BundleError, match="encoders.npz is not the one the model was trained with"):
