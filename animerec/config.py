@@ -28,12 +28,16 @@ INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "l
 ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
 LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber")
 SCHEDULES = ("rampup_decay", "cosine", "constant")
-METRICS = ("ndcg_at_10", "recall_at_10", "rmse", "mae")
+METRICS = ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae")  # model:best reads valid only
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One key: its type (``int``, ``float``, ``bool``, ``str``, ``list``), range and choices."""
+    """One key: its type, range and choices.
+
+    Types: ``int``, ``float``, ``bool``, ``str``, ``list`` and ``floats`` (one number or a list of
+    them, stored as a list: a grid to choose from on the valid split).
+    """
 
     type: str
     optional: bool = False
@@ -48,6 +52,10 @@ class Spec:
     def allowed(self) -> str:
         if self.choices:
             text = "one of " + ", ".join(map(str, self.choices))
+        elif self.type == "floats":
+            bounds = " ".join(filter(None, [f"{'>' if self.min_open else '>='} {self.min:g}" if self.min is not None else "",
+                                            f"{'<' if self.max_open else '<='} {self.max:g}" if self.max is not None else ""]))
+            text = f"a number or a list of numbers such as [100,300]{' each ' + bounds if bounds else ''}"
         elif self.type == "list":
             text = "a list such as [A,B]" + (f" of {', '.join(self.items)}" if self.items else "")
         else:
@@ -152,6 +160,14 @@ SCHEMA: dict[str, Any] = {
             "sustain_epochs": _int(min=0),
             "exp_decay": _float(min=0, max=1, min_open=True),
         },
+        "ranker": {
+            "kind": _str(choices=("none", "ease"), help="none ranks by the network; ease adds the EASE ranking head"),
+            "l2": Spec("floats", min=0, min_open=True, help="EASE's L2 values to choose from on valid"),
+            "like_weight": Spec("floats", min=0, help="exponents of the like-rate factor to choose from"),
+            "min_item_ratings": _int(min=1),
+            "refit": BOOL,
+            "tune_users": _int(optional=True, min=1),
+        },
         "pretrained": OPT_STR,
         "registry_name": OPT_STR,
         "best_metric": _str(choices=METRICS),
@@ -226,6 +242,17 @@ def _convert(spec: Spec, value: Any) -> tuple[Any, str | None]:
             value = str(value)  # a title such as 86 or 5 Centimeters per Second
         if not isinstance(value, str):
             return value, f"expected {spec.allowed()}"
+    elif kind == "floats":
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                             for v in values):
+            return value, f"expected {spec.allowed()}"
+        number = Spec("float", min=spec.min, max=spec.max, min_open=spec.min_open, max_open=spec.max_open)
+        for v in values:
+            _v, problem = _convert(number, v)
+            if problem:
+                return value, f"has {v:g}: {problem}"
+        return [float(v) for v in values], None
     elif kind == "list":
         if isinstance(value, str):
             value = [value]  # recs.genres=Action means [Action]
