@@ -4,7 +4,8 @@ A model artifact folder is self-describing. It holds the Keras model (``model.ke
 two embedding matrices (``user_embeddings.npy`` ``[num_users, d]``, ``anime_embeddings.npy``
 ``[num_anime, d]``), the Dense unit and optional biases (``scorer.npz``), the encoders and rating
 scale (so predictions map back to MAL IDs and 1-10), the anime table, every known rating
-(``ratings.npz``, for "already rated" and favourites), the training history and its plot,
+(``ratings.npz``, for "already rated" and favourites), the ranking head when the model has one
+(``ranker.npz``: EASE weights, like-rate factor and the history it ranks from), the training history and its plot,
 ``metrics.json``, the config used, and ``model_info.json`` that ties them together (sizes,
 activation, a fingerprint of the encoders, the project version). :meth:`ModelBundle.load` checks
 that these agree, so a model cannot be silently paired with another dataset's encoders.
@@ -55,7 +56,7 @@ def project_version() -> str:
 
 def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, anime_emb: np.ndarray,
                  activation: str, user_ids: np.ndarray, anime_ids: np.ndarray, scale: dict,
-                 anime: pd.DataFrame, ratings: pd.DataFrame, extra_info: dict | None = None) -> dict:
+                 anime: pd.DataFrame, ratings: pd.DataFrame, extra_info: dict | None = None, ranker=None) -> dict:
     """Write everything but the Keras model and the reports into ``folder``; returns model_info."""
     folder = Path(folder)
     np.save(folder / "user_embeddings.npy", np.asarray(user_emb, np.float32))
@@ -70,6 +71,8 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
         anime_index=ratings["anime_index"].to_numpy(np.int32),
         rating=ratings["rating"].to_numpy(np.int8),
     )
+    if ranker is not None:
+        np.savez(folder / "ranker.npz", **ranker.arrays())
     info = {
         "format_version": FORMAT_VERSION,
         "project_version": project_version(),
@@ -79,6 +82,7 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
         "activation": activation,
         "use_bias": scorer_arrays.get("user_bias") is not None,
         "preference": scorer_arrays.get("preference_bias") is not None,
+        "ranker": "ease" if ranker is not None else None,
         "encoders_sha256": encoders_fingerprint(user_ids, anime_ids),
         **(extra_info or {}),
     }
@@ -136,12 +140,24 @@ class ModelBundle:
                 f"Model artifact {path} is inconsistent: {'; '.join(problems)}. It may mix files from different "
                 f"datasets; retrain, or use the complete artifact the train step wrote."
             )
+        ranker = None
+        if info.get("ranker"):
+            from animerec.ranking import ItemRanker
+
+            if not (path / "ranker.npz").is_file():
+                raise BundleError(f"{path} is not a complete model artifact: its model_info.json names a ranking "
+                                  f"head but ranker.npz is missing. Use the complete folder the train step wrote.")
+            ranker = ItemRanker.from_arrays(read_npz(path / "ranker.npz"))
+            if ranker.history.shape != (len(user_ids), len(anime_ids)):
+                raise BundleError(f"Model artifact {path} is inconsistent: ranker.npz covers {ranker.history.shape} "
+                                  f"users x anime, the encoders {len(user_ids)} x {len(anime_ids)}. Retrain.")
         weights = read_npz(path / "scorer.npz")
         scorer = Scorer.from_weights(
             user_emb, anime_emb, weights["kernel"], weights["bias"], info["activation"],
             weights["user_bias"] if "user_bias" in weights else None,
             weights["anime_bias"] if "anime_bias" in weights else None,
             weights["preference_bias"] if "preference_bias" in weights else None,
+            ranker,
         )
         rows = read_npz(path / "ratings.npz")
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})

@@ -252,9 +252,11 @@ class Recommender(ABC):
 class EmbeddingRecommender(Recommender):
     """Recommends by the model's predicted rating of every anime the user has not rated.
 
-    A model trained with sampled negatives (``model.negatives_per_positive``) has a preference
-    head; the order then follows it (what the user is likely to pick and enjoy), and the scores
-    stay the predicted 1-10 ratings.
+    A model with a ranking head (``model.ranker.kind=ease``) or a preference head (trained with
+    ``model.negatives_per_positive``) is ordered by it (what the user is likely to pick and
+    enjoy), and the scores are that head's (:meth:`predicted_ratings` still gives the 1-10
+    ratings); otherwise the scores are the predicted 1-10 ratings. Either way they are in
+    descending order.
     """
 
     def predicted_ratings(self, user_id: int) -> np.ndarray:
@@ -274,12 +276,11 @@ class EmbeddingRecommender(Recommender):
         if max_rating is not None:
             allowed &= predicted <= float(max_rating)
         scorer = self.bundle.scorer
-        if scorer.preference_bias is None:
+        if not scorer.ranks_separately:
             return self._answer(*_top(predicted, allowed, n), "anime", filters)
-        # a model with a preference head ranks by it; the scores are still predicted ratings
         rank = scorer.rank_users(np.array([self.bundle.user_index(int(user_id))]))[0]
-        top, _ = _top(rank, allowed, n)
-        return self._answer(top, predicted[top], "anime", filters)
+        allowed &= np.isfinite(rank)  # the ranker's own history: rated anime, even with filter_already_rated=False
+        return self._answer(*_top(rank, allowed, n), "anime", filters)
 
 
 class UserBasedRecommender(Recommender):

@@ -55,10 +55,17 @@ class Scorer:
     user_raw: np.ndarray | None = None
     anime_raw: np.ndarray | None = None
     preference_bias: np.ndarray | None = None
+    # the EASE ranking head (animerec.ranking.ItemRanker), when the model has one
+    ranker: object | None = None
+
+    @property
+    def ranks_separately(self) -> bool:
+        """Whether the ranking differs from the predicted-rating order (a ranking or preference head)."""
+        return self.ranker is not None or self.preference_bias is not None
 
     @classmethod
     def from_weights(cls, user_emb, anime_emb, kernel, bias, activation="sigmoid", user_bias=None, anime_bias=None,
-                     preference_bias=None):
+                     preference_bias=None, ranker=None):
         preference = preference_bias is not None
         return cls(
             l2_normalize(np.asarray(user_emb, np.float32)),
@@ -71,14 +78,18 @@ class Scorer:
             np.asarray(user_emb, np.float32) if preference else None,
             np.asarray(anime_emb, np.float32) if preference else None,
             np.asarray(preference_bias, np.float32).ravel() if preference else None,
+            ranker,
         )
 
     def rank_users(self, user_index: np.ndarray) -> np.ndarray:
         """Ranking scores ``[len(user_index), num_anime]``, higher first.
 
-        The preference head's logit when the model has one (how likely the user is to pick the
-        anime), else the predicted scaled rating.
+        The ranking head's scores when the model has one (EASE over the user's history; anime
+        already in it get -inf), else the preference head's logit (how likely the user is to pick
+        the anime), else the predicted scaled rating.
         """
+        if self.ranker is not None:
+            return self.ranker.rank_users(user_index)
         if self.preference_bias is None:
             return self.score_users(user_index)
         return self.user_raw[user_index] @ self.anime_raw.T + self.preference_bias[None, :]

@@ -166,9 +166,16 @@ class RecommendationService:
 
     def rating_recs(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None,
                     min_rating: float | None = None, max_rating: float | None = None) -> pd.DataFrame:
-        ids, scores = self.by_rating.recommend(user_id_of(user_id), n, filters=filters,
-                                               min_rating=min_rating, max_rating=max_rating)
-        return anime_table(self.bundle, ids, scores, "predicted_rating")
+        user_id = user_id_of(user_id)
+        ids, scores = self.by_rating.recommend(user_id, n, filters=filters, min_rating=min_rating,
+                                               max_rating=max_rating)
+        if not self.bundle.scorer.ranks_separately:
+            return anime_table(self.bundle, ids, scores, "predicted_rating")
+        # ordered by the ranking head; its score first, the predicted 1-10 rating beside it
+        table = anime_table(self.bundle, ids, scores, "rank_score")
+        predicted = self.by_rating.predicted_ratings(user_id)[[self.bundle.anime_index(int(a)) for a in ids]]
+        table.insert(3, "predicted_rating", np.round(predicted.astype(float), 2))
+        return table
 
     def answer(self, query: Query | Mapping[str, Any]) -> dict:
         """A JSON-ready answer: ``{"kind", "query", "anime": [rows]}`` (+ ``users`` and ``genres`` for similar_users)."""

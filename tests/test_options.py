@@ -184,14 +184,16 @@ def test_bias_terms_are_saved_and_used_in_predictions(tmp_path):
     expected = model.predict(pairs, verbose=0)
     np.testing.assert_allclose(bundle.predict(np.full(40, 7), anime.anime_id), expected[:, 0] * 9 + 1, rtol=1e-4)
     np.testing.assert_allclose(1 / (1 + np.exp(-bundle.scorer.rank_users(np.array([7]))[0])), expected[:, 1], rtol=1e-4)
-    # the recommender ranks by the preference head and reports predicted ratings
+    # the recommender ranks by the preference head and reports its scores; predicted ratings stay available
     from animerec.recommenders import EmbeddingRecommender
 
     ids, scores = EmbeddingRecommender(bundle).recommend(7, n=5)
     rank = bundle.scorer.rank_users(np.array([7]))[0]
     rank[frame.loc[frame.user_index == 7, "anime_index"].to_numpy()] = -np.inf
     assert list(ids) == list(anime.anime_id.to_numpy()[np.argsort(-rank, kind="stable")[:5]])
-    np.testing.assert_allclose(scores, bundle.predict(np.full(5, 7), ids), rtol=1e-5)
+    np.testing.assert_allclose(scores, rank[ids - 100], rtol=1e-6)
+    np.testing.assert_allclose(EmbeddingRecommender(bundle).predicted_ratings(7)[ids - 100],
+                               bundle.predict(np.full(5, 7), ids), rtol=1e-5)
     without = scorer_from_model(model)
     without.user_bias = np.zeros_like(without.user_bias)
     assert (bundle.scorer.score_pairs(np.full(40, 7), np.arange(40)) > without.score_pairs(np.full(40, 7), np.arange(40))).all()
@@ -200,8 +202,9 @@ def test_bias_terms_are_saved_and_used_in_predictions(tmp_path):
 def test_presets_load_by_name():
     best = compose_config(["model=best"], PROJECT_ROOT)["model"]
     seed = compose_config([], PROJECT_ROOT)["model"]
-    assert best["name"] == "best" and best["use_bias"] and best["negatives_per_positive"] > 0
+    assert best["name"] == "best" and best["use_bias"] and best["ranker"]["kind"] == "ease"
     assert seed["name"] == "seed" and not seed["use_bias"] and seed["negatives_per_positive"] == 0
+    assert seed["ranker"]["kind"] == "none"  # the faithful default has no ranking head
     assert seed["embedding_size"] == 128 and seed["kernel_initializer"] == "he_normal"
     with pytest.raises(ConfigError, match="model"):
         compose_config(["model=fastest"], PROJECT_ROOT)

@@ -118,6 +118,45 @@ class TestEmbeddingRecommender(RecommenderContract):
         assert ids[0] in (30, 40)
 
 
+@pytest.fixture(scope="module")
+def ranked_bundle(tmp_path_factory):
+    from animerec.ranking import RankerData
+
+    folder = tmp_path_factory.mktemp("ranked")
+    ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8).ranker(1.0, 1.0)
+    write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
+                 user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
+                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS,
+                 ranker=ranker)
+    return ModelBundle.load(folder), ranker
+
+
+class TestEmbeddingRecommenderWithRanker(RecommenderContract):
+    """A model with the EASE ranking head: the same contract, its order from the ranker."""
+
+    def make(self, bundle):
+        return EmbeddingRecommender(bundle)
+
+    @pytest.fixture
+    def bundle(self, ranked_bundle):
+        return ranked_bundle[0]
+
+    def test_order_comes_from_the_ranker_and_survives_storage(self, ranked_bundle):
+        bundle, ranker = ranked_bundle
+        ids, _ = EmbeddingRecommender(bundle).recommend(103, n=4)
+        expected = ranker.rank_users([3])[0]
+        order = [a for a in np.argsort(-expected, kind="stable") if np.isfinite(expected[a])]
+        assert list(ids) == list(ANIME.anime_id.to_numpy()[order][:4])
+
+    def test_a_missing_ranker_file_is_refused(self, ranked_bundle, tmp_path):
+        import shutil
+
+        shutil.copytree(ranked_bundle[0].path, tmp_path / "copy")
+        (tmp_path / "copy" / "ranker.npz").unlink()
+        with pytest.raises(ValueError, match="names a ranking head but ranker.npz is missing"):
+            ModelBundle.load(tmp_path / "copy")
+
+
 class TestUserBasedRecommender(RecommenderContract):
     def make(self, bundle):
         return UserBasedRecommender(bundle, neighbours=2)
