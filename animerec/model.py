@@ -14,7 +14,6 @@ the model computes, in numpy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import keras

@@ -238,12 +238,13 @@ class StepFailed(UserError):
 
 
 def model_summary(version) -> dict:
-    """A stored model's reference and headline test metrics, flat."""
+    """A stored model's reference, its valid metrics (to choose by) and test metrics (to report), flat."""
     import json
 
     metrics = json.loads(version.file("metrics.json").read_text(encoding="utf-8"))
     row = {"model": version.ref}
-    row.update({k: metrics[k] for k in ("rmse", "mae", "recall_at_10", "ndcg_at_10", "train_seconds") if k in metrics})
+    row.update({k: metrics[k] for k in ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "rmse", "mae",
+                                               "recall_at_10", "ndcg_at_10", "train_seconds") if k in metrics})
     popularity = metrics.get("baselines", {}).get("popularity", {})
     row.update({f"popularity_{k}": v for k, v in popularity.items() if k in ("recall_at_10", "ndcg_at_10")})
     return row

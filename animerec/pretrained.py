@@ -14,7 +14,8 @@ input), checked with :meth:`ModelBundle.load`, and cached as a version of ``mode
 store, keyed by the artifact's digest, so a second use downloads nothing.
 
 After training, :func:`update_best_alias` moves the local ``best`` alias to the model version with
-the best ``model.best_metric``, and :func:`link_to_registry` links the W&B artifact to the
+the best ``model.best_metric`` (a valid-split metric) among the versions trained on the same data
+(``data_fingerprint``) and evaluated with the same settings as the new one, and :func:`link_to_registry` links the W&B artifact to the
 registry collection ``model.registry_name`` with ``latest`` (and ``best`` when it is).
 """
 
@@ -31,7 +32,7 @@ from animerec.errors import UserError
 logger = logging.getLogger(__name__)
 
 WANDB_PREFIX = "wandb:"
-LOWER_IS_BETTER = ("rmse", "mae", "loss", "val_loss")
+LOWER_IS_BETTER = ("rmse", "mae", "loss")  # metric names ending so: lower is better
 
 
 class PretrainedError(UserError, RuntimeError):
@@ -170,25 +171,38 @@ def _keep_origin_manifest(path: Path) -> None:
 
 
 # publishing ---------------------------------------------------------------------------------------
-def metric_of(version: ArtifactVersion, metric: str) -> float | None:
+def stored_metrics(version: ArtifactVersion) -> dict:
     path = version.path / "metrics.json"
-    if not path.is_file():
-        return None
-    value = json.loads(path.read_text(encoding="utf-8")).get(metric)
-    return float(value) if isinstance(value, (int, float)) else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def update_best_alias(store: ArtifactStore, metric: str, name: str = "model") -> ArtifactVersion | None:
+def metric_of(version: ArtifactVersion, metric: str) -> float | None:
+    value = stored_metrics(version).get(metric)
+    return float(value) if isinstance(value, (int, float)) and value == value else None
+
+
+def comparable(metrics: dict, like: dict) -> bool:
+    """Trained on the same data (``data_fingerprint``) and evaluated with the same settings."""
+    return all(metrics.get(key) == like.get(key) for key in ("data_fingerprint", "evaluation"))
+
+
+def update_best_alias(store: ArtifactStore, metric: str, name: str = "model",
+                      like: ArtifactVersion | None = None) -> ArtifactVersion | None:
     """Point ``<name>:best`` at the version with the best ``metric`` (lower is better for errors and losses).
 
-    Done under the store's alias lock, so two trainers finishing at once cannot each pick from a
-    list that lacks the other's model and overwrite a better choice.
+    With ``like`` (the model just trained), only versions comparable with it compete: the same
+    ``data_fingerprint`` and ``evaluation`` settings in their metrics.json. Done under the store's
+    alias lock, so two trainers finishing at once cannot each pick from a list that lacks the
+    other's model and overwrite a better choice.
     """
-    lower = metric in LOWER_IS_BETTER
+    lower = metric.endswith(LOWER_IS_BETTER)
+    reference = stored_metrics(like) if like is not None else None
     with store.lock(name):
         scored = []
         for number in store.versions(name):
             version = store.resolve(f"{name}:v{number}")
+            if reference is not None and not comparable(stored_metrics(version), reference):
+                continue
             value = metric_of(version, metric)
             if value is not None:
                 scored.append((-value if lower else value, number, version))

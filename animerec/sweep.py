@@ -1,7 +1,8 @@
-"""A summary table of a Hydra multirun sweep: one row per job, its overrides and test metrics.
+"""A summary table of a Hydra multirun sweep: one row per job, its overrides, valid and test metrics.
 
 ``config.yaml`` registers :class:`SweepSummary` as a Hydra callback. Each job's ``main()``
-returns the pipeline's summary (the model it trained and that model's test metrics); at the end
+returns the pipeline's summary (the model it trained, its valid metrics to choose by and its test
+metrics to report the choice with); at the end
 of a multirun the table is printed and written to ``<sweep dir>/summary.csv`` and
 ``summary.md``. Every job is also its own MLflow parent run and W&B group, so the runs can be
 compared side by side there too (``mlflow ui``; the W&B project's runs table).
@@ -24,8 +25,10 @@ from animerec.artifacts import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("job", "overrides", "status", "error", "model", "rmse", "mae", "recall_at_10", "ndcg_at_10",
-           "popularity_recall_at_10", "popularity_ndcg_at_10", "train_seconds")
+# choose on the valid_* columns; the test ones are for reporting the choice once
+COLUMNS = ("job", "overrides", "status", "error", "model", "valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse",
+           "rmse", "mae", "recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10",
+           "train_seconds")
 
 
 def summary_frame(rows: list[dict]):

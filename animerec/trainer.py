@@ -22,7 +22,7 @@ import numpy as np
 from animerec.model import learning_rate
 from animerec.training.input_pipeline import make_dataset
 from animerec.training.lazy_adam import LazyAdam
-from animerec.training.loops import DistributedTrainer, LazyTrainer, _Loop, _loss_fn, per_example_loss
+from animerec.training.loops import DistributedTrainer, LazyTrainer, _Loop, _loss_fn, per_example_loss  # noqa: F401
 from animerec.training.sampling import NegativeSampler, TrainData, train_data
 
 __all__ = ["fit", "History", "TrainData", "train_data", "NegativeSampler", "make_dataset", "LazyAdam", "LazyTrainer",

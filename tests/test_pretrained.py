@@ -13,7 +13,8 @@ import pytest
 
 from animerec.artifacts import ArtifactStore
 from animerec.bundle import BundleError, read_npz
-from animerec.pretrained import PretrainedError, is_wandb_ref, qualified_wandb_name, resolve_model, update_best_alias
+from animerec.pretrained import (PretrainedError, is_wandb_ref, metric_of, qualified_wandb_name, resolve_model,
+                                 update_best_alias)
 from animerec.service import RecommendationService
 from tests.conftest import PROJECT_ROOT
 
@@ -125,17 +126,34 @@ def test_mismatched_model_artifact_is_refused(store, tmp_path):
     assert store.versions("model") == before  # nothing imported
 
 
-def test_best_alias_follows_the_metric(store):
+def add_model(store, **metrics_update):
     first = store.resolve("model:v1")
-    for ndcg, rmse in ((0.9, 3.0), (0.1, 1.0)):
-        with store.new_version("model", "model") as pending:
-            shutil.copytree(first.path, pending.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
-            metrics = json.loads((pending.path / "metrics.json").read_text())
-            (pending.path / "metrics.json").write_text(json.dumps({**metrics, "ndcg_at_10": ndcg, "rmse": rmse}))
-    assert update_best_alias(store, "ndcg_at_10").version == 2
+    with store.new_version("model", "model") as pending:
+        shutil.copytree(first.path, pending.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
+        metrics = json.loads((pending.path / "metrics.json").read_text())
+        (pending.path / "metrics.json").write_text(json.dumps({**metrics, **metrics_update}))
+    return pending.version
+
+
+def test_best_alias_follows_the_valid_metric(store):
+    for valid_ndcg, valid_rmse in ((0.9, 3.0), (0.1, 1.0)):
+        add_model(store, valid_ndcg_at_10=valid_ndcg, valid_rmse=valid_rmse, ndcg_at_10=1.0 - valid_ndcg)
+    assert update_best_alias(store, "valid_ndcg_at_10").version == 2  # the test metric says v3: never read
     assert store.resolve("model:best").version == 2
-    assert update_best_alias(store, "rmse").version == 3  # lower is better for errors
+    assert update_best_alias(store, "valid_rmse").version == 3  # lower is better for errors
     assert update_best_alias(store, "no_such_metric") is None
+
+
+def test_best_alias_compares_only_models_of_the_same_data_and_evaluation(store):
+    base = json.loads(store.resolve("model:v1").file("metrics.json").read_text())
+    assert base["data_fingerprint"] and base["evaluation"]["k"] == 10  # the train step records both
+    other_data = add_model(store, valid_ndcg_at_10=0.99, data_fingerprint="another dataset")
+    other_eval = add_model(store, valid_ndcg_at_10=0.98, evaluation={**base["evaluation"], "relevance_threshold": 1.0})
+    plain = add_model(store, valid_ndcg_at_10=0.2)
+    assert update_best_alias(store, "valid_ndcg_at_10", like=plain).version == max(
+        (1, plain.version), key=lambda v: metric_of(store.resolve(f"model:v{v}"), "valid_ndcg_at_10"))
+    assert update_best_alias(store, "valid_ndcg_at_10", like=other_data).version == other_data.version
+    assert update_best_alias(store, "valid_ndcg_at_10", like=other_eval).version == other_eval.version
 
 
 def test_train_step_set_best_alias(trained):

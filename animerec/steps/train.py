@@ -21,31 +21,68 @@ def load_split(version, name: str) -> pd.DataFrame:
 
 
 def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict,
-             valid: pd.DataFrame | None = None) -> dict:
-    """Model metrics next to the popularity baseline's, on the same split and candidates.
+             valid: pd.DataFrame | None = None, valid_scorer=None) -> dict:
+    """Test metrics next to the popularity baseline's, plus the valid split's as ``valid_*``.
 
-    Candidates are the anime a user rated in neither train nor valid (both are known positives).
+    Test candidates are the anime a user rated in neither train nor valid (both are known
+    positives); valid candidates exclude the train anime. ``valid_scorer`` scores the valid split
+    when the stored scorer has seen it (a ranker refitted on train and valid); model choices (the
+    ``model:best`` alias) read only the ``valid_*`` metrics.
     """
-    from animerec.evaluation import Interactions, popularity_scorer, ranking_metrics, rating_errors
+    from animerec.evaluation import Interactions, popularity_scorer
 
-    lo, hi = bundle_scale["min"], bundle_scale["max"]
     known = train if valid is None else pd.concat([train, valid], ignore_index=True)
-    train_i, test_i, known_i = Interactions.from_frame(train), Interactions.from_frame(test), Interactions.from_frame(known)
-    k, threshold = int(eval_cfg["k"]), float(eval_cfg["relevance_threshold"])
-    options = dict(k=k, relevance_threshold=threshold, max_users=eval_cfg.get("max_users"))
-    metrics = {}
-    if len(test):
-        predicted = scorer.score_pairs(test_i.user, test_i.anime) * (hi - lo) + lo
-        metrics.update(rating_errors(predicted, test_i.rating))
-    metrics.update(ranking_metrics(scorer.rank_users, known_i, test_i, **options))
-    popularity = ranking_metrics(popularity_scorer(train_i, num_anime), known_i, test_i, **options)
-    mean_rating = float(train_i.rating.mean())
+    train_i, test_i = Interactions.from_frame(train), Interactions.from_frame(test)
+    metrics = split_metrics(scorer, bundle_scale, Interactions.from_frame(known), test_i, eval_cfg)
+    popularity = split_metrics(None, bundle_scale, Interactions.from_frame(known), test_i, eval_cfg,
+                               rank=popularity_scorer(train_i, num_anime))
     metrics["baselines"] = {
         "popularity": {key: value for key, value in popularity.items() if key != "users_evaluated"},
-        "global_mean": rating_errors(np.full(len(test_i.rating), mean_rating), test_i.rating) if len(test) else {},
+        "global_mean": split_metrics(None, bundle_scale, train_i, test_i, eval_cfg,
+                                     predict=lambda users, anime: np.full(len(users), float(train_i.rating.mean())),
+                                     ranking=False),
     }
-    metrics["relevance_threshold"] = threshold
+    if valid is not None and len(valid):
+        scored = valid_scorer if valid_scorer is not None else scorer
+        found = split_metrics(scored, bundle_scale, train_i, Interactions.from_frame(valid), eval_cfg)
+        metrics.update({f"valid_{key}": value for key, value in found.items()})
+    metrics["relevance_threshold"] = float(eval_cfg["relevance_threshold"])
+    metrics["evaluation"] = evaluation_settings(eval_cfg)
     return metrics
+
+
+def evaluation_settings(eval_cfg: dict) -> dict:
+    """The settings that make two models' metrics comparable."""
+    return {"k": int(eval_cfg["k"]), "relevance_threshold": float(eval_cfg["relevance_threshold"]),
+            "max_users": eval_cfg.get("max_users")}
+
+
+def split_metrics(scorer, bundle_scale: dict, known, target, eval_cfg: dict, *, rank=None, predict=None,
+                  ranking: bool = True) -> dict:
+    """RMSE/MAE on the 1-10 scale and recall/NDCG@k on ``target``; ``known`` anime are never candidates."""
+    from animerec.evaluation import ranking_metrics, rating_errors
+
+    lo, hi = bundle_scale["min"], bundle_scale["max"]
+    if predict is None and scorer is not None:
+        predict = lambda users, anime: scorer.score_pairs(users, anime) * (hi - lo) + lo  # noqa: E731
+    found = {}
+    if predict is not None and len(target.rating):
+        found.update(rating_errors(predict(target.user, target.anime), target.rating))
+    if ranking:
+        found.update(ranking_metrics(rank or scorer.rank_users, known, target, k=int(eval_cfg["k"]),
+                                     relevance_threshold=float(eval_cfg["relevance_threshold"]),
+                                     max_users=eval_cfg.get("max_users")))
+    return found
+
+
+def data_fingerprint(version) -> str:
+    """sha256 over the split files' sha256s: equal for models trained on the same data."""
+    import hashlib
+
+    files = version.manifest.get("files", {})
+    parts = [f"{name}={files[name]['sha256']}" for name in sorted(files)
+             if name in ("train.parquet", "valid.parquet", "test.parquet", "encoders.npz")]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest() if parts else f"unhashed:{version.ref}"
 
 
 def plot_history(history: pd.DataFrame, path) -> None:
@@ -67,8 +104,8 @@ def publish(run, model_cfg: dict, version) -> None:
     """Move the local ``best`` alias; link the W&B artifact to the registry when online."""
     from animerec.pretrained import link_to_registry, update_best_alias
 
-    metric = model_cfg.get("best_metric") or "ndcg_at_10"
-    best = update_best_alias(run.store, metric)
+    metric = model_cfg.get("best_metric") or "valid_ndcg_at_10"
+    best = update_best_alias(run.store, metric, like=version)
     if best is None:
         logger.warning("No stored model has metric %r in its metrics.json; model:best is not set.", metric)
     aliases = ["latest"] + (["best"] if best is not None and best.version == version.version else [])
@@ -91,6 +128,26 @@ def train(cfg: dict) -> dict:
                 f"data.valid_fraction or data.min_user_ratings and rerun preprocess."
             )
         return fit_and_store(run, cfg, pre, train_df, valid_df, test_df)
+
+
+def attach_ranker(scorer, model_cfg: dict, eval_cfg: dict, train_df, valid_df, num_users: int, num_anime: int,
+                  seed: int):
+    """Fit the ranking head the model config asks for onto ``scorer`` (chosen on valid).
+
+    Returns ``(valid_scorer, report)``: the scorer to evaluate the valid split with (its ranker
+    fitted on train only) and the ranker's report; ``(scorer, None)`` without a ranker.
+    """
+    import dataclasses
+
+    ranker_cfg = model_cfg.get("ranker") or {"kind": "none"}
+    if ranker_cfg["kind"] == "none":
+        return scorer, None
+    from animerec.ranking import fit_ranker
+
+    fitted = fit_ranker(ranker_cfg, train_df, valid_df, num_users, num_anime, k=int(eval_cfg["k"]),
+                        relevance_threshold=float(eval_cfg["relevance_threshold"]), seed=seed)
+    scorer.ranker = fitted.ranker
+    return dataclasses.replace(scorer, ranker=fitted.tuned), fitted.report
 
 
 def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
@@ -144,11 +201,17 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
                   on_epoch_end=lambda row: run.log_metrics(
                       {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
                   checkpoint=checkpoint)
-    train_seconds = time.perf_counter() - started
     scorer = scorer_from_model(model)
-    metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df)
-    metrics.update({"train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
+    valid_scorer, ranker_report = attach_ranker(scorer, model_cfg, cfg["evaluate"], train_df, valid_df, num_users,
+                                                num_anime, seed)
+    train_seconds = time.perf_counter() - started
+    metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df,
+                       valid_scorer=valid_scorer)
+    metrics.update({"data_fingerprint": data_fingerprint(pre), "train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                     "trainer": trainer, "strategy": decision.kind})
+    if ranker_report is not None:
+        metrics["ranker"] = ranker_report
+        metrics.update({f"ranker_{key}": ranker_report[key] for key in ("l2", "like_weight")})
     logger.info(
         "Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
         metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg["evaluate"]["k"],
@@ -171,6 +234,7 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
             user_ids=encoders["user_ids"], anime_ids=encoders["anime_ids"], scale=scale,
             anime=pd.read_parquet(pre.file("anime.parquet")), ratings=ratings,
             extra_info={"trained_on": pre.ref, "model_name": model_cfg.get("name", "custom")},
+            ranker=scorer.ranker,
         )
         frame = history.frame()
         frame.to_csv(out.path / "history.csv", index=False)
