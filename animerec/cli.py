@@ -3,6 +3,8 @@
     animerec similar-anime "Cowboy Bebop" -n 10 --types TV
     animerec similar-users 1234
     animerec recommend 1234 --genres Action Comedy --min-rating 7
+    animerec recommend --ratings my_animelist.xml.gz -n 20        # anyone: a MAL export or anime_id,rating CSV
+    animerec recommend --likes "Cowboy Bebop" "Steins;Gate"
     animerec recommend 1234 --model my-team/anime-recommender/model:best   # a W&B model
 
 The model is ``--model`` (default ``model:latest`` in ``--store``, default ``./artifacts``): a
@@ -46,6 +48,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
+def _add_person(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("user_id", type=int, nargs="?", help="a user ID from the training data")
+    parser.add_argument("--ratings", metavar="FILE",
+                        help="anyone's list instead of a user ID: a MyAnimeList XML export (.xml or .xml.gz) or a CSV "
+                             "with columns anime_id,rating (1-10; 0 or empty = listed, not rated); nothing on it is "
+                             "recommended back")
+    parser.add_argument("--likes", nargs="+", metavar="TITLE", help="liked titles instead of a user ID")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in the project's shape: ``error: <command>: <what>`` and status 2."""
 
@@ -70,16 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     users = commands.add_parser("similar-users", help="users most like one user, and what they love",
                                 description="Users closest to one user (cosine between user embeddings), the "
                                             "user's favourite genres, and anime the similar users love.")
-    users.add_argument("user_id", type=int, help="a user ID from the training data")
+    _add_person(users)
     users.add_argument("--favorite-fraction", type=float, default=0.2,
                        help="a favourite is among the user's top FRACTION of ratings, ties together (default 0.2)")
     users.add_argument("--favorite-min-rating", type=float, default=7,
                        help="and rated at least this (default 7)")
     _add_common(users)
-    recommend = commands.add_parser("recommend", help="anime with the highest predicted rating for a user",
-                                    description="The model's highest predicted ratings among anime the user has "
-                                                "not rated.")
-    recommend.add_argument("user_id", type=int, help="a user ID from the training data")
+    recommend = commands.add_parser("recommend", help="anime for a user, or for anyone's list",
+                                    description="The model's recommendations among anime the user has not rated: "
+                                                "by its ranking head when it has one (model=best), else by predicted "
+                                                "rating. Anyone can ask with --ratings FILE or --likes TITLES.")
+    _add_person(recommend)
     recommend.add_argument("--min-rating", type=float, help="lowest predicted rating (1-10) to keep")
     recommend.add_argument("--max-rating", type=float, help="highest predicted rating (1-10) to keep")
     _add_common(recommend)
@@ -91,11 +103,24 @@ def request_from(args: argparse.Namespace) -> dict:
         if (args.anime is None) == (args.anime_id is None):
             raise UserError("similar-anime needs a title or --id MAL_ID (one of them).")
         query = args.anime_id if args.anime_id is not None else args.anime
+        request = {"query": query}
     else:
-        query = args.user_id
-    request = {"kind": COMMANDS[args.command], "query": query,
-               "n": args.n, "genres": args.genres, "genre_match": args.genre_match, "types": args.types,
-               "min_score": args.min_score, "max_score": args.max_score}
+        given = [what for what, value in (("a user ID", args.user_id), ("--ratings", args.ratings),
+                                          ("--likes", args.likes)) if value is not None]
+        if len(given) != 1:
+            raise UserError(f"{args.command} needs one of: a user ID, --ratings FILE or --likes TITLE... "
+                            f"(got {' and '.join(given) if given else 'none'}).")
+        if args.ratings is not None:
+            from animerec.profiles import read_list
+
+            request = {"ratings": read_list(args.ratings)}
+        elif args.likes is not None:
+            request = {"likes": args.likes}
+        else:
+            request = {"query": args.user_id}
+    request.update({"kind": COMMANDS[args.command], "n": args.n, "genres": args.genres,
+                    "genre_match": args.genre_match, "types": args.types, "min_score": args.min_score,
+                    "max_score": args.max_score})
     if args.command == "recommend":
         request.update(min_rating=args.min_rating, max_rating=args.max_rating)
     return request
@@ -111,13 +136,21 @@ def print_answer(answer: dict) -> None:
     query = answer["query"]
     if answer["kind"] == "similar_anime":
         table(f"Anime similar to {query['title']} (MAL {query['anime_id']})", answer["anime"])
-    elif answer["kind"] == "similar_users":
-        table(f"Users most similar to user {query['user_id']}", answer["users"])
-        genres = ", ".join(f"{genre} {count}" for genre, count in answer["genres"].items())
-        print(f"Favourite genres of user {query['user_id']}: {genres or 'none'}\n")
-        table(f"Anime that users similar to {query['user_id']} love and {query['user_id']} has not rated", answer["anime"])
+        return
+    if "list" in query:
+        listed = query["list"]
+        who, unseen = "this list", "not on the list"
+        print(f"{listed['source']}: {listed['listed']} anime listed, {listed['used']} rated ones used"
+              + (f", {listed['skipped']} unknown to the model skipped" if listed["skipped"] else "") + "\n")
     else:
-        table(f"Highest predicted ratings for user {query['user_id']}", answer["anime"])
+        who, unseen = f"user {query['user_id']}", f"not rated by user {query['user_id']}"
+    if answer["kind"] == "similar_users":
+        table(f"Training users most similar to {who}", answer["users"])
+        genres = ", ".join(f"{genre} {count}" for genre, count in answer["genres"].items())
+        print(f"Favourite genres of {who}: {genres or 'none'}\n")
+        table(f"Anime that users similar to {who} love, {unseen}", answer["anime"])
+    else:
+        table(f"Recommended for {who}, {unseen}", answer["anime"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

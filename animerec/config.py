@@ -192,6 +192,7 @@ SCHEMA: dict[str, Any] = {
         "random": BOOL,
         "seed": _int(),
         "user_id": _int(optional=True),
+        "ratings_file": OPT_STR,
         "user_min_ratings": _int(min=1),
         "user_max_ratings": _int(min=1),
         "rating_user": _str(choices=("similar_users", "given", "random")),

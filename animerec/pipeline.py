@@ -188,6 +188,8 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
         parent_id = parent.info.run_id
         mlflow.set_tag("animerec.steps", ",".join(steps))
         fixed = {"wandb.group": f"pipeline-{parent_id[:8]}", "main.artifact_root": str(root), "wandb.dir": str(wandb_dir)}
+        if cfg["recs"].get("ratings_file"):
+            fixed["recs.ratings_file"] = str(Path(cfg["recs"]["ratings_file"]).expanduser().absolute())
         logger.info("Pipeline run %s: steps %s", parent_id, ", ".join(steps))
         for step in steps:
             logger.info("=== step %s ===", step)

@@ -1,7 +1,9 @@
 """The recommenders, behind one call shape (after implicit's ``RecommenderBase``).
 
 Every recommender answers the same three questions and always returns ``(ids, scores)``,
-best first, as numpy arrays of original MAL IDs (anime) or dataset user IDs (users):
+best first, as numpy arrays of original MAL IDs (anime) or dataset user IDs (users). A user is
+a user ID from the training data or a :class:`animerec.foldin.Person` folded in from anyone's
+list (their list is never recommended back):
 
 - ``recommend(user_id, n=10, filter_already_rated=True, filter_items=None, filters=None)``
 - ``similar_items(anime_id, n=10, filter_items=None, filters=None)``
@@ -28,6 +30,7 @@ import pandas as pd
 from animerec.bundle import ModelBundle
 from animerec.data.layouts import TYPES
 from animerec.errors import UserError
+from animerec.foldin import Person, person_ranking, person_scores
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +191,23 @@ class Recommender(ABC):
         s, e = self._starts[user_index], self._starts[user_index + 1]
         return self._rated_anime[s:e], self._rated_value[s:e]
 
+    def ratings_of(self, user) -> tuple[np.ndarray, np.ndarray]:
+        """(anime indices, 1-10 ratings) of a user ID or a folded-in :class:`~animerec.foldin.Person`."""
+        if isinstance(user, Person):
+            return user.rated, user.ratings
+        return self.rated(self.bundle.user_index(int(user)))
+
+    def seen(self, user) -> np.ndarray:
+        """Anime indices never to recommend to a user: what they rated, or everything on a person's list."""
+        return user.listed if isinstance(user, Person) else self.rated(self.bundle.user_index(int(user)))[0]
+
+    def user_vector(self, user) -> tuple[np.ndarray, int | None]:
+        """The unit user vector ``[d]`` and the user's index (None for a folded-in person)."""
+        if isinstance(user, Person):
+            return user.vector, None
+        index = self.bundle.user_index(int(user))
+        return self.bundle.scorer.user_vectors[index], index
+
     def _allowed(self, filters: ItemFilter | None, filter_items: Iterable[int] | None) -> np.ndarray:
         allowed = self.catalogue.mask(filters)
         if filter_items is not None:
@@ -219,26 +239,26 @@ class Recommender(ABC):
         allowed[index] = False
         return self._answer(*_top(scores, allowed, n), "anime", filters)
 
-    def similar_users(self, user_id: int, n: int = 10):
-        """Users most similar to one user (cosine of user embeddings): ``(user_ids, similarities)``."""
+    def similar_users(self, user_id, n: int = 10):
+        """Users most similar to a user ID or a folded-in person (cosine of user embeddings): ``(user_ids, similarities)``."""
         n = self._check_n(n)
-        index = self.bundle.user_index(int(user_id))
-        vectors = self.bundle.scorer.user_vectors
-        scores = vectors @ vectors[index]
+        vector, index = self.user_vector(user_id)
+        scores = self.bundle.scorer.user_vectors @ vector
         allowed = np.ones(len(scores), dtype=bool)
-        allowed[index] = False
+        if index is not None:
+            allowed[index] = False
         top, values = _top(scores, allowed, n)
         return self.bundle.user_ids[top], values.astype(np.float32)
 
     # user preferences -------------------------------------------------------------------------------
-    def favorites(self, user_id: int, rule: FavoriteRule | None = None) -> pd.DataFrame:
-        """The user's favourite anime (see :class:`FavoriteRule`), best rated first."""
-        anime, ratings = self.rated(self.bundle.user_index(int(user_id)))
+    def favorites(self, user_id, rule: FavoriteRule | None = None) -> pd.DataFrame:
+        """The user's (or person's) favourite anime (see :class:`FavoriteRule`), best rated first."""
+        anime, ratings = self.ratings_of(user_id)
         keep = (rule or FavoriteRule()).mask(ratings)
         frame = self.catalogue.frame.iloc[anime[keep]].assign(rating=ratings[keep])
         return frame.sort_values(["rating", "members"], ascending=[False, False]).reset_index(drop=True)
 
-    def preferences(self, user_id: int, rule: FavoriteRule | None = None) -> dict:
+    def preferences(self, user_id, rule: FavoriteRule | None = None) -> dict:
         """Favourites, and counts of their genres and (when the data has it) source material."""
         favorites = self.favorites(user_id, rule)
         genres = favorites["genres"].str.split(",").explode().str.strip()
@@ -259,8 +279,10 @@ class EmbeddingRecommender(Recommender):
     descending order.
     """
 
-    def predicted_ratings(self, user_id: int) -> np.ndarray:
-        """Predicted 1-10 rating of every anime with an embedding ``[num_anime]``, in one pass."""
+    def predicted_ratings(self, user_id) -> np.ndarray:
+        """Predicted 1-10 rating ``[num_anime]`` of every anime, for a user ID or a folded-in person."""
+        if isinstance(user_id, Person):
+            return self.bundle.to_rating(person_scores(self.bundle.scorer, user_id))
         index = self.bundle.user_index(int(user_id))
         return self.bundle.to_rating(self.bundle.scorer.score_users(np.array([index]))[0])
 
@@ -269,16 +291,19 @@ class EmbeddingRecommender(Recommender):
         n = self._check_n(n)
         predicted = self.predicted_ratings(user_id)
         allowed = self._allowed(filters, filter_items)
-        if filter_already_rated:
-            allowed[self.rated(self.bundle.user_index(int(user_id)))[0]] = False
+        if filter_already_rated or isinstance(user_id, Person):  # a person's list is never recommended back
+            allowed[self.seen(user_id)] = False
         if min_rating is not None:
             allowed &= predicted >= float(min_rating)
         if max_rating is not None:
             allowed &= predicted <= float(max_rating)
         scorer = self.bundle.scorer
-        if not scorer.ranks_separately:
+        if not scorer.ranks_separately or (isinstance(user_id, Person) and scorer.ranker is None):
             return self._answer(*_top(predicted, allowed, n), "anime", filters)
-        rank = scorer.rank_users(np.array([self.bundle.user_index(int(user_id))]))[0]
+        if isinstance(user_id, Person):
+            rank = person_ranking(scorer, user_id)
+        else:
+            rank = scorer.rank_users(np.array([self.bundle.user_index(int(user_id))]))[0]
         allowed &= np.isfinite(rank)  # the ranker's own history: rated anime, even with filter_already_rated=False
         return self._answer(*_top(rank, allowed, n), "anime", filters)
 
@@ -294,18 +319,21 @@ class UserBasedRecommender(Recommender):
         super().__init__(bundle)
         self.neighbours = int(neighbours)
         self.favorite_rule = favorites or FavoriteRule()
-        self._last: tuple[int, pd.DataFrame] | None = None  # (user_id, its neighbour_favorites)
+        self._last: tuple[object, pd.DataFrame] | None = None  # (user ID or person, its neighbour_favorites)
 
-    def neighbour_favorites(self, user_id: int) -> pd.DataFrame:
+    def neighbour_favorites(self, user_id) -> pd.DataFrame:
         """Per anime: how many similar users favour it, and their mean rating of it.
 
         The last user's table is kept, so recommend() and a caller showing mean ratings share one search.
         """
-        if self._last is None or self._last[0] != int(user_id):
-            self._last = (int(user_id), self._neighbour_favorites(user_id))
+        key = user_id if isinstance(user_id, Person) else int(user_id)
+        last = None if self._last is None else self._last[0]
+        same = last is key if isinstance(key, Person) else (not isinstance(last, Person) and last == key)
+        if not same:
+            self._last = (key, self._neighbour_favorites(user_id))
         return self._last[1]
 
-    def _neighbour_favorites(self, user_id: int) -> pd.DataFrame:
+    def _neighbour_favorites(self, user_id) -> pd.DataFrame:
         similar, _ = self.similar_users(user_id, self.neighbours)
         rows = []
         for other in similar:
@@ -328,8 +356,8 @@ class UserBasedRecommender(Recommender):
         counts[index] = table["count"].to_numpy()
         means[index] = table["mean_rating"].to_numpy()
         allowed = self._allowed(filters, filter_items) & (counts > 0)
-        if filter_already_rated:
-            allowed[self.rated(self.bundle.user_index(int(user_id)))[0]] = False
+        if filter_already_rated or isinstance(user_id, Person):
+            allowed[self.seen(user_id)] = False
         top, values = _top(counts, allowed, n, tiebreak=means)
         return self._answer(top, values, "anime favoured by similar users", filters)
 

@@ -4,7 +4,9 @@ The pipeline's recommender steps, the ``animerec`` command and the MLflow pyfunc
 through :class:`RecommendationService`, so a query gives the same rows whichever way it is
 asked. A query names its ``kind`` (``similar_anime``, ``similar_users`` or ``rating_recs``), the
 ``query`` (a title or MAL ID for similar_anime, a user ID otherwise), ``n`` and the filters of
-:class:`animerec.recommenders.ItemFilter`.
+:class:`animerec.recommenders.ItemFilter`. In place of a user ID, ``similar_users`` and
+``rating_recs`` take anyone's list: ``ratings`` (``[{"anime_id": 1, "rating": 9}, ...]``) or
+``likes`` (titles), folded into the model (:mod:`animerec.foldin`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("similar_anime", "similar_users", "rating_recs")
 FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score")
-QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating")
+LIST_FIELDS = ("ratings", "likes")  # anyone's list, in place of a user ID
+QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS)
 
 
 def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, score_name: str) -> pd.DataFrame:
@@ -45,7 +48,10 @@ def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, 
 
 @dataclass
 class Query:
-    """One request. ``query`` is a title or MAL ID (similar_anime) or a user ID (the other kinds)."""
+    """One request. ``query`` is a title or MAL ID (similar_anime) or a user ID (the other kinds).
+
+    ``ratings`` or ``likes`` replace the user ID with anyone's list (similar_users, rating_recs).
+    """
 
     kind: str
     query: Any
@@ -53,6 +59,8 @@ class Query:
     filters: ItemFilter = field(default_factory=ItemFilter)
     min_rating: float | None = None
     max_rating: float | None = None
+    ratings: Any = None
+    likes: Any = None
 
     @classmethod
     def from_mapping(cls, request: Mapping[str, Any]) -> "Query":
@@ -63,8 +71,15 @@ class Query:
         kind = request.get("kind")
         if kind not in KINDS:
             raise RecommenderError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
-        if is_missing(request.get("query")):
-            what = "an anime title or MAL ID" if kind == "similar_anime" else "a user ID"
+        given = [name for name in LIST_FIELDS if not _absent(request.get(name))]
+        if given and kind == "similar_anime":
+            raise RecommenderError(f"A similar_anime query takes an anime in 'query', not {given[0]!r}.")
+        if len(given) > 1 or (given and not is_missing(request.get("query"))):
+            raise RecommenderError(f"A {kind} query takes one of 'query' (a user ID), 'ratings' or 'likes', not "
+                                   f"several.")
+        if is_missing(request.get("query")) and not given:
+            what = ("an anime title or MAL ID" if kind == "similar_anime"
+                    else "a user ID, or 'ratings' ([{anime_id, rating}]) or 'likes' ([titles]) for anyone's list")
             raise RecommenderError(f"A {kind} query needs 'query': {what}.")
         n = request.get("n", 10)
         n = 10 if is_missing(n) else n
@@ -91,7 +106,23 @@ class Query:
         genre_match = request.get("genre_match")
         filters = ItemFilter(genres=as_list("genres"), genre_match="any" if is_missing(genre_match) else genre_match,
                              types=as_list("types"), min_score=as_float("min_score"), max_score=as_float("max_score"))
-        return cls(kind, request["query"], n, filters, as_float("min_rating"), as_float("max_rating"))
+        likes = request.get("likes")
+        if isinstance(likes, str):
+            likes = [likes]
+        return cls(kind, request.get("query"), n, filters, as_float("min_rating"), as_float("max_rating"),
+                   None if _absent(request.get("ratings")) else request.get("ratings"),
+                   None if _absent(likes) else list(likes))
+
+    @property
+    def has_list(self) -> bool:
+        return self.ratings is not None or self.likes is not None
+
+
+def _absent(value: Any) -> bool:
+    """Missing, or an empty list (a table column other rows fill)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return False
+    return is_missing(value)
 
 
 def is_missing(value: Any) -> bool:
@@ -101,6 +132,12 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, float) and np.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
+
+
+def user_or_person(value: Any):
+    from animerec.foldin import Person
+
+    return value if isinstance(value, Person) else user_id_of(value)
 
 
 def user_id_of(value: Any) -> int:
@@ -137,6 +174,21 @@ class RecommendationService:
 
         return TitleIndex(self.bundle.anime)
 
+    def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None):
+        """Fold anyone's list into the model: ``ratings`` records, liked titles or a list file."""
+        from animerec.foldin import fold_in
+        from animerec.profiles import AnimeList, from_records, from_titles, read_list
+
+        if ratings_file is not None:
+            anime_list = read_list(ratings_file)
+        elif isinstance(ratings, AnimeList):  # already read (the CLI's --ratings FILE)
+            anime_list = ratings
+        elif ratings is not None:
+            anime_list = from_records(ratings, "the ratings list")
+        else:
+            anime_list = from_titles(list(likes), self.titles.find)
+        return fold_in(self.bundle, anime_list)
+
     def anime_id(self, query: Any) -> int:
         """A MAL ID from an ID (a JSON number) or a title (a string, even "86": titles win over IDs)."""
         if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
@@ -149,8 +201,11 @@ class RecommendationService:
         return anime_id, anime_table(self.bundle, ids, scores, "similarity")
 
     def similar_users(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None) -> dict:
-        """Similar users, the user's favourite genres / sources, and what similar users love."""
-        user_id = user_id_of(user_id)
+        """Similar users, the user's favourite genres / sources, and what similar users love.
+
+        ``user_id`` is a user ID or a folded-in :class:`~animerec.foldin.Person`.
+        """
+        user_id = user_or_person(user_id)
         rec = self.by_users
         users, similarity = rec.similar_users(user_id, n)
         counts = rec.rating_counts[[self.bundle.user_index(int(u)) for u in users]]
@@ -166,7 +221,7 @@ class RecommendationService:
 
     def rating_recs(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None,
                     min_rating: float | None = None, max_rating: float | None = None) -> pd.DataFrame:
-        user_id = user_id_of(user_id)
+        user_id = user_or_person(user_id)
         ids, scores = self.by_rating.recommend(user_id, n, filters=filters, min_rating=min_rating,
                                                max_rating=max_rating)
         if not self.bundle.scorer.ranks_separately:
@@ -186,13 +241,15 @@ class RecommendationService:
             title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]
             return {"kind": query.kind, "query": {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None},
                     "anime": records(table)}
+        user = self.person(query.ratings, query.likes) if query.has_list else user_id_of(query.query)
+        asked = {"list": user.summary()} if query.has_list else {"user_id": user}
         if query.kind == "similar_users":
-            result = self.similar_users(query.query, query.n, query.filters)
-            return {"kind": query.kind, "query": {"user_id": result["user_id"]}, "users": records(result["users"]),
+            result = self.similar_users(user, query.n, query.filters)
+            return {"kind": query.kind, "query": asked, "users": records(result["users"]),
                     "genres": {str(k): int(v) for k, v in result["genres"].head(10).items()},
                     "anime": records(result["picks"])}
-        table = self.rating_recs(query.query, query.n, query.filters, query.min_rating, query.max_rating)
-        return {"kind": query.kind, "query": {"user_id": user_id_of(query.query)}, "anime": records(table)}
+        table = self.rating_recs(user, query.n, query.filters, query.min_rating, query.max_rating)
+        return {"kind": query.kind, "query": asked, "anime": records(table)}
 
 
 def records(frame: pd.DataFrame) -> list[dict]:

@@ -69,6 +69,19 @@ class RecommenderContract:
         users, sims = rec.similar_users(100, n=10)
         assert 100 not in users and len(users) == 4 and list(sims) == sorted(sims, reverse=True)
 
+    def test_anyone_can_ask_with_a_list(self, bundle):
+        from animerec.foldin import fold_in
+        from animerec.profiles import AnimeList
+
+        listed = AnimeList.build([40, 60, 999], [9, np.nan, 8], [False, True, False], "a list")
+        person = fold_in(bundle, listed)
+        assert person.summary()["skipped"] == 1 and person.summary()["used"] == 1  # 999 unknown, 60 planned
+        rec = self.make(bundle)
+        ids, scores = rec.recommend(person, n=10, filter_already_rated=False)
+        assert not set(ids) & {40, 60} and list(scores) == sorted(scores, reverse=True)  # never the list back
+        users, _ = rec.similar_users(person, n=10)
+        assert len(users) == 5  # a person is nobody in the training data: every user may be similar
+
     @pytest.mark.parametrize("call, message", [
         (lambda r: r.recommend(999), r"Unknown user_id 999"),
         (lambda r: r.similar_users(999), r"Unknown user_id 999"),
@@ -219,7 +232,7 @@ def test_mismatched_encoders_are_refused(tmp_path):
 
 # --- the steps on demo data ----------------------------------------------------------------
 
-def test_model_beats_random_and_similar_anime_share_genres(trained):
+def test_model_beats_random_and_similar_anime_share_genres(trained, tmp_path):
     from animerec.steps import REGISTRY
 
     cfg, tmp, _ = trained
@@ -256,6 +269,16 @@ def test_model_beats_random_and_similar_anime_share_genres(trained):
     assert {"similar_users.csv", "user_based_recs.csv", "favorites.csv", "genres.png", "query.json"} <= {
         p.name for p in folder.iterdir()}
 
+    # anyone's list, through recs.ratings_file: nothing on it comes back
+    listed = rated.head(8)
+    path = tmp_path / "my_list.csv"
+    pd.DataFrame({"anime_id": listed.anime_id, "rating": np.arange(len(listed)) % 10 + 1}).to_csv(path, index=False)
+    with_list = {**cfg, "recs": {**cfg["recs"], "ratings_file": str(path)}}
+    for step, table in (("rating_recs", "table"), ("similar_users", "picks")):
+        result = REGISTRY[step](with_list)
+        assert result["list"]["used"] == 8 and not set(result[table]["anime_id"]) & set(listed.anime_id)
+        assert json.loads(store.resolve(f"{step}:latest").file("query.json").read_text())["ratings_file"] == str(path)
+
 
 @pytest.mark.parametrize("step, recs, message", [
     ("similar_anime", {"anime": "Zzzqqxx Not A Title"}, "No anime titled"),
@@ -264,6 +287,7 @@ def test_model_beats_random_and_similar_anime_share_genres(trained):
     ("similar_anime", {"anime": "Naruto", "min_score": 9.99}, "left after the filters"),
     ("similar_users", {"user_id": -5}, "Unknown user_id -5"),
     ("rating_recs", {"rating_user": "given", "user_id": -5}, "Unknown user_id -5"),
+    ("rating_recs", {"ratings_file": "/nonexistent/list.xml"}, "List file /nonexistent/list.xml does not exist"),
 ])
 def test_bad_queries_write_no_artifact(trained, step, recs, message):
     from animerec.errors import UserError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -29,6 +30,9 @@ def served(trained):
         {"kind": "similar_anime", "query": int(service.bundle.anime_ids[0]), "n": 3},
         {"kind": "similar_users", "query": user, "n": 4},
         {"kind": "rating_recs", "query": user, "n": 6, "genres": ["Comedy"], "min_rating": 1},
+        {"kind": "rating_recs", "n": 5, "ratings": [{"anime_id": int(a), "rating": r} for a, r in
+                                                    zip(service.bundle.anime_ids[:6], (10, 9, 2, 8, 0, 7))]},
+        {"kind": "similar_users", "n": 3, "likes": ["Naruto", "Cowboy Bebop"]},
     ]
     return result["model_uri"], service, requests
 
@@ -104,7 +108,7 @@ def test_mlflow_models_serve_answers_each_recommender(served, tmp_path):
         server.wait(timeout=30)
 
 
-def test_cli_matches_the_library(served, trained, capsys):
+def test_cli_matches_the_library(served, trained, capsys, tmp_path):
     from animerec.cli import main
 
     _, service, requests = served
@@ -119,6 +123,29 @@ def test_cli_matches_the_library(served, trained, capsys):
     for argv, request in cases:
         assert main([*argv, "--store", store, "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(service.answer(request)))
+    # anyone's list: a CSV, a MAL export and liked titles give the library's rows
+    listed = requests[4]["ratings"]
+    csv_path, xml_path = tmp_path / "mine.csv", tmp_path / "animelist.xml.gz"
+    csv_path.write_text("anime_id,rating\n" + "".join(f"{r['anime_id']},{r['rating']}\n" for r in listed))
+    entries = "".join(f"<anime><series_animedb_id>{r['anime_id']}</series_animedb_id><my_score>{r['rating']}</my_score>"
+                      f"<my_status>Completed</my_status></anime>" for r in listed)
+    xml_path.write_bytes(gzip.compress(f"<myanimelist><myinfo/>{entries}</myanimelist>".encode()))
+    expected = json.loads(json.dumps(service.answer(requests[4])))["anime"]
+    for path in (csv_path, xml_path):
+        assert main(["recommend", "--ratings", str(path), "-n", "5", "--store", store, "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["anime"] == expected and answer["query"]["list"]["source"] == str(path)
+        assert not {row["anime_id"] for row in answer["anime"]} & {r["anime_id"] for r in listed}
+    assert main(["similar-users", "--likes", "Naruto", "Cowboy Bebop", "-n", "3", "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(service.answer(requests[5])))
+    assert main(["recommend", "--ratings", str(csv_path), "--store", store]) == 0
+    assert "6 anime listed, 5 rated ones used" in capsys.readouterr().out
+    assert main(["recommend", "5", "--likes", "Naruto", "--store", store]) == 2
+    assert "needs one of: a user ID, --ratings FILE or --likes TITLE... (got a user ID and --likes)" in \
+        capsys.readouterr().err
+    (tmp_path / "bad.xml").write_text("<myanimelist><anime><series_animedb_id>1")
+    assert main(["recommend", "--ratings", str(tmp_path / "bad.xml"), "--store", store]) == 2
+    assert "bad.xml is not well-formed XML" in capsys.readouterr().err
     assert main(["similar-anime", "Naruto", "-n", "5", "--types", "TV", "--store", store]) == 0
     table = capsys.readouterr().out
     assert "Anime similar to Naruto" in table and service.answer(requests[0])["anime"][0]["title"] in table

@@ -95,31 +95,54 @@ def similar_users(cfg: dict) -> dict:
     filters = ItemFilter.from_config(recs)
     with step_run("similar_users", cfg, ("recs", "model")) as run:
         service = load_service(run, cfg)
-        user_id = int(recs["user_id"]) if recs.get("user_id") is not None else pick_random_user(service.by_users, recs)
-        result = service.similar_users(user_id, int(recs["n"]), filters)
+        user, query, who = step_user(service, recs)
+        if user is None:
+            user = pick_random_user(service.by_users, recs)
+            query, who = {"user_id": user}, f"user {user}"
+        result = service.similar_users(user, int(recs["n"]), filters)
         users_table, picks, genres, sources = result["users"], result["picks"], result["genres"], result["sources"]
-        show(f"Users most similar to user {user_id}", users_table)
-        show(f"User {user_id}'s favourite genres (favourites: their top {recs['favorite_fraction']:.0%} by rating, "
+        show(f"Training users most similar to {who}", users_table)
+        show(f"Favourite genres of {who} (favourites: the top {recs['favorite_fraction']:.0%} by rating, "
              f"rated >= {recs['favorite_min_rating']:g})",
              genres.head(10).rename_axis("genre").reset_index(name="favourites"))
-        show(f"Anime that users similar to {user_id} love and {user_id} has not rated", picks)
-        with run.output("similar_users", "recommendations", metadata={"user_id": user_id}) as out:
+        show(f"Anime that users similar to {who} love, {unseen_by(who)}", picks)
+        with run.output("similar_users", "recommendations", metadata=query_metadata(query)) as out:
             users_table.to_csv(out.path / "similar_users.csv", index=False)
             picks.to_csv(out.path / "user_based_recs.csv", index=False)
             favs = result["favorites"].rename(columns={"name": "title", "score": "mal_score"})
             favs.to_csv(out.path / "favorites.csv", index=False)
             genres.rename_axis("genre").reset_index(name="favourites").to_csv(out.path / "genres.csv", index=False)
-            bar_chart(genres, f"User {user_id}: genres of favourite anime", out.path / "genres.png")
+            bar_chart(genres, f"{who[:1].upper()}{who[1:]}: genres of favourite anime", out.path / "genres.png")
             if sources is not None:
                 sources.rename_axis("source").reset_index(name="favourites").to_csv(out.path / "sources.csv", index=False)
-                bar_chart(sources, f"User {user_id}: source material of favourite anime", out.path / "sources.png")
-            (out.path / "query.json").write_text(json.dumps({"user_id": user_id}))
+                bar_chart(sources, f"{who[:1].upper()}{who[1:]}: source material of favourite anime",
+                          out.path / "sources.png")
+            (out.path / "query.json").write_text(json.dumps(query))
         run.log_table("similar_users", users_table)
         run.log_table("user_based_recs", picks)
         run.log_image("favourite_genres", out.version.path / "genres.png")
         if sources is not None:
             run.log_image("favourite_sources", out.version.path / "sources.png")
-        return {"similar_users": out.version.ref, "user_id": user_id, "table": users_table, "picks": picks}
+        return {"similar_users": out.version.ref, **query, "table": users_table, "picks": picks}
+
+
+def step_user(service, recs: dict):
+    """``(user, query, who)`` for recs.ratings_file (a folded-in person) or recs.user_id; Nones for neither."""
+    if recs.get("ratings_file"):
+        person = service.person(ratings_file=recs["ratings_file"])
+        return person, {"ratings_file": recs["ratings_file"], "list": person.summary()}, "the list in recs.ratings_file"
+    if recs.get("user_id") is not None:
+        return int(recs["user_id"]), {"user_id": int(recs["user_id"])}, f"user {int(recs['user_id'])}"
+    return None, None, None
+
+
+def unseen_by(who: str) -> str:
+    return "not on the list" if who.startswith("the list") else f"not rated by {who}"
+
+
+def query_metadata(query: dict) -> dict:
+    return {"user_id": query["user_id"]} if "user_id" in query else {"ratings_file": query["ratings_file"],
+                                                                    **query["list"]}
 
 
 def rating_user(cfg: dict, rec, run) -> int:
@@ -136,7 +159,12 @@ def rating_user(cfg: dict, rec, run) -> int:
         if ref is None and not store_from(cfg).versions("similar_users"):
             logger.info("No similar_users result yet: picking a random user")
             return pick_random_user(rec, recs)
-        return int(json.loads(run.use(ref or "similar_users:latest").file("query.json").read_text())["user_id"])
+        query = json.loads(run.use(ref or "similar_users:latest").file("query.json").read_text())
+        if "user_id" not in query:
+            logger.info("The last similar_users run was for a list (recs.ratings_file), not a user: picking a random "
+                        "user; set recs.ratings_file here too for that list")
+            return pick_random_user(rec, recs)
+        return int(query["user_id"])
     raise ConfigError(f"recs.rating_user must be similar_users, given or random; got {mode!r}.")
 
 
@@ -145,12 +173,16 @@ def rating_recs(cfg: dict) -> dict:
     filters = ItemFilter.from_config(recs)
     with step_run("rating_recs", cfg, ("recs", "model")) as run:
         service = load_service(run, cfg)
-        user_id = rating_user(cfg, service.by_rating, run)
-        table = service.rating_recs(user_id, int(recs["n"]), filters, recs.get("min_predicted_rating"),
+        if recs.get("ratings_file"):
+            user, query, who = step_user(service, recs)
+        else:
+            user = rating_user(cfg, service.by_rating, run)
+            query, who = {"user_id": user}, f"user {user}"
+        table = service.rating_recs(user, int(recs["n"]), filters, recs.get("min_predicted_rating"),
                                     recs.get("max_predicted_rating"))
-        show(f"Highest predicted ratings for user {user_id} (anime they have not rated)", table)
-        with run.output("rating_recs", "recommendations", metadata={"user_id": user_id}) as out:
+        show(f"Recommended for {who}, {unseen_by(who)}", table)
+        with run.output("rating_recs", "recommendations", metadata=query_metadata(query)) as out:
             table.to_csv(out.path / "rating_recs.csv", index=False)
-            (out.path / "query.json").write_text(json.dumps({"user_id": user_id}))
+            (out.path / "query.json").write_text(json.dumps(query))
         run.log_table("rating_recs", table)
-        return {"rating_recs": out.version.ref, "user_id": user_id, "table": table}
+        return {"rating_recs": out.version.ref, **query, "table": table}
