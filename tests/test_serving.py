@@ -34,7 +34,8 @@ def served(trained):
                                                     zip(service.bundle.anime_ids[:6], (10, 9, 2, 8, 0, 7))]},
         {"kind": "similar_users", "n": 3, "likes": ["Naruto", "Cowboy Bebop"]},
     ]
-    return result["model_uri"], service, requests
+    # served by the registry alias the train step moved (the same model: the only one in this store)
+    return result["registered_uri"], service, requests
 
 
 def test_pyfunc_answers_like_the_library(served):
@@ -161,3 +162,44 @@ def test_cli_is_installed_with_help_for_each_command():
     for command in ([], ["similar-anime"], ["similar-users"], ["recommend"]):
         out = subprocess.run([exe, *command, "--help"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "usage: animerec" in out.stdout, out.stderr
+
+
+def test_registry_champion_follows_the_valid_best_model(trained, tmp_path):
+    """Two more models registered: the champion alias moves to the better one on valid, not to the newest."""
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from animerec.pretrained import update_best_alias
+    from animerec.registry import CHAMPION, MODEL_TAG, register_and_promote
+    from animerec.serving import log_pyfunc
+    from tests.test_pretrained import add_model
+
+    cfg, _, result = trained
+    client = MlflowClient()
+    assert result["registered_uri"] == "models:/anime-recommender@champion"  # the train step registered its model
+    assert client.get_model_version_by_alias("anime-recommender", CHAMPION).tags[MODEL_TAG] == result["model"]
+
+    shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")
+    store = ArtifactStore(tmp_path / "store")
+    name = "registry-test"
+    first = store.resolve("model:v1")
+    base = json.loads(first.file("metrics.json").read_text())["valid_ndcg_at_10"]
+
+    def train_like(version):
+        with mlflow.start_run():
+            uri = log_pyfunc(version.path)
+        best = update_best_alias(store, "valid_ndcg_at_10", like=version)
+        return register_and_promote(uri, name, version.ref, best.ref)
+
+    champion_uri = train_like(first)
+    better = add_model(store, valid_ndcg_at_10=base + 0.1, ndcg_at_10=0.0)  # the test metric must not matter
+    train_like(better)
+    assert client.get_model_version_by_alias(name, CHAMPION).tags[MODEL_TAG] == better.ref
+    worse = add_model(store, valid_ndcg_at_10=base - 0.1, ndcg_at_10=1.0)
+    train_like(worse)
+    champion = client.get_model_version_by_alias(name, CHAMPION)
+    assert champion.tags[MODEL_TAG] == better.ref and int(champion.version) == 2
+    request = {"kind": "similar_anime", "query": "Naruto", "n": 3}
+    served = mlflow.pyfunc.load_model(champion_uri).predict(pd.DataFrame([request]))
+    assert served == [RecommendationService.from_path(better.path).answer(request)]

@@ -100,8 +100,8 @@ def plot_history(history: pd.DataFrame, path) -> None:
         ax_lr.set_title("Learning rate")
 
 
-def publish(run, model_cfg: dict, version) -> None:
-    """Move the local ``best`` alias; link the W&B artifact to the registry when online."""
+def publish(run, model_cfg: dict, version):
+    """Move the local ``best`` alias; link the W&B artifact to the registry when online; returns model:best."""
     from animerec.pretrained import link_to_registry, update_best_alias
 
     metric = model_cfg.get("best_metric") or "valid_ndcg_at_10"
@@ -111,6 +111,7 @@ def publish(run, model_cfg: dict, version) -> None:
     aliases = ["latest"] + (["best"] if best is not None and best.version == version.version else [])
     if run.wandb_mode == "online" and "model" in run.logged and model_cfg.get("registry_name"):
         link_to_registry(run.wandb_run, run.logged["model"], model_cfg["registry_name"], aliases)
+    return best
 
 
 def train(cfg: dict) -> dict:
@@ -249,9 +250,15 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     optional("the metrics summary", run.log_summary, metrics)
     if (out.version.path / "loss_curve.png").is_file():
         optional("the loss-curve image", run.log_image, "loss_curve", out.version.path / "loss_curve.png")
-    optional("the best alias and registry link", publish, run, model_cfg, out.version)
+    best = optional("the best alias and registry link", publish, run, model_cfg, out.version)
     model_uri = optional("the MLflow pyfunc model", log_model_uri, out.version.path)
-    return {"model": out.version.ref, "metrics": metrics, "model_uri": model_uri}
+    registered = None
+    if model_uri is not None and model_cfg.get("registry_name"):
+        from animerec.registry import register_and_promote
+
+        registered = optional("the MLflow Model Registry entry", register_and_promote, model_uri,
+                              model_cfg["registry_name"], out.version.ref, best.ref if best is not None else None)
+    return {"model": out.version.ref, "metrics": metrics, "model_uri": model_uri, "registered_uri": registered}
 
 
 def log_model_uri(path) -> str:

@@ -1,0 +1,57 @@
+"""The MLflow Model Registry: every trained pyfunc model is a version of ``model.registry_name``.
+
+The ``champion`` alias mirrors the local ``model:best`` (and W&B's ``best``): it points at the
+registered version of the model that :func:`animerec.pretrained.update_best_alias` chose on the
+valid split. Each registered version carries the local store reference it was logged from
+(tag ``animerec.model``), so the alias can follow ``model:best`` to an earlier version too.
+
+    mlflow models serve -m models:/anime-recommender@champion --env-manager local -p 5001
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+MODEL_TAG = "animerec.model"
+
+
+def register(model_uri: str, name: str, model_ref: str, tags: dict | None = None):
+    """Register ``model_uri`` as a new version of ``name``; returns the ModelVersion."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags={MODEL_TAG: model_ref, **(tags or {})})
+    logger.info("Registered %s as %s version %s", model_ref, name, version.version)
+    return version
+
+
+def version_of(name: str, model_ref: str):
+    """The newest registered version of ``name`` logged from the local ``model_ref``, or None."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient().search_model_versions(f"name = '{name}'")
+    matching = [v for v in found if (v.tags or {}).get(MODEL_TAG) == model_ref]
+    return max(matching, key=lambda v: int(v.version)) if matching else None
+
+
+def move_champion(name: str, best_ref: str):
+    """Point ``name@champion`` at the registered version of the local ``best_ref``; returns it (None if unregistered)."""
+    from mlflow.tracking import MlflowClient
+
+    version = version_of(name, best_ref)
+    if version is None:
+        logger.info("%s (model:best) was never registered: %s@%s is unchanged", best_ref, name, CHAMPION)
+        return None
+    MlflowClient().set_registered_model_alias(name, CHAMPION, version.version)
+    logger.info("%s@%s -> version %s (%s)", name, CHAMPION, version.version, best_ref)
+    return version
+
+
+def register_and_promote(model_uri: str, name: str, model_ref: str, best_ref: str | None) -> str:
+    """Register the new model, then move the champion alias to model:best's version; returns its URI by alias."""
+    register(model_uri, name, model_ref)
+    if best_ref is not None:
+        move_champion(name, best_ref)
+    return f"models:/{name}@{CHAMPION}"
