@@ -5,6 +5,7 @@
     animerec recommend 1234 --genres Action Comedy --min-rating 7
     animerec recommend --ratings my_animelist.xml.gz -n 20        # anyone: a MAL export or anime_id,rating CSV
     animerec recommend --likes "Cowboy Bebop" "Steins;Gate"
+    animerec web --model model:best                                # a web page on http://127.0.0.1:8080
     animerec recommend 1234 --model my-team/anime-recommender/model:best   # a W&B model
 
 The model is ``--model`` (default ``model:latest`` in ``--store``, default ``./artifacts``): a
@@ -38,6 +39,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="keep these types: TV, Movie, OVA, ONA, Special, Music")
     parser.add_argument("--min-score", type=float, help="lowest MAL score to keep")
     parser.add_argument("--max-score", type=float, help="highest MAL score to keep")
+    _add_model_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="model:latest",
                         help="model to use: model:latest (default), model:best, model:v3, a folder, or a W&B "
                              "reference entity/project/model:alias")
@@ -45,7 +51,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="local artifact store (default ./artifacts, or $ANIMEREC_STORE)")
     parser.add_argument("--wandb-project", default="anime-recommender", help="W&B project for short W&B references")
     parser.add_argument("--wandb-entity", default=None, help="W&B entity for short W&B references")
-    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
 def _add_person(parser: argparse.ArgumentParser) -> None:
@@ -92,9 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "by its ranking head when it has one (model=best), else by predicted "
                                                 "rating. Anyone can ask with --ratings FILE or --likes TITLES.")
     _add_person(recommend)
+    web = commands.add_parser("web", help="a web page for all three recommenders and the model card",
+                              description="Serve a web page over the model: similar anime, recommendations for an "
+                                          "uploaded MyAnimeList export, a CSV or liked titles, similar users, filters, "
+                                          "and the model card. Binds to 127.0.0.1 unless --host says otherwise.")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     recommend.add_argument("--min-rating", type=float, help="lowest predicted rating (1-10) to keep")
     recommend.add_argument("--max-rating", type=float, help="highest predicted rating (1-10) to keep")
     _add_common(recommend)
+    _add_model_options(web)
     return parser
 
 
@@ -168,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rule = (FavoriteRule(args.favorite_fraction, args.favorite_min_rating) if args.command == "similar-users"
                 else FavoriteRule())
         service = RecommendationService.from_path(version.path, favorites=rule)
+        if args.command == "web":
+            from animerec.web import serve
+
+            serve(service, version.path, version.ref, args.host, args.port)
+            return 0
         answer = service.answer(request_from(args))
     except UserError as err:
         print(f"error: animerec {args.command}: {err}", file=sys.stderr)

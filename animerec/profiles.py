@@ -198,9 +198,8 @@ def read_mal_xml(data: bytes, source: str) -> AnimeList:
         raise ListError(f"{source} is refused: it declares a DTD or entities ({type(err).__name__}); a MAL export "
                         f"has none.") from None
     except ParseError as err:
-        line, column = getattr(err, "position", (None, None))
-        raise ListError(f"{source} is not well-formed XML ({err}; line {line}, column {column}): is it truncated? "
-                        f"Export the list from MyAnimeList again.") from None
+        raise ListError(f"{source} is not well-formed XML ({err}): is it truncated? Export the list from "
+                        f"MyAnimeList again.") from None
     if root.tag != "myanimelist":
         raise ListError(f"{source} is XML but not a MyAnimeList export: its root element is <{root.tag}>, "
                         f"expected <myanimelist>.")

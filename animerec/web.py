@@ -1,0 +1,302 @@
+"""``animerec web``: a small web page over :class:`animerec.service.RecommendationService`.
+
+The page answers the same queries as the CLI and the pyfunc server, so it shows the same
+rows: similar anime for a title (with suggestions as you type), recommendations for anyone
+(an uploaded MyAnimeList export or ratings CSV, or a few liked titles), similar users and
+their favourites for a dataset user, all with the genre, type and score filters; and a model
+page (data size, metrics next to the baselines, the loss curve and the rating histogram).
+
+FastAPI (already under MLflow's scoring server) with one Jinja template; bad input is shown on
+the page (HTTP 400), never a stack trace. It binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from animerec.data.layouts import TYPES
+from animerec.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("similarity", "rank_score", "predicted_rating", "similar_users_favouring", "mean_rating")
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }} · anime recommender</title>
+<style>
+ body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1100px; color: #222; }
+ nav a { margin-right: 1rem; } h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 1.4rem; }
+ form { border: 1px solid #ddd; border-radius: 6px; padding: .7rem 1rem; margin: .6rem 0; }
+ fieldset { border: none; padding: 0; margin: .4rem 0; } label { margin-right: .8rem; }
+ table { border-collapse: collapse; width: 100%; margin-top: .5rem; font-size: .92rem; }
+ th, td { border-bottom: 1px solid #eee; padding: .3rem .4rem; text-align: left; } th { background: #f6f6f6; }
+ .error { background: #fdecea; border: 1px solid #f5c2c0; padding: .6rem .8rem; border-radius: 6px; }
+ .note { color: #555; } img { max-width: 100%; border: 1px solid #eee; }
+</style></head><body>
+<nav><a href="/">Recommendations</a><a href="/model">Model</a></nav>
+<h1>{{ title }}</h1>
+{% if error %}<div class="error" id="error">{{ error }}</div>{% endif %}
+{% if page == "home" %}
+{% macro filters(prefix) %}
+<fieldset><label>Genres <select name="genres" multiple size="3">{% for g in genres %}
+ <option value="{{ g }}" {% if g in chosen.genres %}selected{% endif %}>{{ g }}</option>{% endfor %}</select></label>
+ {% for t in types %}<label><input type="checkbox" name="types" value="{{ t }}" id="{{ prefix }}-type-{{ t }}"
+  {% if t in chosen.types %}checked{% endif %}> {{ t }}</label>{% endfor %}
+ <label>MAL score from <input name="min_score" size="3" value="{{ chosen.min_score or '' }}"></label>
+ <label>to <input name="max_score" size="3" value="{{ chosen.max_score or '' }}"></label>
+ <label>n <input name="n" size="3" value="{{ chosen.n or 10 }}"></label></fieldset>
+{% endmacro %}
+<form id="similar-anime" action="/similar-anime" method="get">
+ <h2>Anime like…</h2>
+ <input name="title" id="title" list="title-suggestions" autocomplete="off" size="40" placeholder="a title, e.g. Cowboy Bebop"
+  value="{{ chosen.title or '' }}"><datalist id="title-suggestions"></datalist>
+ {{ filters("anime") }}<button type="submit" id="similar-anime-go">Find similar anime</button>
+</form>
+<form id="recommend" action="/recommend" method="post" enctype="multipart/form-data">
+ <h2>Recommendations for you</h2>
+ <label>Your MyAnimeList export or a CSV (anime_id,rating) <input type="file" name="ratings_file" id="ratings-file"></label>
+ <p class="note">…or titles you like, one per line:</p>
+ <textarea name="likes" id="likes" rows="3" cols="50">{{ chosen.likes or '' }}</textarea>
+ {{ filters("recommend") }}<button type="submit" id="recommend-go">Recommend</button>
+</form>
+<form id="similar-users" action="/similar-users" method="get">
+ <h2>Users like a dataset user</h2>
+ <input name="user_id" id="user-id" size="12" placeholder="user ID" value="{{ chosen.user_id or '' }}">
+ {{ filters("users") }}<button type="submit" id="similar-users-go">Find similar users</button>
+</form>
+{% endif %}
+{% if heading %}<h2 id="heading">{{ heading }}</h2>{% endif %}
+{% if summary %}<p class="note" id="summary">{{ summary }}</p>{% endif %}
+{% for table in tables %}
+<h2>{{ table.caption }}</h2>
+<table id="{{ table.id }}"><thead><tr>{% for c in table.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in table.rows %}<tr>{% for c in table.columns %}<td>{{ row[c] if row[c] is not none else '' }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% endfor %}
+{% if page == "model" %}{{ card | safe }}{% endif %}
+<script>
+const box = document.getElementById("title"), list = document.getElementById("title-suggestions");
+if (box) box.addEventListener("input", async () => {
+  if (box.value.trim().length < 2) return;
+  const found = await (await fetch("/api/suggest?q=" + encodeURIComponent(box.value))).json();
+  list.innerHTML = found.map(m => `<option value="${m.title.replace(/"/g, "&quot;")}">`).join("");
+});
+</script>
+</body></html>
+"""
+
+ANIME_COLUMNS = ("anime_id", "title", "type", "episodes", "genres", "mal_score")
+
+
+def anime_rows(rows: list[dict]) -> dict:
+    """A results table: the catalogue columns and whichever score the answer has."""
+    scores = [c for c in SCORE_COLUMNS if rows and c in rows[0]]
+    return {"columns": [*ANIME_COLUMNS[:2], *scores, *ANIME_COLUMNS[2:]], "rows": rows}
+
+
+def create_app(service, model_path: Path | None = None, model_ref: str = "model") -> FastAPI:
+    """The FastAPI app serving ``service`` (a :class:`RecommendationService`)."""
+    from jinja2 import Environment, select_autoescape
+
+    from animerec.recommenders import Catalogue
+
+    template = Environment(autoescape=select_autoescape(default=True)).from_string(PAGE)
+    genres = sorted(Catalogue.from_bundle(service.bundle).known_genres.values())
+    app = FastAPI(title="anime recommender", docs_url=None, redoc_url=None)
+
+    def page(title: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("chosen", {})
+        chosen = context["chosen"]
+        chosen.setdefault("genres", [])
+        chosen.setdefault("types", [])
+        html = template.render(title=title, page=context.pop("page", "home"), genres=genres, types=TYPES,
+                               tables=context.pop("tables", []), **context)
+        return HTMLResponse(html, status_code=status)
+
+    def query_from(form, kind: str) -> dict:
+        chosen = {"genres": form.getlist("genres"), "types": form.getlist("types"),
+                  "min_score": form.get("min_score") or None, "max_score": form.get("max_score") or None,
+                  "n": form.get("n") or 10}
+        return {"kind": kind, **chosen}
+
+    async def answer(request: Request, kind: str, form, extra: dict, chosen: dict) -> HTMLResponse:
+        query = {**query_from(form, kind), **extra}
+        chosen = {**query, **chosen}
+        try:
+            result = service.answer(query)
+        except UserError as err:
+            return page("Anime recommender", 400, error=str(err), chosen=chosen)
+        except Exception:  # noqa: BLE001 - a page, never a stack trace
+            logger.exception("Query %s failed", {k: v for k, v in query.items() if k != "ratings"})
+            return page("Anime recommender", 500, error="Something went wrong answering this query; the server "
+                                                         "log has the details.", chosen=chosen)
+        tables, summary = [], None
+        asked = result["query"]
+        if "list" in asked:
+            listed = asked["list"]
+            summary = (f"{listed['source']}: {listed['listed']} anime listed, {listed['used']} rated ones used"
+                       + (f", {listed['skipped']} unknown to the model skipped" if listed["skipped"] else "")
+                       + ". Nothing on it is recommended back.")
+        if kind == "similar_anime":
+            heading = f"Anime similar to {asked['title']} (MAL {asked['anime_id']})"
+            tables.append({"id": "results", "caption": "", **anime_rows(result["anime"])})
+        elif kind == "similar_users":
+            who = "this list" if "list" in asked else f"user {asked['user_id']}"
+            heading = f"Users most similar to {who}"
+            tables.append({"id": "users", "caption": "", "columns": list(result["users"][0]) if result["users"] else [],
+                           "rows": result["users"]})
+            tables.append({"id": "results", "caption": f"Anime they love that {who} has not rated",
+                           **anime_rows(result["anime"])})
+            summary = "Favourite genres: " + (", ".join(f"{g} {c}" for g, c in result["genres"].items()) or "none")
+        else:
+            heading = "Recommended for " + ("you" if "list" in asked else f"user {asked['user_id']}")
+            tables.append({"id": "results", "caption": "", **anime_rows(result["anime"])})
+        return page(heading, heading=heading, summary=summary, tables=tables, chosen=chosen)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home():
+        return page("Anime recommender")
+
+    @app.get("/similar-anime", response_class=HTMLResponse)
+    async def similar_anime(request: Request):
+        form = request.query_params
+        title = (form.get("title") or "").strip()
+        if not title:
+            return page("Anime recommender", 400, error="Type a title first.")
+        query = int(title) if title.isdigit() and form.get("by_id") else title
+        return await answer(request, "similar_anime", form, {"query": query}, {"title": title})
+
+    @app.get("/similar-users", response_class=HTMLResponse)
+    async def similar_users(request: Request):
+        form = request.query_params
+        return await answer(request, "similar_users", form, {"query": form.get("user_id")},
+                            {"user_id": form.get("user_id")})
+
+    @app.post("/recommend", response_class=HTMLResponse)
+    async def recommend(request: Request):
+        from animerec.profiles import MAX_BYTES, read_list
+
+        form = await request.form()
+        upload = form.get("ratings_file")
+        likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
+        chosen = {"likes": form.get("likes") or ""}
+        if upload is not None and getattr(upload, "filename", ""):
+            data = await upload.read(MAX_BYTES + 1)
+            name = Path(upload.filename).name
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / name
+                path.write_bytes(data)
+                try:
+                    listed = read_list(path)
+                except UserError as err:
+                    return page("Anime recommender", 400, error=str(err).replace(str(path), name), chosen=chosen)
+            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, name)
+            return await answer(request, "rating_recs", form, {"ratings": listed}, chosen)
+        if likes:
+            return await answer(request, "rating_recs", form, {"likes": likes}, chosen)
+        return page("Anime recommender", 400, error="Upload your MyAnimeList export or a ratings CSV, or type some "
+                                                    "titles you like.", chosen=chosen)
+
+    @app.get("/api/suggest")
+    async def suggest(q: str = "", limit: int = 8):
+        return JSONResponse(suggestions(service.titles, q, min(max(limit, 1), 20)))
+
+    @app.get("/model", response_class=HTMLResponse)
+    async def model_page():
+        return page(f"Model {model_ref}", page="model", card=model_card(service.bundle, model_path))
+
+    @app.get("/model/{name}.png")
+    async def model_image(name: str):
+        if name == "loss_curve" and model_path is not None and (model_path / "loss_curve.png").is_file():
+            return Response((model_path / "loss_curve.png").read_bytes(), media_type="image/png")
+        if name == "ratings":
+            return Response(rating_histogram(service.bundle), media_type="image/png")
+        return Response(status_code=404)
+
+    return app
+
+
+def suggestions(titles, query: str, limit: int) -> list[dict]:
+    """Titles starting with what was typed (most popular first), then the closest fuzzy matches."""
+    import numpy as np
+
+    from animerec.titles import normalise
+
+    key = normalise(query)
+    if len(key) < 2:
+        return []
+    found: dict[int, str] = {}
+    starts = [i for i, k in enumerate(titles.keys) if k.startswith(key)]
+    for position in sorted(starts, key=lambda i: -titles.members[i])[:limit]:
+        found.setdefault(int(titles.ids[position]), titles.display[position])
+    for match in titles.candidates(query, limit):
+        if len(found) >= limit:
+            break
+        found.setdefault(int(match.anime_id), match.name)
+    return [{"anime_id": int(a), "title": t} for a, t in list(found.items())[:limit] if np.isfinite(a)]
+
+
+def model_card(bundle, model_path: Path | None) -> str:
+    """HTML: data size, test metrics next to the baselines, valid metrics, the loss curve and rating histogram."""
+    from html import escape
+
+    metrics = {}
+    if model_path is not None and (model_path / "metrics.json").is_file():
+        metrics = json.loads((model_path / "metrics.json").read_text(encoding="utf-8"))
+    info = bundle.info
+    rows = [("users", f"{len(bundle.user_ids):,}"), ("anime", f"{len(bundle.anime_ids):,}"),
+            ("ratings", f"{len(bundle.ratings):,}"), ("model", info.get("model_name", "?")),
+            ("ranking head", info.get("ranker") or "none"), ("trained on", info.get("trained_on", "?"))]
+    html = ["<h2>Data</h2><table id='data'>"]
+    html += [f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows]
+    html.append("</table>")
+    if metrics:
+        popularity = metrics.get("baselines", {}).get("popularity", {})
+        mean = metrics.get("baselines", {}).get("global_mean", {})
+        html.append("<h2>Test metrics next to the baselines</h2><table id='metrics'><tr><th>metric</th><th>model</th>"
+                    "<th>popularity</th><th>global mean</th><th>valid (the split models are chosen on)</th></tr>")
+        for key in ("rmse", "mae", "recall_at_10", "ndcg_at_10"):
+            cells = [metrics.get(key), popularity.get(key), mean.get(key), metrics.get(f"valid_{key}")]
+            html.append(f"<tr><th>{key}</th>" + "".join(
+                f"<td>{value:.4f}</td>" if isinstance(value, (int, float)) else "<td>—</td>" for value in cells)
+                + "</tr>")
+        html.append("</table>")
+    if model_path is not None and (model_path / "loss_curve.png").is_file():
+        html.append("<h2>Loss curve</h2><img src='/model/loss_curve.png' alt='loss curve'>")
+    html.append("<h2>Ratings the model knows</h2><img src='/model/ratings.png' alt='rating histogram'>")
+    return "".join(html)
+
+
+def rating_histogram(bundle) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.bincount(bundle.ratings["rating"].to_numpy().astype(int), minlength=11)[1:]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(np.arange(1, 11), counts, color="#2e6fba")
+    ax.set_xticks(np.arange(1, 11))
+    ax.set_xlabel("rating")
+    ax.set_ylabel("ratings")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0.1", port: int = 8080) -> None:
+    import uvicorn
+
+    logger.warning("Serving %s on http://%s:%d (Ctrl-C stops)", model_ref, host, port)
+    uvicorn.run(create_app(service, model_path, model_ref), host=host, port=port, log_level="warning")

@@ -1,0 +1,126 @@
+"""The web page (`animerec web`), driven in headless Chromium: its rows are the service's answers."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from animerec.artifacts import ArtifactStore
+from animerec.profiles import read_list
+from animerec.service import RecommendationService
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def site(trained):
+    """The page for the trained demo model, served by uvicorn on 127.0.0.1 in a thread."""
+    import uvicorn
+
+    from animerec.web import create_app
+
+    cfg, _, result = trained
+    version = ArtifactStore(cfg["main"]["artifact_root"]).resolve(result["model"])
+    service = RecommendationService.from_path(version.path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service, version.path, version.ref), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "the web server did not start in 30 s"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", service
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_pages_without_a_browser(site, tmp_path):
+    """The HTTP side alone (runs everywhere): answers, suggestions, errors as pages, the model card."""
+    import urllib.error
+    import urllib.request
+
+    base, service = site
+    with urllib.request.urlopen(f"{base}/api/suggest?q=naru") as response:
+        found = __import__("json").loads(response.read())
+    assert found and found[0]["title"].lower().startswith("naruto")
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(f"{base}/similar-users?user_id=zzz")
+    page = bad.value.read().decode()
+    assert bad.value.code == 400 and "A user ID must be an integer" in page and "Traceback" not in page
+    with urllib.request.urlopen(f"{base}/model") as response:
+        card = response.read().decode()
+    assert "Test metrics next to the baselines" in card and "popularity" in card
+    with urllib.request.urlopen(f"{base}/model/ratings.png") as response:
+        assert response.headers["Content-Type"] == "image/png" and response.read()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_a_person_uses_the_page_in_chromium(site, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, service = site
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    wait = WebDriverWait(driver, 20)
+
+    def rows(table_id: str = "results") -> list[int]:
+        table = driver.find_element(By.ID, table_id)
+        header = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+        column = header.index("anime_id")
+        return [int(tr.find_elements(By.TAG_NAME, "td")[column].text)
+                for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
+    try:
+        # similar anime: type a title (suggestions appear as you type), tick a type filter, submit
+        driver.get(base)
+        box = driver.find_element(By.ID, "title")
+        box.send_keys("Naruto")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#title-suggestions option"))
+        driver.find_element(By.ID, "anime-type-TV").click()
+        driver.find_element(By.ID, "similar-anime-go").click()
+        wait.until(lambda d: d.find_elements(By.ID, "results"))
+        expected = service.answer({"kind": "similar_anime", "query": "Naruto", "types": ["TV"], "n": 10})
+        assert rows() == [row["anime_id"] for row in expected["anime"]]
+        assert "Anime similar to Naruto" in driver.find_element(By.ID, "heading").text
+        driver.save_screenshot(str(tmp_path / "similar_anime.png"))
+
+        # recommendations for an uploaded MyAnimeList export
+        listed = [int(a) for a in service.bundle.anime_ids[:5]]
+        entries = "".join(f"<anime><series_animedb_id>{a}</series_animedb_id><my_score>{s}</my_score>"
+                          f"<my_status>Completed</my_status></anime>" for a, s in zip(listed, (10, 9, 3, 8, 7)))
+        export = tmp_path / "animelist.xml.gz"
+        export.write_bytes(gzip.compress(f"<myanimelist><myinfo/>{entries}</myanimelist>".encode()))
+        driver.get(base)
+        driver.find_element(By.ID, "ratings-file").send_keys(str(export))
+        driver.find_element(By.ID, "recommend-go").click()
+        wait.until(lambda d: d.find_elements(By.ID, "results"))
+        expected = service.answer({"kind": "rating_recs", "ratings": read_list(export), "n": 10})
+        assert rows() == [row["anime_id"] for row in expected["anime"]] and not set(rows()) & set(listed)
+        assert "animelist.xml.gz: 5 anime listed, 5 rated ones used" in driver.find_element(By.ID, "summary").text
+        driver.save_screenshot(str(tmp_path / "page.png"))
+
+        # bad input: a visible message, no stack trace
+        driver.get(base)
+        driver.find_element(By.ID, "user-id").send_keys("not-a-user")
+        driver.find_element(By.ID, "similar-users-go").click()
+        message = wait.until(lambda d: d.find_element(By.ID, "error")).text
+        assert "A user ID must be an integer" in message and "Traceback" not in driver.page_source
+    finally:
+        driver.quit()
+    assert (tmp_path / "page.png").stat().st_size > 10_000
