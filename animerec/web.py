@@ -171,8 +171,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         title = (form.get("title") or "").strip()
         if not title:
             return page("Anime recommender", 400, error="Type a title first.")
-        query = int(title) if title.isdigit() and form.get("by_id") else title
-        return await answer(request, "similar_anime", form, {"query": query}, {"title": title})
+        return await answer(request, "similar_anime", form, {"query": title}, {"title": title})  # "86" is a title
 
     @app.get("/similar-users", response_class=HTMLResponse)
     async def similar_users(request: Request):
@@ -226,8 +225,6 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
 
 def suggestions(titles, query: str, limit: int) -> list[dict]:
     """Titles starting with what was typed (most popular first), then the closest fuzzy matches."""
-    import numpy as np
-
     from animerec.titles import normalise
 
     key = normalise(query)
@@ -241,7 +238,7 @@ def suggestions(titles, query: str, limit: int) -> list[dict]:
         if len(found) >= limit:
             break
         found.setdefault(int(match.anime_id), match.name)
-    return [{"anime_id": int(a), "title": t} for a, t in list(found.items())[:limit] if np.isfinite(a)]
+    return [{"anime_id": anime_id, "title": title} for anime_id, title in list(found.items())[:limit]]
 
 
 def model_card(bundle, model_path: Path | None) -> str:
