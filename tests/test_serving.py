@@ -34,8 +34,13 @@ def served(trained):
                                                     zip(service.bundle.anime_ids[:6], (10, 9, 2, 8, 0, 7))]},
         {"kind": "similar_users", "n": 3, "likes": ["Naruto", "Cowboy Bebop"]},
     ]
-    # served by the registry alias the train step moved (the same model: the only one in this store)
-    return result["registered_uri"], service, requests
+    # served by a registry alias: the trained model registered under a name of this test's own (other tests
+    # train and register too, and move anime-recommender@champion in this session's tracking store)
+    from animerec.registry import CHAMPION, register_and_promote
+
+    register_and_promote(result["model_uri"], "served-by-alias", result["model"], result["model"],
+                         str(store.root))
+    return f"models:/served-by-alias@{CHAMPION}", service, requests
 
 
 def test_pyfunc_answers_like_the_library(served):
@@ -171,14 +176,15 @@ def test_registry_champion_follows_the_valid_best_model(trained, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from animerec.pretrained import update_best_alias
-    from animerec.registry import CHAMPION, MODEL_TAG, register_and_promote
+    from animerec.registry import CHAMPION, MODEL_TAG, register_and_promote, version_of
     from animerec.serving import log_pyfunc
     from tests.test_pretrained import add_model
 
     cfg, _, result = trained
     client = MlflowClient()
-    assert result["registered_uri"] == "models:/anime-recommender@champion"  # the train step registered its model
-    assert client.get_model_version_by_alias("anime-recommender", CHAMPION).tags[MODEL_TAG] == result["model"]
+    own_store = str(ArtifactStore(cfg["main"]["artifact_root"]).root)
+    registered = version_of("anime-recommender", result["model"], own_store)
+    assert result["registered_uri"] == f"models:/anime-recommender/{registered.version}"  # the train step's
 
     shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")
     store = ArtifactStore(tmp_path / "store")
@@ -190,9 +196,10 @@ def test_registry_champion_follows_the_valid_best_model(trained, tmp_path):
         with mlflow.start_run():
             uri = log_pyfunc(version.path)
         best = update_best_alias(store, "valid_ndcg_at_10", like=version)
-        return register_and_promote(uri, name, version.ref, best.ref)
+        return register_and_promote(uri, name, version.ref, best.ref, str(store.root))
 
-    champion_uri = train_like(first)
+    train_like(first)
+    champion_uri = f"models:/{name}@{CHAMPION}"
     better = add_model(store, valid_ndcg_at_10=base + 0.1, ndcg_at_10=0.0)  # the test metric must not matter
     train_like(better)
     assert client.get_model_version_by_alias(name, CHAMPION).tags[MODEL_TAG] == better.ref

@@ -257,7 +257,8 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         from animerec.registry import register_and_promote
 
         registered = optional("the MLflow Model Registry entry", register_and_promote, model_uri,
-                              model_cfg["registry_name"], out.version.ref, best.ref if best is not None else None)
+                              model_cfg["registry_name"], out.version.ref, best.ref if best is not None else None,
+                              str(run.store.root))
     return {"model": out.version.ref, "metrics": metrics, "model_uri": model_uri, "registered_uri": registered}
 
 
