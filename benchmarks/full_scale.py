@@ -11,7 +11,8 @@
    ``train`` with ``model=best`` for one epoch, and the three recommender steps.
 3. Prints ``stage=<name> seconds=<s> peak_rss_mb=<m>`` per stage (the peak of the stage's
    largest process, children included), the ratings count, ``seed_epoch_seconds``,
-   ``best_epoch_seconds``, ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
+   ``best_epoch_seconds`` (the network's epoch), ``best_ranker_fit_seconds`` (the EASE head's
+   whole closed-form fit), ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
 
     python benchmarks/full_scale.py                                  # full size (long: see the README)
     python benchmarks/full_scale.py --users 20000 --ratings 3500000  # a smaller run for development
@@ -93,13 +94,14 @@ def run_stage(name: str, command: list[str], env: dict, log: Path) -> dict:
     return row
 
 
-def epoch_seconds(store: Path) -> float:
-    """The first epoch's own seconds in the newest model's training history."""
+def epoch_seconds(store: Path) -> tuple[float, float | None]:
+    """The newest model's first epoch (its own seconds in the history) and its ranking head's whole fit, if any."""
     import pandas as pd
 
     versions = sorted((store / "model").glob("v*"), key=lambda p: int(p.name[1:]))
     history = pd.read_csv(versions[-1] / "history.csv")
-    return float(history["seconds"].iloc[0])
+    ranker = json.loads((versions[-1] / "metrics.json").read_text()).get("ranker") or {}
+    return float(history["seconds"].iloc[0]), ranker.get("fit_seconds")
 
 
 def folder_mb(path: Path) -> float:
@@ -125,7 +127,8 @@ def main() -> None:
           f"({ratings.stat().st_size / 2**20:.0f} MB)", flush=True)
     from animerec.data import demo
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "WANDB_MODE": "offline",
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "WANDB_MODE": "offline",
            "WANDB_DIR": str(work)}
     common = [f"main.artifact_root={work / 'artifacts'}", f"wandb.dir={work}", "evaluate.max_users=5000",
               "train.verbose=0"]
@@ -144,11 +147,13 @@ def main() -> None:
         if row["rc"] != 0:
             break
         if name in ("seed", "best"):
-            row["epoch_seconds"] = epoch_seconds(work / "artifacts")
+            row["epoch_seconds"], row["ranker_seconds"] = epoch_seconds(work / "artifacts")
     print(f"ratings: {count}")
     for name in ("seed", "best"):
         found = [r for r in rows if r["stage"] == name and "epoch_seconds" in r]
         print(f"{name}_epoch_seconds: {found[0]['epoch_seconds']:.1f}" if found else f"{name}_epoch_seconds: n/a")
+        if found and found[0].get("ranker_seconds") is not None:  # the closed-form part: its whole fit
+            print(f"{name}_ranker_fit_seconds: {found[0]['ranker_seconds']:.1f}")
     print(f"max_peak_rss_mb: {max(r['peak_rss_mb'] for r in rows):.0f}")
     disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(ROOT / "mlruns") - mlruns_before,
             "wandb": folder_mb(work / "wandb")}
