@@ -51,8 +51,8 @@ def generate(path: Path, num_users: int, num_ratings: int, seed: int = 0) -> int
     quality = np.nan_to_num(anime["score"].to_numpy(np.float64), nan=6.5)
     rng = np.random.default_rng(seed)
     activity = rng.lognormal(mean=0.0, sigma=1.2, size=num_users)
-    # drawn with replacement, then one rating per (user, anime) kept: about 14% are repeats
-    counts = np.clip(np.round(activity / activity.sum() * num_ratings * 1.16), 1, 3_000).astype(np.int64)
+    # drawn with replacement, then one rating per (user, anime) kept: about 16% are repeats at full size
+    counts = np.clip(np.round(activity / activity.sum() * num_ratings * 1.19), 1, 3_000).astype(np.int64)
     offsets = rng.normal(0.0, 0.8, num_users)
     taste_user = rng.normal(size=(num_users, 4)).astype(np.float32)
     taste_anime = rng.normal(size=(len(ids), 4)).astype(np.float32)
