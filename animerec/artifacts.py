@@ -257,6 +257,11 @@ class ArtifactStore:
             version.check_sizes()
         return version
 
+    @classmethod
+    def load_version(cls, path: Path) -> ArtifactVersion:
+        """The version stored in the folder ``path`` (its manifest read; nothing checked yet)."""
+        return cls._load(Path(path))
+
     @staticmethod
     def _load(path: Path) -> ArtifactVersion:
         try:

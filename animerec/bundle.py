@@ -17,6 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -56,8 +57,11 @@ def project_version() -> str:
 
 def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, anime_emb: np.ndarray,
                  activation: str, user_ids: np.ndarray, anime_ids: np.ndarray, scale: dict,
-                 anime: pd.DataFrame, ratings: pd.DataFrame, extra_info: dict | None = None, ranker=None) -> dict:
-    """Write everything but the Keras model and the reports into ``folder``; returns model_info."""
+                 anime: pd.DataFrame, ratings: Mapping[str, Any], extra_info: dict | None = None, ranker=None) -> dict:
+    """Write everything but the Keras model and the reports into ``folder``; returns model_info.
+
+    ``ratings`` (a DataFrame or a dict of arrays) has ``user_index``, ``anime_index`` and ``rating``.
+    """
     folder = Path(folder)
     np.save(folder / "user_embeddings.npy", np.asarray(user_emb, np.float32))
     np.save(folder / "anime_embeddings.npy", np.asarray(anime_emb, np.float32))
@@ -67,9 +71,9 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
     anime.to_parquet(folder / "anime.parquet", index=False)
     np.savez(
         folder / "ratings.npz",
-        user_index=ratings["user_index"].to_numpy(np.int32),
-        anime_index=ratings["anime_index"].to_numpy(np.int32),
-        rating=ratings["rating"].to_numpy(np.int8),
+        user_index=np.asarray(ratings["user_index"], np.int32),
+        anime_index=np.asarray(ratings["anime_index"], np.int32),
+        rating=np.asarray(ratings["rating"], np.int8),
     )
     if ranker is not None:
         np.savez(folder / "ranker.npz", **ranker.arrays())

@@ -94,6 +94,7 @@ SCHEMA: dict[str, Any] = {
         "artifact_root": _str(),
         "experiment_name": _str(),
         "verify_artifacts": BOOL,
+        "mlflow_copy_max_mb": _float(min=0, optional=True),
     },
     "wandb": {
         "project": _str(),

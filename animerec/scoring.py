@@ -15,6 +15,7 @@ from animerec.errors import ConfigError
 
 from animerec.config import ACTIVATIONS  # noqa: E402  (one list of activations)
 _NORM_EPS = 1e-12  # keras.ops.normalize's epsilon
+PAIR_CHUNK = 65_536  # (user, anime) pairs scored per block by Scorer.score_pairs
 
 
 def _activate(x: np.ndarray, name: str) -> np.ndarray:
@@ -101,10 +102,18 @@ class Scorer:
             z += self.user_bias[user_index][:, None] + self.anime_bias[None, :]
         return _activate(z, self.activation)
 
-    def score_pairs(self, user_index: np.ndarray, anime_index: np.ndarray) -> np.ndarray:
-        """Scaled predictions ``[n]`` for (user, anime) pairs."""
-        cos = np.einsum("ij,ij->i", self.user_vectors[user_index], self.anime_vectors[anime_index])
-        z = cos * self.kernel + self.bias
-        if self.user_bias is not None:
-            z += self.user_bias[user_index] + self.anime_bias[anime_index]
-        return _activate(z, self.activation)
+    def score_pairs(self, user_index: np.ndarray, anime_index: np.ndarray, *, chunk: int = PAIR_CHUNK) -> np.ndarray:
+        """Scaled predictions ``[n]`` float32 for (user, anime) pairs, ``chunk`` pairs at a time.
+
+        Memory stays bounded by the chunk's two gathered ``[chunk, d]`` blocks: a test split of
+        5.5M pairs at 128 wide would otherwise gather 2.8 GB twice.
+        """
+        user_index, anime_index = np.asarray(user_index), np.asarray(anime_index)
+        out = np.empty(len(user_index), np.float32)
+        for start in range(0, len(user_index), chunk):
+            users, anime = user_index[start:start + chunk], anime_index[start:start + chunk]
+            z = np.einsum("ij,ij->i", self.user_vectors[users], self.anime_vectors[anime]) * self.kernel + self.bias
+            if self.user_bias is not None:
+                z += self.user_bias[users] + self.anime_bias[anime]
+            out[start:start + chunk] = _activate(z, self.activation)
+        return out

@@ -15,6 +15,7 @@ message saying which row and field is at fault, not a stack trace.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from animerec.service import RecommendationService
 
-        self.service = RecommendationService.from_path(Path(context.artifacts["bundle"]))
+        self.service = RecommendationService.from_path(bundle_folder(Path(context.artifacts["bundle"])))
 
     def predict(self, context, model_input, params=None):
         from animerec.errors import UserError
@@ -70,12 +71,55 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"user_id": frame["user_id"], "anime_id": frame["anime_id"], "predicted_rating": ratings})
 
 
-def log_pyfunc(bundle_dir: Path, name: str = "recommender") -> str:
-    """Log the artifact folder as an MLflow pyfunc model in the active run; returns its model URI."""
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=AnimeRecPyfunc(),
-        artifacts={"bundle": str(bundle_dir)},
-        pip_requirements=["animerec"],
-    )
+REFERENCE_FILE = "bundle_reference.json"
+
+
+def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: float | None = None) -> str:
+    """Log the artifact folder as an MLflow pyfunc model in the active run; returns its model URI.
+
+    The pyfunc holds a copy of the folder, unless it is over ``copy_max_mb`` (None: no limit):
+    then it holds only a reference (the folder's path and its manifest's sha256), checked when
+    the model is loaded, so a multi-GB full-scale model is not stored twice.
+    """
+    import tempfile
+
+    bundle_dir = Path(bundle_dir).resolve()
+    size = sum(f.stat().st_size for f in bundle_dir.rglob("*") if f.is_file())
+    with tempfile.TemporaryDirectory() as tmp:
+        source = bundle_dir
+        if copy_max_mb is not None and size > float(copy_max_mb) * 2**20:
+            from animerec.artifacts import MANIFEST, sha256_file
+
+            source = Path(tmp) / "bundle"
+            source.mkdir()
+            (source / REFERENCE_FILE).write_text(json.dumps({
+                "path": str(bundle_dir), "manifest_sha256": sha256_file(bundle_dir / MANIFEST), "bytes": size}) + "\n")
+            logger.info("The MLflow model refers to %s (%.0f MB, over main.mlflow_copy_max_mb=%g) instead of copying "
+                        "it; serve it on this machine, or set main.mlflow_copy_max_mb=null for a self-contained copy.",
+                        bundle_dir, size / 2**20, copy_max_mb)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=AnimeRecPyfunc(),
+            artifacts={"bundle": str(source)},
+            pip_requirements=["animerec"],
+        )
     return info.model_uri
+
+
+def bundle_folder(folder: Path) -> Path:
+    """The model artifact folder of a logged pyfunc: its copy, or the folder its reference names, checked."""
+    reference = Path(folder) / REFERENCE_FILE
+    if not reference.is_file():
+        return Path(folder)
+    from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, sha256_file
+
+    recorded = json.loads(reference.read_text())
+    target = Path(recorded["path"])
+    manifest = target / MANIFEST
+    if not manifest.is_file() or sha256_file(manifest) != recorded["manifest_sha256"]:
+        raise ArtifactError(
+            f"This MLflow model refers to the model artifact at {target} (it was over main.mlflow_copy_max_mb, so it "
+            f"was not copied), and that folder is {'gone' if not manifest.is_file() else 'a different model now'}. "
+            f"Serve it where it was trained, or retrain with main.mlflow_copy_max_mb=null for a self-contained copy.")
+    ArtifactStore.load_version(target).check_sizes()
+    return target

@@ -50,6 +50,27 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def log_folder_to_mlflow(folder: Path, artifact_path: str, max_mb: float | None) -> list[str]:
+    """Copy ``folder``'s files into the active MLflow run under ``artifact_path``.
+
+    Files over ``max_mb`` (None: no limit) are not copied: a multi-GB raw ratings file or model
+    would otherwise be kept twice, once in the store and once in ``mlruns``. The folder's
+    ``manifest.json``, which is copied, records their sizes and sha256s. Returns their names.
+    """
+    import mlflow
+
+    limit = None if max_mb is None else float(max_mb) * 2**20
+    left: list[str] = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        if limit is not None and path.stat().st_size > limit:
+            left.append(rel.as_posix())
+            continue
+        parent = rel.parent.as_posix()
+        mlflow.log_artifact(str(path), artifact_path=artifact_path if parent == "." else f"{artifact_path}/{parent}")
+    return left
+
+
 @dataclass
 class WandbSettings:
     project: str = "anime-recommender"
@@ -73,8 +94,10 @@ class StepRun:
         config: Mapping[str, Any],
         store: ArtifactStore,
         wandb_settings: WandbSettings | None = None,
+        mlflow_copy_max_mb: float | None = None,
     ) -> None:
         self.step = step
+        self.mlflow_copy_max_mb = mlflow_copy_max_mb
         self.config = dict(config)
         self.store = store
         self.wandb_settings = wandb_settings or WandbSettings()
@@ -197,8 +220,13 @@ class StepRun:
     def _log_output(self, version: ArtifactVersion, description: str) -> None:
         import mlflow
 
-        mlflow.log_artifacts(str(version.path), artifact_path=version.name)
+        left = log_folder_to_mlflow(version.path, version.name, self.mlflow_copy_max_mb)
         mlflow.set_tag(f"output.{version.name}", version.ref)
+        if left:
+            mlflow.set_tag(f"output.{version.name}.path", str(version.path))
+            logger.info("MLflow run artifacts of %s: %d file(s) over main.mlflow_copy_max_mb=%g are not copied (%s); "
+                        "they stay in %s, with their size and sha256 in the logged manifest.json.", version.ref,
+                        len(left), self.mlflow_copy_max_mb, ", ".join(left), version.path)
         if self.wandb_run is None:
             return
         import wandb
@@ -209,7 +237,10 @@ class StepRun:
             description=description,
             metadata={**version.metadata, "local_ref": version.ref, "local_path": str(version.path)},
         )
-        artifact.add_dir(str(version.path))
+        # A stored version never changes (written once, then renamed into place), so W&B may read the
+        # files where they are: no staging copy, and no cache copy after an upload. Its manifest keeps
+        # every file's checksum, so the lineage is the same as with copies.
+        artifact.add_dir(str(version.path), skip_cache=True, policy="immutable")
         logged = self.wandb_run.log_artifact(artifact)
         self.logged[version.name] = logged
         if self.wandb_mode == "online":

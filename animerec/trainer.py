@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from animerec.model import learning_rate
-from animerec.training.input_pipeline import make_dataset
+from animerec.training.input_pipeline import make_dataset, num_batches, positives_per_batch
 from animerec.training.lazy_adam import LazyAdam
 from animerec.training.loops import DistributedTrainer, LazyTrainer, _Loop, _loss_fn, per_example_loss  # noqa: F401
 from animerec.training.sampling import NegativeSampler, TrainData, train_data
@@ -89,15 +89,14 @@ def fit(
         loop = LazyTrainer(model, model_cfg["loss"], **weights)
     drop = is_tpu(strategy)  # TPUs need static batch shapes
 
-    def dataset(epoch: int, data: TrainData | None = None):
-        data = train.for_epoch(epoch) if data is None else data
-        return loop.distribute(make_dataset(data, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop))
+    def dataset(epoch: int):
+        return loop.distribute(make_dataset(train, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop,
+                                            epoch=epoch))
 
-    first = train.for_epoch(0)
     valid_ds = None
-    if valid is not None and len(valid):  # a fixed draw of validation negatives
-        valid_ds = loop.distribute(make_dataset(valid.for_epoch(0), max(batch_size, 50_000), shuffle=False, seed=seed,
-                                                drop_remainder=drop))
+    if valid is not None and len(valid):  # the same validation negatives every epoch (epoch 0's draw)
+        valid_ds = loop.distribute(make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed,
+                                                drop_remainder=drop, epoch=0))
     history = History(trainer=loop.name)
     best, best_weights, waited, start = float("inf"), None, 0, 0
     saved = checkpoint.load() if checkpoint is not None else None
@@ -116,11 +115,11 @@ def fit(
                     start, epochs, checkpoint.path)
         if saved.stopped:
             start = epochs  # early stopping had already ended this run
-    steps = len(first) // batch_size if drop else int(np.ceil(len(first) / batch_size))
+    steps, rated_per_batch = num_batches(train, batch_size, drop), positives_per_batch(train, batch_size)
     for epoch in range(start, epochs):
         # Each epoch's batches depend only on the seed and the epoch (fresh negatives, its own shuffle),
         # so a run resumed from a checkpoint sees exactly the batches an uninterrupted run would.
-        train_ds = dataset(epoch, first if epoch == 0 else None)
+        train_ds = dataset(epoch)
         lr = learning_rate(epoch, model_cfg["lr"], epochs)
         loop.set_learning_rate(lr)
         started = time.perf_counter()
@@ -128,7 +127,7 @@ def fit(
             def progress(n, loss):
                 bar.update(n)
                 elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", ratings_per_s=f"{bar.n * batch_size / elapsed:,.0f}")
+                bar.set_postfix(loss=f"{loss:.4f}", ratings_per_s=f"{bar.n * rated_per_batch / elapsed:,.0f}")
 
             loss = loop.train_epoch(train_ds, progress)
         seconds = time.perf_counter() - started

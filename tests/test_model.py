@@ -84,6 +84,19 @@ def test_bad_config_is_rejected_before_training(changes, message):
         validate_model_config(cfg(**changes))
 
 
+def test_pair_scores_are_the_same_in_chunks():
+    from animerec.scoring import Scorer
+
+    rng = np.random.default_rng(3)
+    scorer = Scorer.from_weights(rng.normal(size=(9, 4)), rng.normal(size=(7, 4)), [[1.7]], [0.2],
+                                 user_bias=rng.normal(size=9), anime_bias=rng.normal(size=7))
+    users, anime = rng.integers(0, 9, 50), rng.integers(0, 7, 50)
+    whole = scorer.score_pairs(users, anime, chunk=1000)
+    np.testing.assert_allclose(scorer.score_pairs(users, anime, chunk=7), whole, rtol=1e-6)
+    np.testing.assert_allclose(whole, scorer.score_users(users)[np.arange(50), anime], rtol=1e-5)
+    assert scorer.score_pairs(users[:0], anime[:0]).shape == (0,)
+
+
 def test_save_load_predict_round_trip(tmp_path):
     model = build_model(cfg(embedding_size=8, use_bias=True), 20, 15)
     model.user_bias.embeddings.assign(np.linspace(-1, 1, 20)[:, None].astype("float32"))

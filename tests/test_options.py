@@ -15,7 +15,7 @@ import pytest
 from animerec.errors import ConfigError
 from animerec.model import build_model, scorer_from_model
 from animerec.pipeline import compose_config
-from animerec.trainer import NegativeSampler, fit, train_data
+from animerec.trainer import NegativeSampler, fit, make_dataset, train_data
 from tests.conftest import PROJECT_ROOT
 
 
@@ -147,11 +147,25 @@ def test_train_data_never_samples_known_pairs_from_other_splits():
     valid = frame.sample(frac=0.2, random_state=0)
     train = frame.drop(valid.index)
     data = train_data(train, model_cfg("model.negatives_per_positive=4"), 40, seed=0, known=(valid,))
-    epoch = data.for_epoch(0)
-    negatives = epoch.target < 0
-    assert negatives.sum() == 4 * len(train)
     known = set(zip(frame.user_index, frame.anime_index))
-    assert not any(pair in known for pair in zip(epoch.user[negatives].tolist(), epoch.anime[negatives].tolist()))
+
+    def epoch_rows(epoch, seed=0):
+        batches = list(make_dataset(data, 50, shuffle=True, seed=seed, epoch=epoch))
+        users = np.concatenate([features["user"].numpy() for features, _ in batches])
+        anime = np.concatenate([features["anime"].numpy() for features, _ in batches])
+        return batches, users, anime, np.concatenate([target.numpy() for _, target in batches])
+
+    batches, users, anime, target = epoch_rows(0)
+    negatives = target < 0
+    # every rated pair once per epoch, 4 negatives each, drawn batch by batch; none of them a known pair
+    assert (~negatives).sum() == len(train) and negatives.sum() == 4 * len(train)
+    assert all(len(b[1]) <= 50 for b in batches) and max(len(b[1]) for b in batches) == 50
+    assert not any(pair in known for pair in zip(users[negatives].tolist(), anime[negatives].tolist()))
+    # the same epoch draws the same negatives (a resumed run sees the same batches); the next epoch others
+    again = epoch_rows(0)
+    assert all(np.array_equal(a[0]["anime"], b[0]["anime"]) for a, b in zip(batches, again[0]))
+    _, _, next_anime, next_target = epoch_rows(1)
+    assert not np.array_equal(next_anime[next_target < 0], anime[negatives])
 
 
 def test_bias_terms_are_saved_and_used_in_predictions(tmp_path):

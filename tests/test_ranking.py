@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 from animerec.errors import ConfigError
-from animerec.ranking import ItemRanker, RankerData, ease_weights, fit_ranker, interaction_matrix, like_rates
+from animerec.ranking import (ItemRanker, RankerData, ease_weights, fit_ranker, gram_matrix, interaction_matrix,
+                              like_rates)
 
 
 def random_ratings(num_users=60, num_anime=25, per_user=8, seed=0) -> pd.DataFrame:
@@ -37,6 +38,21 @@ def test_ease_weights_match_the_closed_form():
     before = gram.copy()
     ease_weights(gram, 5.0)
     np.testing.assert_array_equal(gram, before)  # without overwrite the Gram matrix is kept
+    consumed = ease_weights(gram, 5.0, overwrite=True)  # with it, LAPACK works in the Gram matrix's own memory
+    assert np.shares_memory(consumed, gram) and consumed.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(consumed, reference_ease(before, 5.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("block, workers", [(3, 1), (3, 2), (64, 2)])
+def test_gram_matrix_is_the_lower_triangle_of_the_co_rating_counts(block, workers):
+    rng = np.random.default_rng(2)
+    x = sp.csr_matrix((rng.random((50, 11)) < 0.35).astype(np.float32))
+    gram = gram_matrix(x, block=block, workers=workers)
+    dense = x.toarray().T @ x.toarray()
+    np.testing.assert_array_equal(gram, np.tril(dense))  # the upper triangle stays 0: Cholesky reads the lower
+    assert gram.dtype == np.float32
+    # EASE from it equals EASE from the full symmetric matrix
+    np.testing.assert_allclose(ease_weights(gram, 3.0), reference_ease(dense, 3.0), atol=1e-5)
 
 
 def test_symmetrising_works_across_blocks(monkeypatch):

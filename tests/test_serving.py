@@ -210,3 +210,30 @@ def test_registry_champion_follows_the_valid_best_model(trained, tmp_path):
     request = {"kind": "similar_anime", "query": "Naruto", "n": 3}
     served = mlflow.pyfunc.load_model(champion_uri).predict(pd.DataFrame([request]))
     assert served == [RecommendationService.from_path(better.path).answer(request)]
+
+
+def test_a_model_over_the_copy_limit_is_logged_by_reference(trained, tmp_path):
+    """Over main.mlflow_copy_max_mb the pyfunc holds the folder's path and manifest hash, not a copy; loading checks them."""
+    import mlflow
+    import pandas as pd
+
+    from animerec.artifacts import ArtifactError
+    from animerec.serving import REFERENCE_FILE, log_pyfunc
+
+    cfg, _, result = trained
+    shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")
+    version = ArtifactStore(tmp_path / "store").resolve(result["model"])
+    with mlflow.start_run():
+        uri = log_pyfunc(version.path, copy_max_mb=0)
+        copied = log_pyfunc(version.path, copy_max_mb=1e6)
+    held = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "held"))
+    files = sorted(p.name for p in (tmp_path / "held").rglob("*") if p.is_file() and "bundle" in p.parts)
+    assert files == [REFERENCE_FILE], files  # no model file was copied
+    assert json.loads(next((tmp_path / "held").rglob(REFERENCE_FILE)).read_text())["path"] == str(version.path)
+    assert held
+    request = pd.DataFrame([{"kind": "similar_anime", "query": "Naruto", "n": 3}])
+    assert mlflow.pyfunc.load_model(uri).predict(request) == mlflow.pyfunc.load_model(copied).predict(request)
+    shutil.move(version.path, tmp_path / "moved")
+    with pytest.raises(ArtifactError, match="refers to the model artifact at .* and that folder is gone"):
+        mlflow.pyfunc.load_model(uri)
+    assert mlflow.pyfunc.load_model(copied).predict(request)  # the copy does not depend on the store

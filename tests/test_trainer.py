@@ -228,3 +228,16 @@ def test_a_failing_extra_after_training_keeps_the_model(trained, tmp_path, monke
     assert not (version.path / "loss_curve.png").exists()
     assert json.loads(version.file("metrics.json").read_text())["epochs_run"] == 1
     assert "Could not write the loss-curve plot (RuntimeError: no display)" in caplog.text
+
+
+def test_interactions_group_by_user_like_a_loop():
+    from animerec.evaluation import Interactions
+
+    rng = np.random.default_rng(4)
+    user, anime = rng.integers(0, 30, 400).astype(np.int32), rng.integers(0, 50, 400).astype(np.int32)
+    split = Interactions(user, anime, np.ones(400, np.float32))
+    for u in range(-1, 32):  # users without rows (and out of range) have nothing
+        np.testing.assert_array_equal(split.items_of(u), anime[user == u])
+    both = Interactions.concat(split, Interactions(np.array([31], np.int32), np.array([7], np.int32),
+                                                   np.array([9.0], np.float32)))
+    assert len(both) == 401 and both.items_of(31).tolist() == [7]

@@ -13,4 +13,5 @@ def store_from(cfg: dict) -> ArtifactStore:
 def step_run(step: str, cfg: dict, sections: tuple[str, ...]) -> StepRun:
     """A StepRun logging the config sections that matter to this step."""
     logged = {name: cfg[name] for name in sections if name in cfg}
-    return StepRun(step, logged, store_from(cfg), WandbSettings.from_config(cfg.get("wandb")))
+    return StepRun(step, logged, store_from(cfg), WandbSettings.from_config(cfg.get("wandb")),
+                   mlflow_copy_max_mb=cfg["main"].get("mlflow_copy_max_mb"))

@@ -27,9 +27,13 @@ class NegativeSampler:
         position = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
         return self.known[position] == keys
 
-    def sample(self, user: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(users, anime)`` negatives for the positives of ``user`` ``[n]``: ``[n * per_positive]`` each."""
-        rng = np.random.default_rng([self.seed, epoch])
+    def sample(self, user: np.ndarray, epoch: int, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, anime)`` negatives for the positives of ``user`` ``[n]``: ``[n * per_positive]`` each.
+
+        The draw depends only on the seed, ``epoch`` and ``batch`` (the batch's index when the
+        input pipeline samples batch by batch), so a resumed run draws the same negatives.
+        """
+        rng = np.random.default_rng([self.seed, epoch] if batch is None else [self.seed, epoch, int(batch)])
         users = np.repeat(np.asarray(user, np.int64), self.per_positive)
         if len(self.saturated):
             users = users[~np.isin(users, self.saturated)]
@@ -43,10 +47,11 @@ class NegativeSampler:
 
 @dataclass
 class TrainData:
-    """One split as parallel arrays: ``user`` and ``anime`` indices ``[n]``, targets ``[n]``.
+    """One split as parallel arrays: ``user`` and ``anime`` indices ``[n]`` (int32), targets ``[n]``.
 
-    With a ``negatives`` sampler, :meth:`for_epoch` adds sampled negatives with target ``-1``
-    (the preference head's "did not pick"; the rating head ignores them).
+    With a ``negatives`` sampler, the input pipeline (:func:`animerec.training.input_pipeline.make_dataset`)
+    adds sampled negatives with target ``-1`` to each batch as it is made (the preference head's
+    "did not pick"; the rating head ignores them): an epoch's negatives never exist all at once.
     """
 
     user: np.ndarray
@@ -58,14 +63,6 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.target)
 
-    def for_epoch(self, epoch: int) -> "TrainData":
-        if self.negatives is None:
-            return self
-        users, anime = self.negatives.sample(self.user, epoch)
-        weight = None if self.weight is None else np.concatenate([self.weight, np.ones(len(users), np.float32)])
-        return TrainData(np.concatenate([self.user, users]), np.concatenate([self.anime, anime]),
-                         np.concatenate([self.target, np.full(len(users), -1.0, np.float32)]), weight)
-
 
 def train_data(frame, model_cfg: Mapping[str, Any], num_anime: int, seed: int, known=()) -> TrainData:
     """A preprocessed split (``user_index``, ``anime_index``, ``rating_scaled``) as TrainData.
@@ -73,7 +70,7 @@ def train_data(frame, model_cfg: Mapping[str, Any], num_anime: int, seed: int, k
     With ``model.negatives_per_positive`` > 0 it samples negatives, never one of the pairs in
     the split itself or in the ``known`` frames (pass train and valid).
     """
-    data = TrainData(frame["user_index"].to_numpy(np.int64), frame["anime_index"].to_numpy(np.int64),
+    data = TrainData(frame["user_index"].to_numpy(np.int32), frame["anime_index"].to_numpy(np.int32),
                      frame["rating_scaled"].to_numpy(np.float32))
     per_positive = int(model_cfg.get("negatives_per_positive", 0))
     if per_positive > 0:
