@@ -64,6 +64,19 @@ class Interactions:
         return anime[indptr[user]:indptr[user + 1]] if 0 <= user < len(indptr) - 1 else anime[:0]
 
 
+@dataclass
+class UserItems:
+    """Each user's anime in CSR form, ``anime[indptr[u]:indptr[u + 1]]``: the known anime
+    :func:`ranking_metrics` excludes, taken from arrays that already exist (a CSR history's
+    ``indptr`` and ``indices``) instead of a grouped copy."""
+
+    indptr: np.ndarray
+    anime: np.ndarray
+
+    def items_of(self, user: int) -> np.ndarray:
+        return self.anime[self.indptr[user]:self.indptr[user + 1]] if 0 <= user < len(self.indptr) - 1 else self.anime[:0]
+
+
 def rating_errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     diff = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
     return {"rmse": float(np.sqrt(np.mean(diff ** 2))), "mae": float(np.mean(np.abs(diff)))}
@@ -79,7 +92,7 @@ def _relevant_by_user(test: Interactions, threshold: float) -> dict[int, np.ndar
 
 def ranking_metrics(
     score: Callable[[np.ndarray], np.ndarray],
-    train: Interactions,
+    train: Interactions | UserItems,
     test: Interactions,
     *,
     k: int = 10,

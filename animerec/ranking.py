@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from animerec.errors import ConfigError
+from animerec.memory import phase
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +59,18 @@ def gram_matrix(matrix: sp.spmatrix, *, block: int = _GRAM_BLOCK, workers: int |
     from concurrent.futures import ThreadPoolExecutor
 
     columns = sp.csc_matrix(matrix, dtype=np.float32)
-    n = columns.shape[1]
+    n, users = columns.shape[1], columns.shape[0]
     gram = np.zeros((n, n), np.float32)
+
+    def tail(start: int) -> sp.csr_matrix:
+        """``X[:, start:]'`` ``[n - start, users]`` as CSR over the CSC arrays' own memory (no copy)."""
+        first = columns.indptr[start]
+        return sp.csr_matrix((columns.data[first:], columns.indices[first:], columns.indptr[start:] - first),
+                             shape=(n - start, users), copy=False)
 
     def fill(start: int) -> None:
         end = min(n, start + block)
-        gram[start:, start:end] = (columns[:, start:].T @ columns[:, start:end]).toarray()
+        gram[start:, start:end] = (tail(start) @ columns[:, start:end]).toarray()
         gram[start:end, start:end][np.triu_indices(end - start, 1)] = 0.0
 
     workers = workers or max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
@@ -224,12 +231,15 @@ class RankerFit:
 
     ``ranker`` is the one to store (refitted on train and valid); ``tuned`` is the chosen setting
     fitted on train only, the one to score the valid split with (it never saw those ratings);
-    ``report`` has the chosen values, their valid metrics and one row per setting tried.
+    ``report`` has the chosen values, their valid metrics and one row per setting tried. With a
+    ``score_tuned`` callback, ``tuned`` is None and ``tuned_result`` holds what the callback
+    returned (the train-only head is dropped before the refit: one [m, m] matrix less at the peak).
     """
 
     ranker: ItemRanker
-    tuned: ItemRanker
+    tuned: ItemRanker | None
     report: dict
+    tuned_result: Any = None
 
 
 def _memoised(score: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
@@ -245,14 +255,43 @@ def _memoised(score: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
     return lookup
 
 
+def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame, grid_l2: list[float],
+                     grid_like: list[float], *, k: int, relevance_threshold: float, tune_users, seed: int):
+    """``(l2, like_weight, ranker, rows)``: the setting with the best valid NDCG@k, its ranker fitted on train.
+
+    Its own function so that the valid split's grouped arrays are freed before the refit.
+    """
+    from animerec.evaluation import Interactions, UserItems, ranking_metrics
+
+    # the anime each user rated in train: the history's own CSR arrays, not a grouped copy of the frame
+    train_i, valid_i = UserItems(data.history.indptr, data.history.indices), Interactions.from_frame(valid)
+    best_score, tuned, rows = -np.inf, None, []
+    for number, l2 in enumerate(grid_l2):
+        base = data.ranker(l2, 0.0, last=number == len(grid_l2) - 1)
+        raw = _memoised(base.rank_users)
+        for like_weight in grid_like:
+            factor = (data.rates ** np.float32(like_weight)).astype(np.float32)
+            found = ranking_metrics(lambda users: raw(users) * factor[None, :], train_i, valid_i, k=k,
+                                    relevance_threshold=relevance_threshold, max_users=tune_users, seed=seed)
+            rows.append({"l2": l2, "like_weight": like_weight, **found})
+            logger.info("ranker l2=%g like_weight=%g: valid NDCG@%d %.4f recall@%d %.4f", l2, like_weight, k,
+                        found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
+            score = np.nan_to_num(found[f"ndcg_at_{k}"], nan=-1.0)
+            if score > best_score:  # ties keep the smaller l2 and like_weight (listed first)
+                best_score, l2_best, like_best = score, l2, like_weight
+                tuned = ItemRanker(base.items, base.weights, factor, base.history)
+        base = raw = None  # free this l2's weights before the next inversion
+    return l2_best, like_best, tuned, rows
+
+
 def fit_ranker(ranker_cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, num_users: int,
-               num_anime: int, *, k: int = 10, relevance_threshold: float = 8.0, seed: int = 0) -> RankerFit:
+               num_anime: int, *, k: int = 10, relevance_threshold: float = 8.0, seed: int = 0,
+               score_tuned: Callable[[ItemRanker], Any] | None = None) -> RankerFit:
     """Choose ``l2`` and ``like_weight`` on ``valid`` (NDCG@k), then refit on train + valid.
 
     Each ``l2`` costs one Cholesky inversion; the ``like_weight`` values re-rank its scores.
+    ``score_tuned(tuned)`` runs on the chosen train-only ranker before the refit (see RankerFit).
     """
-    from animerec.evaluation import Interactions, ranking_metrics
-
     grid_l2 = [float(v) for v in ranker_cfg["l2"]]
     grid_like = [float(v) for v in ranker_cfg["like_weight"]]
     min_items = int(ranker_cfg["min_item_ratings"])
@@ -261,31 +300,23 @@ def fit_ranker(ranker_cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.Dat
     data = RankerData(train, num_users, num_anime, min_items, relevance_threshold)
     rows: list[dict] = []
     if (len(grid_l2) > 1 or len(grid_like) > 1) and len(valid):
-        train_i, valid_i = Interactions.from_frame(train), Interactions.from_frame(valid)
-        best_score, tuned = -np.inf, None
-        for number, l2 in enumerate(grid_l2):
-            base = data.ranker(l2, 0.0, last=number == len(grid_l2) - 1)
-            raw = _memoised(base.rank_users)
-            for like_weight in grid_like:
-                factor = (data.rates ** np.float32(like_weight)).astype(np.float32)
-                found = ranking_metrics(lambda users: raw(users) * factor[None, :], train_i, valid_i, k=k,
-                                        relevance_threshold=relevance_threshold,
-                                        max_users=ranker_cfg.get("tune_users"), seed=seed)
-                rows.append({"l2": l2, "like_weight": like_weight, **found})
-                logger.info("ranker l2=%g like_weight=%g: valid NDCG@%d %.4f recall@%d %.4f", l2, like_weight, k,
-                            found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
-                score = np.nan_to_num(found[f"ndcg_at_{k}"], nan=-1.0)
-                if score > best_score:  # ties keep the smaller l2 and like_weight (listed first)
-                    best_score, l2_best, like_best = score, l2, like_weight
-                    tuned = ItemRanker(base.items, base.weights, factor, base.history)
-            del base, raw
+        with phase("the ranking head's choice on valid"):
+            l2_best, like_best, tuned, rows = _choose_on_valid(
+                data, train, valid, grid_l2, grid_like, k=k, relevance_threshold=relevance_threshold,
+                tune_users=ranker_cfg.get("tune_users"), seed=seed)
     else:
         l2_best, like_best = grid_l2[0], grid_like[0]
         tuned = data.ranker(l2_best, like_best, last=not refit)
     del data
+    tuned_result = None
+    if score_tuned is not None:
+        tuned_result = score_tuned(tuned)
+        if refit:
+            tuned = None
     if refit:
-        ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
-            l2_best, like_best, last=True)
+        with phase("the ranking head's refit"):
+            ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
+                l2_best, like_best, last=True)
     else:
         ranker = tuned
     report = {"l2": l2_best, "like_weight": like_best, "items": int(len(ranker.items)),
@@ -293,4 +324,4 @@ def fit_ranker(ranker_cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.Dat
               "refit_on": "train+valid" if refit else "train"}
     logger.info("Ranker: EASE l2=%g, like_weight=%g over %d anime (chosen on valid), fitted on %s in %.1f s",
                 l2_best, like_best, len(ranker.items), report["refit_on"], report["fit_seconds"])
-    return RankerFit(ranker, tuned, report)
+    return RankerFit(ranker, tuned, report, tuned_result)

@@ -137,6 +137,12 @@ def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
 
     again = ranking_metrics(fitted.tuned.rank_users, Interactions.from_frame(train), Interactions.from_frame(valid), k=5)
     assert again["ndcg_at_5"] == pytest.approx(best["ndcg_at_5"], rel=1e-5)
+    # with a callback, the train-only ranker is scored before the refit and then dropped
+    seen = []
+    scored = fit_ranker(cfg, train, valid, 80, 25, k=5, score_tuned=lambda tuned: seen.append(tuned) or "valid metrics")
+    assert scored.tuned is None and scored.tuned_result == "valid metrics" and len(seen) == 1
+    assert seen[0].history.nnz == len(train) and np.array_equal(seen[0].weights, fitted.tuned.weights)
+    np.testing.assert_array_equal(scored.ranker.weights, fitted.ranker.weights)
 
 
 def test_fit_ranker_with_one_setting_and_no_refit():

@@ -26,19 +26,23 @@ def load_split(version, name: str) -> pd.DataFrame:
 
 
 def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict,
-             valid: pd.DataFrame | None = None, valid_scorer=None) -> dict:
+             valid: pd.DataFrame | None = None, valid_found: dict | None = None) -> dict:
     """Test metrics next to the popularity baseline's, plus the valid split's as ``valid_*``.
 
     Test candidates are the anime a user rated in neither train nor valid (both are known
-    positives); valid candidates exclude the train anime. ``valid_scorer`` scores the valid split
-    when the stored scorer has seen it (a ranker refitted on train and valid); model choices (the
-    ``model:best`` alias) read only the ``valid_*`` metrics.
+    positives); valid candidates exclude the train anime. ``valid_found`` are the valid metrics
+    when they were taken already (a ranking head refitted on train and valid: its train-only
+    fit scored valid before the refit); model choices (the ``model:best`` alias) read only the
+    ``valid_*`` metrics.
     """
     from animerec.evaluation import Interactions, popularity_scorer
 
+    if valid is not None and len(valid) and valid_found is None:
+        valid_found = valid_metrics(scorer, bundle_scale, train, valid, eval_cfg)
     train_i, test_i = Interactions.from_frame(train), Interactions.from_frame(test)
     valid_i = Interactions.from_frame(valid) if valid is not None else None
     known = train_i if valid_i is None else Interactions.concat(train_i, valid_i)  # grouped once, used twice
+    del valid_i
     metrics = split_metrics(scorer, bundle_scale, known, test_i, eval_cfg)
     popularity = split_metrics(None, bundle_scale, known, test_i, eval_cfg,
                                rank=popularity_scorer(train_i, num_anime))
@@ -49,13 +53,18 @@ def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame
                                      predict=lambda users, anime: np.full(len(users), float(train_i.rating.mean())),
                                      ranking=False),
     }
-    if valid_i is not None and len(valid_i):
-        scored = valid_scorer if valid_scorer is not None else scorer
-        found = split_metrics(scored, bundle_scale, train_i, valid_i, eval_cfg)
-        metrics.update({f"valid_{key}": value for key, value in found.items()})
+    metrics.update(valid_found or {})
     metrics["relevance_threshold"] = float(eval_cfg["relevance_threshold"])
     metrics["evaluation"] = evaluation_settings(eval_cfg)
     return metrics
+
+
+def valid_metrics(scorer, bundle_scale: dict, train: pd.DataFrame, valid: pd.DataFrame, eval_cfg: dict) -> dict:
+    """The valid split's metrics as ``valid_*`` (train anime are never candidates)."""
+    from animerec.evaluation import Interactions
+
+    found = split_metrics(scorer, bundle_scale, Interactions.from_frame(train), Interactions.from_frame(valid), eval_cfg)
+    return {f"valid_{key}": value for key, value in found.items()}
 
 
 def evaluation_settings(eval_cfg: dict) -> dict:
@@ -140,23 +149,28 @@ def train(cfg: dict) -> dict:
 
 
 def attach_ranker(scorer, model_cfg: dict, eval_cfg: dict, train_df, valid_df, num_users: int, num_anime: int,
-                  seed: int):
+                  seed: int, bundle_scale: dict | None = None):
     """Fit the ranking head the model config asks for onto ``scorer`` (chosen on valid).
 
-    Returns ``(valid_scorer, report)``: the scorer to evaluate the valid split with (its ranker
-    fitted on train only) and the ranker's report; ``(scorer, None)`` without a ranker.
+    Returns ``(valid_found, report)``: with ``bundle_scale``, the valid metrics of the scorer with
+    the head fitted on train only (taken before the refit on train + valid, then that head is
+    dropped), and the ranker's report; ``(None, None)`` without a ranker.
     """
     import dataclasses
 
     ranker_cfg = model_cfg.get("ranker") or {"kind": "none"}
     if ranker_cfg["kind"] == "none":
-        return scorer, None
+        return None, None
     from animerec.ranking import fit_ranker
 
+    def score_tuned(tuned):
+        return valid_metrics(dataclasses.replace(scorer, ranker=tuned), bundle_scale, train_df, valid_df, eval_cfg)
+
     fitted = fit_ranker(ranker_cfg, train_df, valid_df, num_users, num_anime, k=int(eval_cfg["k"]),
-                        relevance_threshold=float(eval_cfg["relevance_threshold"]), seed=seed)
+                        relevance_threshold=float(eval_cfg["relevance_threshold"]), seed=seed,
+                        score_tuned=score_tuned if bundle_scale is not None and len(valid_df) else None)
     scorer.ranker = fitted.ranker
-    return dataclasses.replace(scorer, ranker=fitted.tuned), fitted.report
+    return fitted.tuned_result, fitted.report
 
 
 def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
@@ -214,13 +228,12 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     del train_split, valid_split
     scorer = scorer_from_model(model)
     with phase("the ranking head"):
-        valid_scorer, ranker_report = attach_ranker(scorer, model_cfg, cfg["evaluate"], train_df, valid_df, num_users,
-                                                    num_anime, seed)
+        valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg["evaluate"], train_df, valid_df, num_users,
+                                                   num_anime, seed, scale)
     train_seconds = time.perf_counter() - started
     with phase("evaluation"):
         metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df,
-                           valid_scorer=valid_scorer)
-    del valid_scorer  # the train-only ranking head (1.2 GB at 17.5k anime) only scored the valid split
+                           valid_found=valid_found)
     metrics.update({"data_fingerprint": data_fingerprint(pre), "train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                     "trainer": trainer, "strategy": decision.kind})
     if ranker_report is not None:
