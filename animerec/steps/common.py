@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from animerec.artifacts import ArtifactStore
-from animerec.tracking import StepRun, WandbSettings
+from animerec.trackers import WandbSettings
+from animerec.tracking import StepRun
 
 
 def store_from(cfg: dict) -> ArtifactStore:

@@ -118,15 +118,15 @@ def plot_history(history: pd.DataFrame, path) -> None:
 
 def publish(run, model_cfg: dict, version):
     """Move the local ``best`` alias; link the W&B artifact to the registry when online; returns model:best."""
-    from animerec.pretrained import link_to_registry, update_best_alias
+    from animerec.pretrained import update_best_alias
 
     metric = model_cfg.get("best_metric") or "valid_ndcg_at_10"
     best = update_best_alias(run.store, metric, like=version)
     if best is None:
         logger.warning("No stored model has metric %r in its metrics.json; model:best is not set.", metric)
     aliases = ["latest"] + (["best"] if best is not None and best.version == version.version else [])
-    if run.wandb_mode == "online" and "model" in run.logged and model_cfg.get("registry_name"):
-        link_to_registry(run.wandb_run, run.logged["model"], model_cfg["registry_name"], aliases)
+    if run.wandb is not None and model_cfg.get("registry_name"):
+        run.wandb.link_to_registry("model", model_cfg["registry_name"], aliases)  # online only
     return best
 
 

@@ -1,0 +1,304 @@
+"""Tracking backends behind one interface: MLflow always, W&B unless it is disabled.
+
+:class:`animerec.tracking.StepRun` holds a list of :class:`Tracker` objects and calls each in
+turn, so no step (and no StepRun method) asks which backends are on. A backend records what it
+can: MLflow copies small artifact files and tags inputs and outputs; W&B logs typed artifacts
+(by reference to the store's immutable files) and declares inputs when it is online.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from animerec.artifacts import ArtifactStore, ArtifactVersion
+
+logger = logging.getLogger(__name__)
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """``online``/``offline``/``disabled``; unset means online with an API key, offline without."""
+    if mode is None or str(mode).lower() in ("", "none", "null", "auto"):
+        env = os.environ.get("WANDB_MODE")
+        if env in WANDB_MODES:
+            return env
+        if env == "dryrun":
+            return "offline"
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    mode = str(mode).lower()
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb.mode must be one of {', '.join(WANDB_MODES)} or null (auto); got {mode!r}.")
+    return mode
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_folder_to_mlflow(folder: Path, artifact_path: str, max_mb: float | None) -> list[str]:
+    """Copy ``folder``'s files into the active MLflow run under ``artifact_path``.
+
+    Files over ``max_mb`` (None: no limit) are not copied: a multi-GB raw ratings file or model
+    would otherwise be kept twice, once in the store and once in ``mlruns``. The folder's
+    ``manifest.json``, which is copied, records their sizes and sha256s. Returns their names.
+    """
+    import mlflow
+
+    limit = None if max_mb is None else float(max_mb) * 2**20
+    left: list[str] = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        if limit is not None and path.stat().st_size > limit:
+            left.append(rel.as_posix())
+            continue
+        parent = rel.parent.as_posix()
+        mlflow.log_artifact(str(path), artifact_path=artifact_path if parent == "." else f"{artifact_path}/{parent}")
+    return left
+
+
+@dataclass
+class WandbSettings:
+    project: str = "anime-recommender"
+    entity: str | None = None
+    mode: str | None = None
+    group: str | None = None
+    dir: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> "WandbSettings":
+        cfg = dict(cfg or {})
+        return cls(**{k: cfg.get(k) for k in ("project", "entity", "mode", "group", "dir") if cfg.get(k) is not None})
+
+
+class Tracker:
+    """One tracking backend for one step's run. Every method but :meth:`start` may be a no-op.
+
+    ``start`` opens the run; ``links`` returns what other backends should record about it (its
+    run ID), and ``link`` records theirs. Inputs and outputs are store versions; metrics are
+    floats, ``step`` the epoch when given.
+    """
+
+    name = "tracker"
+    run_id: str | None = None
+
+    def start(self, step: str, config: Mapping[str, Any], run_name: str | None) -> None:
+        raise NotImplementedError
+
+    def finish(self, failed: bool) -> None:
+        pass
+
+    def links(self) -> dict[str, str]:
+        return {}
+
+    def link(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def record_input(self, version: ArtifactVersion) -> None:
+        pass
+
+    def record_output(self, version: ArtifactVersion, description: str) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        """``summary`` is flat (dotted keys); values may be strings."""
+
+    def log_image(self, key: str, path: Path) -> None:
+        pass
+
+    def log_table(self, key: str, frame) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"{self.name} run {self.run_id}"
+
+
+class MlflowTracker(Tracker):
+    """The active MLflow run (the one ``mlflow run`` made for this step), or a new one it ends."""
+
+    name = "mlflow"
+
+    def __init__(self, copy_max_mb: float | None = None) -> None:
+        self.copy_max_mb = copy_max_mb
+        self._owns_run = False
+
+    def start(self, step: str, config: Mapping[str, Any], run_name: str | None) -> None:
+        import mlflow
+
+        run = mlflow.active_run()
+        if run is None:
+            # Under `mlflow run`, MLFLOW_RUN_ID names the run made for this step and start_run resumes it.
+            run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else run_name)
+            self._owns_run = True
+        self.run_id = run.info.run_id
+        mlflow.set_tag("animerec.step", step)
+        params = {k: ("" if v is None else str(v))[:6000] for k, v in flatten(config).items()}
+        with contextlib.suppress(Exception):  # a resumed run may already hold these params
+            mlflow.log_params(params)
+
+    def finish(self, failed: bool) -> None:
+        import mlflow
+
+        if self._owns_run:
+            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+    def links(self) -> dict[str, str]:
+        return {"mlflow.run_id": self.run_id or ""}
+
+    def link(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(dict(tags))
+
+    def record_input(self, version: ArtifactVersion) -> None:
+        import mlflow
+
+        mlflow.set_tag(f"input.{version.name}", version.ref)
+
+    def record_output(self, version: ArtifactVersion, description: str) -> None:
+        import mlflow
+
+        left = log_folder_to_mlflow(version.path, version.name, self.copy_max_mb)
+        mlflow.set_tag(f"output.{version.name}", version.ref)
+        if left:
+            mlflow.set_tag(f"output.{version.name}.path", str(version.path))
+            logger.info("MLflow run artifacts of %s: %d file(s) over main.mlflow_copy_max_mb=%g are not copied (%s); "
+                        "they stay in %s, with their size and sha256 in the logged manifest.json.", version.ref,
+                        len(left), self.copy_max_mb, ", ".join(left), version.path)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics(dict(metrics), step=step)
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        import mlflow
+
+        numeric = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        mlflow.log_metrics(numeric)
+
+    def log_image(self, key: str, path: Path) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path="plots")
+
+    def log_table(self, key: str, frame) -> None:
+        import mlflow
+
+        mlflow.log_table(data=frame.reset_index(drop=True), artifact_file=f"tables/{key}.json")
+
+
+class WandbTracker(Tracker):
+    """A W&B run with ``job_type=<step>``, online or offline (``wandb.mode``; never required)."""
+
+    name = "wandb"
+
+    def __init__(self, settings: WandbSettings, mode: str, store: ArtifactStore) -> None:
+        if mode not in ("online", "offline"):
+            raise ValueError(f"WandbTracker needs wandb.mode online or offline, not {mode!r}.")
+        self.settings = settings
+        self.mode = mode
+        self.store = store
+        self.run = None
+        self.logged: dict[str, Any] = {}  # W&B artifacts this run logged, by name
+
+    @property
+    def online(self) -> bool:
+        return self.mode == "online"
+
+    def start(self, step: str, config: Mapping[str, Any], run_name: str | None) -> None:
+        import wandb
+
+        settings = self.settings
+        self.run = wandb.init(project=settings.project, entity=settings.entity, group=settings.group, job_type=step,
+                              name=run_name, config=dict(config), mode=self.mode, dir=settings.dir or os.getcwd(),
+                              reinit="finish_previous")
+        self.run_id = self.run.id
+
+    def finish(self, failed: bool) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=1 if failed else 0)
+
+    def links(self) -> dict[str, str]:
+        return {"wandb.run_id": self.run_id or "", "wandb.mode": self.mode}
+
+    def link(self, tags: Mapping[str, str]) -> None:
+        self.run.config.update(dict(tags), allow_val_change=True)
+
+    def describe(self) -> str:
+        return f"W&B {self.mode} run {self.run_id}"
+
+    def record_input(self, version: ArtifactVersion) -> None:
+        self.run.config.update({f"input_{version.name}": version.ref}, allow_val_change=True)
+        if not self.online:
+            return  # offline W&B cannot use_artifact; the local reference above is the lineage
+        # The exact W&B version this local version was logged as; never ":latest", which may be another.
+        wandb_name = version.manifest.get("wandb_artifact")
+        if not wandb_name:
+            logger.warning("%s was not logged to W&B online (no wandb_artifact in its manifest); W&B lineage records "
+                           "it by its local reference only.", version.ref)
+            return
+        try:
+            self.run.use_artifact(wandb_name)
+        except Exception as err:  # lineage is best effort; the local store holds the data
+            logger.warning("Could not declare %s as a W&B input (%s); continuing.", wandb_name, err)
+
+    def record_output(self, version: ArtifactVersion, description: str) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(version.name, type=version.type, description=description,
+                                  metadata={**version.metadata, "local_ref": version.ref,
+                                            "local_path": str(version.path)})
+        # A stored version never changes (written once, then renamed into place), so W&B may read the
+        # files where they are: no staging copy, and no cache copy after an upload. Its manifest keeps
+        # every file's checksum, so the lineage is the same as with copies.
+        artifact.add_dir(str(version.path), skip_cache=True, policy="immutable")
+        logged = self.run.log_artifact(artifact)
+        self.logged[version.name] = logged
+        if self.online:
+            try:
+                logged.wait()
+                self.store.update_manifest(version, wandb_artifact=logged.qualified_name)
+            except Exception as err:
+                logger.warning("W&B artifact %s was logged but its version is not known yet: %s", version.name, err)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.run.log(dict(metrics) if step is None else {**metrics, "epoch": step})
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        self.run.summary.update(dict(summary))
+
+    def log_image(self, key: str, path: Path) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Image(str(path))})
+
+    def log_table(self, key: str, frame) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Table(dataframe=frame.reset_index(drop=True))})
+
+    def link_to_registry(self, name: str, registry: str, aliases: list[str]) -> bool:
+        """Link the artifact ``name`` logged by this run to the W&B registry (online only)."""
+        from animerec.pretrained import link_to_registry
+
+        if not self.online or name not in self.logged:
+            return False
+        link_to_registry(self.run, self.logged[name], registry, aliases)
+        return True
