@@ -1,8 +1,9 @@
 """Ratings/s of the lazy trainer vs plain `model.fit` with Keras Adam, measured in one run.
 
 Synthetic data: 300k users x 17.5k anime, 128-wide embeddings, batch 10,000, 2M ratings; then
-the lazy trainer again with 600k users. Each figure is the median per-batch throughput of a
-timed epoch after a warm-up epoch (plain fit is timed on fewer batches: it is slow).
+the lazy trainer again with 600k users. Each figure is the throughput of one timed epoch after a
+few warm-up batches (plain fit is timed on fewer batches: it is slow). Both read the same
+``make_dataset`` pipeline.
 
     python benchmarks/train_throughput.py [--ratings 2000000] [--fit-batches 40]
 """

@@ -241,3 +241,12 @@ def test_interactions_group_by_user_like_a_loop():
     both = Interactions.concat(split, Interactions(np.array([31], np.int32), np.array([7], np.int32),
                                                    np.array([9.0], np.float32)))
     assert len(both) == 401 and both.items_of(31).tolist() == [7]
+
+
+def test_input_pipeline_has_fixed_parallelism():
+    """No tf.data autotuning (it stalled every other epoch on 2 cores); 2 to 4 batches made at once."""
+    from animerec.training.input_pipeline import input_parallelism
+
+    data = TrainData(np.arange(10), np.arange(10), np.ones(10, np.float32))
+    assert make_dataset(data, 4, shuffle=True, seed=0).options().autotune.enabled is False
+    assert [input_parallelism(c) for c in (1, 2, 8, 16, 64)] == [2, 2, 2, 4, 4]

@@ -2,9 +2,12 @@
 
 Keras 3's Adam turns the sparse gradient of an embedding lookup into a dense update of the
 whole table, so every step costs ``O(num_users * d)`` however small the batch. :class:`LazyAdam`
-applies Adam only to the rows present in ``tf.IndexedSlices`` gradients (``tf.unique`` + segment
-sum + scatter), with the same moment and bias-correction arithmetic as Keras' Adam. Its step
-count and moments are plain variables, so a checkpoint can save and restore them.
+applies Adam only to the rows present in ``tf.IndexedSlices`` gradients, with the same moment
+and bias-correction arithmetic as Keras' Adam: ``tf.unique`` + segment sum of the batch's rows,
+the touched rows of the table and its moments gathered into scratch variables, TensorFlow's
+fused ``ApplyAdam`` kernel run on them (one pass instead of a dozen elementwise ops), and the rows
+scattered back. Its step count and moments are plain variables, so a checkpoint can save and
+restore them; the scratch variables hold nothing between steps.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class LazyAdam:
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self._slots: dict[int, tuple[tf.Variable, tf.Variable]] = {}
+        self._scratch: dict[int, tuple[tf.Variable, tf.Variable, tf.Variable]] = {}
 
     def build(self, variables) -> None:
         for var in variables:
@@ -36,6 +40,13 @@ class LazyAdam:
                 tf.Variable(tf.zeros_like(raw), trainable=False, name=f"m_{var.name}"),
                 tf.Variable(tf.zeros_like(raw), trainable=False, name=f"v_{var.name}"),
             )
+            if raw.shape.rank >= 1:
+                # [touched rows, ...]: the rows of the table, m and v that one step updates
+                shape = tf.TensorShape([None]).concatenate(raw.shape[1:])
+                empty = tf.zeros([0, *raw.shape[1:]], raw.dtype)
+                self._scratch[id(raw)] = tuple(
+                    tf.Variable(empty, shape=shape, trainable=False, name=f"{kind}_rows_{var.name}")
+                    for kind in ("var", "m", "v"))
 
     def state_variables(self, variables) -> list:
         """The step count and every (m, v) slot, in the order of ``variables``: what a checkpoint saves."""
@@ -47,8 +58,6 @@ class LazyAdam:
     def apply(self, gradients, variables) -> None:
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
-        b1, b2 = self.beta_1, self.beta_2
-        alpha = self.learning_rate * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
         for grad, var in zip(gradients, variables):
             if grad is None:
                 continue
@@ -57,12 +66,23 @@ class LazyAdam:
             if isinstance(grad, tf.IndexedSlices):
                 rows, position = tf.unique(grad.indices)
                 values = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
-                m_rows = b1 * tf.gather(m, rows) + (1.0 - b1) * values
-                v_rows = b2 * tf.gather(v, rows) + (1.0 - b2) * tf.square(values)
-                m.scatter_update(tf.IndexedSlices(m_rows, rows))
-                v.scatter_update(tf.IndexedSlices(v_rows, rows))
-                raw.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+                var_rows, m_rows, v_rows = self._scratch[id(raw)]
+                var_rows.assign(tf.gather(raw, rows))
+                m_rows.assign(tf.gather(m, rows))
+                v_rows.assign(tf.gather(v, rows))
+                self._adam(var_rows, m_rows, v_rows, values, t)
+                raw.scatter_update(tf.IndexedSlices(var_rows.read_value(), rows))
+                m.scatter_update(tf.IndexedSlices(m_rows.read_value(), rows))
+                v.scatter_update(tf.IndexedSlices(v_rows.read_value(), rows))
             else:
-                m.assign(b1 * m + (1.0 - b1) * grad)
-                v.assign(b2 * v + (1.0 - b2) * tf.square(grad))
-                raw.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
+                self._adam(raw, m, v, grad, t)
+
+    def _adam(self, var, m, v, grad, t) -> None:
+        """TensorFlow's fused Adam kernel: m, v and var updated in place, as Keras' Adam computes them."""
+        dtype = var.dtype
+        tf.raw_ops.ResourceApplyAdam(
+            var=var.handle, m=m.handle, v=v.handle,
+            beta1_power=tf.cast(tf.pow(self.beta_1, t), dtype), beta2_power=tf.cast(tf.pow(self.beta_2, t), dtype),
+            lr=tf.cast(self.learning_rate, dtype), beta1=tf.constant(self.beta_1, dtype),
+            beta2=tf.constant(self.beta_2, dtype), epsilon=tf.constant(self.epsilon, dtype),
+            grad=tf.cast(grad, dtype))
