@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -120,6 +121,10 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    # One run's figures: nothing left from an earlier run in the store, MLflow or W&B folders.
+    for leftover in ("artifacts", "mlruns", "wandb", "mlflow.db", "full_scale.log"):
+        path = work / leftover
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     ratings = work / "rating_complete.csv"
     started = time.perf_counter()
     count = generate(ratings, args.users, args.ratings)
@@ -140,7 +145,7 @@ def main() -> None:
         "recs": ["main.steps=[similar_anime,similar_users,rating_recs]", 'recs.anime="Cowboy Bebop"'],
     }
     rows, log = [], work / "full_scale.log"
-    mlruns_before = folder_mb(ROOT / "mlruns")  # MLflow keeps run artifacts under the project's ./mlruns
+    create_experiment(env["MLFLOW_TRACKING_URI"], work / "mlruns")  # MLflow's run artifacts go to work/mlruns
     for name in args.stages:
         row = run_stage(name, [sys.executable, "main.py", *stages[name], *common], env, log)
         rows.append(row)
@@ -155,9 +160,19 @@ def main() -> None:
         if found and found[0].get("ranker_seconds") is not None:  # the closed-form part: its whole fit
             print(f"{name}_ranker_fit_seconds: {found[0]['ranker_seconds']:.1f}")
     print(f"max_peak_rss_mb: {max(r['peak_rss_mb'] for r in rows):.0f}")
-    disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(ROOT / "mlruns") - mlruns_before,
+    disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(work / "mlruns"),
             "wandb": folder_mb(work / "wandb")}
     print("disk_mb: " + json.dumps({name: round(value, 1) for name, value in disk.items()}))
+
+
+def create_experiment(tracking_uri: str, artifacts: Path) -> None:
+    """The pipeline's MLflow experiment, with its run artifacts under ``artifacts``."""
+    from mlflow.tracking import MlflowClient
+
+    from animerec.pipeline import compose_config
+
+    name = compose_config([], ROOT)["main"]["experiment_name"]
+    MlflowClient(tracking_uri).create_experiment(name, artifact_location=artifacts.resolve().as_uri())
 
 
 if __name__ == "__main__":
