@@ -161,6 +161,9 @@ class MlflowTracker(Tracker):
     def links(self) -> dict[str, str]:
         return {"mlflow.run_id": self.run_id or ""}
 
+    def describe(self) -> str:
+        return f"MLflow run {self.run_id}"
+
     def link(self, tags: Mapping[str, str]) -> None:
         import mlflow
 
