@@ -7,7 +7,7 @@ and bias-correction arithmetic as Keras' Adam: ``tf.unique`` + segment sum of th
 the touched rows of the table and its moments gathered into scratch variables, TensorFlow's
 fused ``ApplyAdam`` kernel run on them (one pass instead of a dozen elementwise ops), and the rows
 scattered back. Its step count and moments are plain variables, so a checkpoint can save and
-restore them; the scratch variables hold nothing between steps.
+restore them; the scratch variables only hold the last step's rows, which no later step reads.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ class LazyAdam:
     def apply(self, gradients, variables) -> None:
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
+        # the kernel's scalar inputs, once per step for every variable
+        hyper = {"beta1_power": tf.pow(self.beta_1, t), "beta2_power": tf.pow(self.beta_2, t),
+                 "lr": tf.convert_to_tensor(self.learning_rate), "beta1": tf.constant(self.beta_1),
+                 "beta2": tf.constant(self.beta_2), "epsilon": tf.constant(self.epsilon)}
         for grad, var in zip(gradients, variables):
             if grad is None:
                 continue
@@ -70,19 +74,16 @@ class LazyAdam:
                 var_rows.assign(tf.gather(raw, rows))
                 m_rows.assign(tf.gather(m, rows))
                 v_rows.assign(tf.gather(v, rows))
-                self._adam(var_rows, m_rows, v_rows, values, t)
+                self._adam(var_rows, m_rows, v_rows, values, hyper)
                 raw.scatter_update(tf.IndexedSlices(var_rows.read_value(), rows))
                 m.scatter_update(tf.IndexedSlices(m_rows.read_value(), rows))
                 v.scatter_update(tf.IndexedSlices(v_rows.read_value(), rows))
             else:
-                self._adam(raw, m, v, grad, t)
+                self._adam(raw, m, v, grad, hyper)
 
-    def _adam(self, var, m, v, grad, t) -> None:
+    @staticmethod
+    def _adam(var, m, v, grad, hyper) -> None:
         """TensorFlow's fused Adam kernel: m, v and var updated in place, as Keras' Adam computes them."""
         dtype = var.dtype
-        tf.raw_ops.ResourceApplyAdam(
-            var=var.handle, m=m.handle, v=v.handle,
-            beta1_power=tf.cast(tf.pow(self.beta_1, t), dtype), beta2_power=tf.cast(tf.pow(self.beta_2, t), dtype),
-            lr=tf.cast(self.learning_rate, dtype), beta1=tf.constant(self.beta_1, dtype),
-            beta2=tf.constant(self.beta_2, dtype), epsilon=tf.constant(self.epsilon, dtype),
-            grad=tf.cast(grad, dtype))
+        tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, grad=tf.cast(grad, dtype),
+                                     **{name: tf.cast(value, dtype) for name, value in hyper.items()})
