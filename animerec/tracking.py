@@ -104,8 +104,8 @@ class StepRun:
         settings = self.wandb_settings
         wandb = self.wandb
         online_run = wandb.run if wandb is not None and wandb.online else None
-        version = resolve_model(ref, self.store, wandb_mode=resolve_wandb_mode(settings.mode) if wandb is None
-                                else wandb.mode, project=settings.project, entity=settings.entity, run=online_run)
+        version = resolve_model(ref, self.store, wandb_mode=wandb.mode if wandb is not None else "disabled",
+                                project=settings.project, entity=settings.entity, run=online_run)
         if online_run is not None and is_wandb_ref(ref):
             # run.use_artifact already declared the W&B artifact; the other backends record the local copy.
             self.inputs[version.name] = version.ref
