@@ -57,7 +57,8 @@ def project_version() -> str:
 
 def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, anime_emb: np.ndarray,
                  activation: str, user_ids: np.ndarray, anime_ids: np.ndarray, scale: dict,
-                 anime: pd.DataFrame, ratings: Mapping[str, Any], extra_info: dict | None = None, ranker=None) -> dict:
+                 anime: pd.DataFrame, ratings: Mapping[str, Any], extra_info: dict | None = None, ranker=None,
+                 taste=None) -> dict:
     """Write everything but the Keras model and the reports into ``folder``; returns model_info.
 
     ``ratings`` (a DataFrame or a dict of arrays) has ``user_index``, ``anime_index`` and ``rating``.
@@ -77,6 +78,8 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
     )
     if ranker is not None:
         np.savez(folder / "ranker.npz", **ranker.arrays())
+    if taste is not None:
+        np.savez(folder / "taste.npz", **taste.arrays())
     info = {
         "format_version": FORMAT_VERSION,
         "project_version": project_version(),
@@ -87,6 +90,7 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
         "use_bias": scorer_arrays.get("user_bias") is not None,
         "preference": scorer_arrays.get("preference_bias") is not None,
         "ranker": "ease" if ranker is not None else None,
+        "taste": "blend" if taste is not None else None,
         "encoders_sha256": encoders_fingerprint(user_ids, anime_ids),
         **(extra_info or {}),
     }
@@ -106,6 +110,7 @@ class ModelBundle:
     scale: dict
     anime: pd.DataFrame
     ratings: pd.DataFrame
+    taste: Any = None  # animerec.taste.TasteIndex: similar anime / users, when the model has one
 
     REQUIRED = ("model_info.json", "user_embeddings.npy", "anime_embeddings.npy", "scorer.npz", "encoders.npz",
                 "scale.json", "anime.parquet", "ratings.npz")
@@ -163,10 +168,21 @@ class ModelBundle:
             weights["preference_bias"] if "preference_bias" in weights else None,
             ranker,
         )
+        taste = None
+        if info.get("taste"):
+            from animerec.taste import TasteIndex
+
+            if not (path / "taste.npz").is_file():
+                raise BundleError(f"{path} is not a complete model artifact: its model_info.json names a taste "
+                                  f"index but taste.npz is missing. Use the complete folder the train step wrote.")
+            taste = TasteIndex.from_arrays(read_npz(path / "taste.npz"), anime)
+            if taste.history.shape != (len(user_ids), len(anime_ids)):
+                raise BundleError(f"Model artifact {path} is inconsistent: taste.npz covers {taste.history.shape} "
+                                  f"users x anime, the encoders {len(user_ids)} x {len(anime_ids)}. Retrain.")
         rows = read_npz(path / "ratings.npz")
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})
         scale = json.loads((path / "scale.json").read_text(encoding="utf-8"))
-        return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings)
+        return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings, taste)
 
     # ID handling -------------------------------------------------------------------------------
     def to_rating(self, scaled: np.ndarray) -> np.ndarray:

@@ -149,3 +149,122 @@ def random_scorer(num_anime: int, seed: int = 0) -> Callable[[np.ndarray], np.nd
         return rng.random((len(users), num_anime), dtype=np.float32)
 
     return score
+
+
+# Similar anime and similar users ----------------------------------------------------------------
+def _scored(rankings, k: int) -> dict:
+    """A callable's answer as ``{name: [k] indices}``: one ranking (name ``""``) or a dict of several."""
+    return {name: np.asarray(r)[:k] for name, r in rankings.items()} if isinstance(rankings, dict) \
+        else {"": np.asarray(rankings)[:k]}
+
+
+def _summary(per_user: dict, metric: str) -> dict:
+    """``{metric, users_evaluated, per_user}`` for one ranking, or ``{name: that}`` for several."""
+    out = {name: {metric: float(np.mean(values)) if values else float("nan"), "users_evaluated": len(values),
+                  "per_user": np.asarray(values)} for name, values in per_user.items()}
+    return out[""] if set(out) == {""} else out
+
+
+def similar_item_metrics(
+    similar: Callable[[int, np.ndarray, int], np.ndarray | dict],
+    history: Interactions,
+    target: Interactions,
+    *,
+    k: int = 10,
+    relevance_threshold: float = 8,
+    queries: int = 3,
+    excluded: np.ndarray | None = None,
+    seed: int = 0,
+    max_users: int | None = None,
+) -> dict:
+    """Item-to-item hit@k: do an anime's neighbours hold what the same person went on to love?
+
+    For each user with liked ``target`` anime, up to ``queries`` anime they liked in ``history``
+    (rating >= ``relevance_threshold``, a seeded draw) are the queries. ``similar(query, exclude,
+    k)`` returns the ``k`` anime indices most similar to ``query``, never ``query`` nor the indices
+    in ``exclude`` (the user's history), or a dict of several such rankings (each is scored: one
+    pass serves a grid of settings). hit@k = liked target anime among them / min(k, liked
+    target), averaged over a user's queries, then over users (``per_user`` keeps each user's, in
+    user order, for paired intervals). ``excluded`` anime (the tail view's most-rated) are neither
+    candidates nor relevant. ``max_users`` evaluates a seeded sample of users.
+    """
+    rng = np.random.default_rng(seed)
+    relevant = _relevant_by_user(target, relevance_threshold)
+    liked = _relevant_by_user(history, relevance_threshold)
+    removed = np.zeros(0, np.int64) if excluded is None else np.asarray(excluded, np.int64)
+    users = [u for u in sorted(relevant) if u in liked and len(np.setdiff1d(relevant[u], removed))]
+    if max_users and len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    per_user: dict[str, list] = {}
+    for user in users:
+        rel = np.setdiff1d(relevant[user], removed)
+        picks = rng.choice(liked[user], size=min(queries, len(liked[user])), replace=False)
+        exclude = np.union1d(history.items_of(user), removed)
+        hits: dict[str, list] = {}
+        for q in picks:
+            for name, top in _scored(similar(int(q), exclude, k), k).items():
+                hits.setdefault(name, []).append(np.isin(top, rel).sum() / min(k, len(rel)))
+        for name, values in hits.items():
+            per_user.setdefault(name, []).append(float(np.mean(values)))
+    return _summary(per_user or {"": []}, f"hit_at_{k}")
+
+
+def neighbour_votes(neighbours: np.ndarray, liked_indptr: np.ndarray, liked_anime: np.ndarray,
+                    num_anime: int) -> np.ndarray:
+    """``[num_anime]``: how many of ``neighbours`` (user indices) liked each anime."""
+    parts = [liked_anime[liked_indptr[u]:liked_indptr[u + 1]] for u in neighbours if u + 1 < len(liked_indptr)]
+    if not parts:
+        return np.zeros(num_anime, np.float32)
+    return np.bincount(np.concatenate(parts), minlength=num_anime).astype(np.float32)
+
+
+def similar_user_metrics(
+    neighbours: Callable[[int, int], np.ndarray | dict],
+    history: Interactions,
+    target: Interactions,
+    num_anime: int,
+    *,
+    k: int = 10,
+    relevance_threshold: float = 8,
+    num_neighbours: int = 20,
+    excluded: np.ndarray | None = None,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """User-to-user recall@k: do a user's nearest users love what the user went on to love?
+
+    ``neighbours(user, n)`` returns the ``n`` user indices most similar to ``user`` (not the user),
+    or a dict of several such lists. Anime are scored by how many of them liked the anime in
+    ``history`` (ties: lower index); the user's own history is never a candidate; recall@k = hits
+    / min(k, liked target anime). ``excluded`` anime are neither candidates nor relevant.
+    """
+    relevant = _relevant_by_user(target, relevance_threshold)
+    liked = history.rating >= relevance_threshold
+    indptr, anime = Interactions(history.user[liked], history.anime[liked], history.rating[liked]).by_user()
+    removed = np.zeros(0, np.int64) if excluded is None else np.asarray(excluded, np.int64)
+    users = [u for u in sorted(relevant) if len(np.setdiff1d(relevant[u], removed))]
+    if max_users and len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    per_user: dict[str, list] = {}
+    for user in users:
+        rel = np.setdiff1d(relevant[user], removed)
+        for name, near in _scored(neighbours(int(user), num_neighbours), num_neighbours).items():
+            votes = neighbour_votes(near, indptr, anime, num_anime)
+            votes[history.items_of(user)] = -1
+            votes[removed] = -1
+            top = np.lexsort((np.arange(num_anime), -votes))[:k]
+            top = top[votes[top] > 0]
+            per_user.setdefault(name, []).append(float(np.isin(top, rel).sum() / min(k, len(rel))))
+    return _summary(per_user or {"": []}, f"recall_at_{k}")
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same users and its bootstrap interval: ``(mean, low, high)``."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(diff) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))

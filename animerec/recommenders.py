@@ -230,20 +230,37 @@ class Recommender(ABC):
 
     def similar_items(self, anime_id: int, n: int = 10, *, filter_items: Iterable[int] | None = None,
                       filters: ItemFilter | None = None):
-        """Anime most similar to one anime (cosine of anime embeddings), the anime itself excluded."""
+        """Anime most similar to one anime, the anime itself excluded.
+
+        With the model's taste index (``model.taste.kind=blend``): its blend of the taste model's
+        vectors, who-rated-what co-occurrence and content (animerec/taste.py); without one, the
+        cosine of the rating model's anime embeddings (the seed's).
+        """
         n = self._check_n(n)
         index = self.bundle.anime_index(int(anime_id))
-        vectors = self.bundle.scorer.anime_vectors
-        scores = vectors @ vectors[index]
+        if self.bundle.taste is not None:
+            scores = self.bundle.taste.similar_items(index)
+        else:
+            vectors = self.bundle.scorer.anime_vectors
+            scores = vectors @ vectors[index]
         allowed = self._allowed(filters, filter_items)
         allowed[index] = False
         return self._answer(*_top(scores, allowed, n), "anime", filters)
 
     def similar_users(self, user_id, n: int = 10):
-        """Users most similar to a user ID or a folded-in person (cosine of user embeddings): ``(user_ids, similarities)``."""
+        """Users most similar to a user ID or a folded-in person: ``(user_ids, similarities)``.
+
+        With the model's taste index: its blend of taste vectors and shared anime (cosine of who
+        rated what); without one, the cosine of the rating model's user embeddings.
+        """
         n = self._check_n(n)
-        vector, index = self.user_vector(user_id)
-        scores = self.bundle.scorer.user_vectors @ vector
+        taste = self.bundle.taste
+        if taste is not None:
+            index = None if isinstance(user_id, Person) else self.bundle.user_index(int(user_id))
+            scores = taste.similar_users(index, listed=user_id.rated if index is None else None)
+        else:
+            vector, index = self.user_vector(user_id)
+            scores = self.bundle.scorer.user_vectors @ vector
         allowed = np.ones(len(scores), dtype=bool)
         if index is not None:
             allowed[index] = False

@@ -54,7 +54,11 @@ def trained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("demo")
     cfg = make_config(tmp, *TINY_DEMO, "data.demo.num_users=400", "model.embedding_size=32", "model.batch_size=1024",
-                      "model.lr.schedule=constant", "model.lr.max_lr=0.01", "model.epochs=12", "train.verbose=0")
+                      "model.lr.schedule=constant", "model.lr.max_lr=0.01", "model.epochs=12", "train.verbose=0",
+                      # similar anime / users from a small taste blend, chosen on valid (animerec/taste.py)
+                      "model.taste.kind=blend", "model.taste.epochs=4", "model.taste.ease_l2=[300]",
+                      "model.taste.item_weights.learned=[0,0.5]", "model.taste.item_weights.content=[0,0.1]",
+                      "model.taste.item_weights.ease=[0,1]", "model.taste.user_weights.learned=[0,0.5]")
     REGISTRY["download"](cfg)
     REGISTRY["preprocess"](cfg)
     result = REGISTRY["train"](cfg)

@@ -170,6 +170,66 @@ class TestEmbeddingRecommenderWithRanker(RecommenderContract):
             ModelBundle.load(tmp_path / "copy")
 
 
+@pytest.fixture(scope="module")
+def taste_bundle(tmp_path_factory):
+    """The hand-built model with a taste index (co-occurrence and content, no learned part)."""
+    from animerec.taste import TasteIndex, content_matrix, history_matrix
+
+    folder = tmp_path_factory.mktemp("taste_bundle")
+    history = history_matrix(RATINGS.user_index, RATINGS.anime_index, len(USER_IDS), len(ANIME))
+    taste = TasteIndex(history, content=content_matrix(ANIME, len(ANIME)),
+                       item_weights={"cooc": 1.0, "content": 0.5}, user_weights={"cooc": 1.0})
+    write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
+                 user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
+                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS,
+                 taste=taste)
+    return ModelBundle.load(folder), taste
+
+
+class TestEmbeddingRecommenderWithTaste(RecommenderContract):
+    """A model with a taste index: the same contract; similar anime and users come from the index."""
+
+    def make(self, bundle):
+        return EmbeddingRecommender(bundle)
+
+    @pytest.fixture
+    def bundle(self, taste_bundle):
+        return taste_bundle[0]
+
+    def test_similar_anime_follow_the_index_after_storage(self, taste_bundle):
+        bundle, taste = taste_bundle
+        assert bundle.taste.item_weights == {"cooc": 1.0, "content": 0.5}
+        ids, scores = EmbeddingRecommender(bundle).similar_items(20, n=5)
+        expected = taste.similar_items(1)
+        order = [a for a in np.argsort(-expected, kind="stable") if a != 1]
+        assert list(ids) == list(ANIME.anime_id.to_numpy()[order][:5])
+        np.testing.assert_allclose(scores, expected[order][:5], rtol=1e-6)
+        # by hand: anime 1 (Mecha Two) was rated by users 1 and 2; anime 4 (Mixed) by the same two:
+        # co-occurrence cosine 2 / sqrt(2 * 2) = 1, the largest, and they share the Mecha genre
+        assert ids[0] == 50
+
+    def test_similar_users_share_anime_and_a_list_gets_the_same_answer(self, taste_bundle):
+        from animerec.foldin import fold_in
+        from animerec.profiles import AnimeList
+
+        bundle, _ = taste_bundle
+        rec = EmbeddingRecommender(bundle)
+        users, sims = rec.similar_users(101, n=2)  # user 1 rated anime 0, 1, 4, 3
+        assert users[0] == 102  # shares 1 and 4 of its 3: cosine 2 / sqrt(4 * 3), the largest
+        np.testing.assert_allclose(sims[0], 1.0)  # scaled by the largest other user's
+        person = fold_in(bundle, AnimeList.build([10, 20, 50, 40], [10, 9, 9, 3], [False] * 4, "user 101's list"))
+        listed_users, _ = rec.similar_users(person, n=3)
+        assert list(listed_users[:2]) == [101, 102]  # the same list is closest to its owner, then user 102
+
+    def test_a_missing_taste_file_is_refused(self, taste_bundle, tmp_path):
+        import shutil
+
+        shutil.copytree(taste_bundle[0].path, tmp_path / "copy")
+        (tmp_path / "copy" / "taste.npz").unlink()
+        with pytest.raises(ValueError, match="names a taste index but taste.npz is missing"):
+            ModelBundle.load(tmp_path / "copy")
+
+
 class TestUserBasedRecommender(RecommenderContract):
     def make(self, bundle):
         return UserBasedRecommender(bundle, neighbours=2)
@@ -232,7 +292,7 @@ def test_mismatched_encoders_are_refused(tmp_path):
 
 # --- the steps on demo data ----------------------------------------------------------------
 
-def test_model_beats_random_and_similar_anime_share_genres(trained, tmp_path):
+def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
     from animerec.steps import REGISTRY
 
     cfg, tmp, _ = trained
@@ -248,17 +308,21 @@ def test_model_beats_random_and_similar_anime_share_genres(trained, tmp_path):
     assert metrics["recall_at_10"] > 3 * random_recall, metrics
 
     bundle = ModelBundle.load(store.resolve("model:latest").path)
+    assert bundle.taste is not None and set(metrics["taste"]["item_weights"]) <= {"learned", "cooc", "content", "ease"}
     rec = EmbeddingRecommender(bundle)
     rng = np.random.default_rng(0)
     rated = bundle.anime[bundle.anime.anime_index >= 0]
-    genre_sets = dict(zip(rated.anime_id, rated.genres.str.split(", ").map(set)))
+    # similar anime are watched by the same people: they share far more raters with the query than random anime
+    raters = bundle.ratings.groupby("anime_index")["user_index"].agg(set)
     queries = rated.sort_values("members", ascending=False).anime_id.head(30).to_numpy()
     shared, shared_random = [], []
     for q in queries:
         ids, _ = rec.similar_items(int(q), n=10)
-        shared += [len(genre_sets[q] & genre_sets[i]) > 0 for i in ids]
-        shared_random += [len(genre_sets[q] & genre_sets[i]) > 0 for i in rng.choice(rated.anime_id, 10)]
-    assert np.mean(shared) > np.mean(shared_random) + 0.1, (np.mean(shared), np.mean(shared_random))
+        mine = raters[bundle.anime_index(int(q))]
+        shared += [len(mine & raters[bundle.anime_index(int(i))]) / len(mine) for i in ids]
+        shared_random += [len(mine & raters[bundle.anime_index(int(i))]) / len(mine)
+                          for i in rng.choice(rated.anime_id, 10)]
+    assert np.mean(shared) > 1.5 * np.mean(shared_random), (np.mean(shared), np.mean(shared_random))
 
     result = REGISTRY["similar_anime"]({**cfg, "recs": {**cfg["recs"], "anime": "Naruto", "types": ["TV", "Movie"]}})
     assert set(result["table"]["type"]) <= {"TV", "Movie"} and len(result["table"]) == 10

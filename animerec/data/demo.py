@@ -1,12 +1,14 @@
-"""The embedded demo set: the real 2020 MAL catalogue and synthetic, learnable ratings.
+"""The embedded demo set: the real 2020 MAL catalogue and ratings resampled from real people.
 
-Ratings are made deterministically from a seed. Each synthetic user has a taste profile: two
-or three loved genres, one disliked genre and a preference over types. Which anime a user
-watches follows MAL popularity (Members) tilted by that taste; the rating follows the anime's
-MAL score, the user's taste and a personal bias, giving MAL's skew (mostly 6-10). Rows carry
+Ratings are made deterministically from a seed. Each synthetic user starts from the list of one
+of 291 real MyAnimeList users (``resources/real_profiles.csv.gz``: the anonymised public ratings
+of the Kaggle 2020 dataset's users that ``tests/fixtures`` also holds): a random share of that
+list, a few anime from the list of the real user who shares most with it, each rating moved by
+a personal bias and noise. So the demo keeps real co-watching structure: people who watched
+Death Note also watched Code Geass, K-On! fans also watch Lucky Star. Rows carry
 ``watching_status`` and ``watched_episodes`` as in the real animelist.csv, including
 plan-to-watch rows and unrated (0) rows, so the preprocessing filters have real work to do.
-A user who loves Mecha watches and rates Mecha highly: a model can learn that.
+Only anime with at least ``min_members`` MAL members are used.
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ from animerec.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 CATALOGUE_RESOURCE = "anime_2020.csv.gz"
+PROFILES_RESOURCE = "real_profiles.csv.gz"
 STATUS_WATCHING, STATUS_COMPLETED, STATUS_ON_HOLD, STATUS_DROPPED, STATUS_PLAN_TO_WATCH = 1, 2, 3, 4, 6
 
 
 def catalogue_path() -> Path:
     """Path of the bundled 2020 catalogue (17,562 anime, Kaggle 2020 layout, gzip)."""
     return Path(str(resources.files("animerec.data") / "resources" / CATALOGUE_RESOURCE))
+
+
+def profiles_path() -> Path:
+    """Path of the real profiles the demo users are resampled from (user_id, anime_id, rating; 291 users)."""
+    return Path(str(resources.files("animerec.data") / "resources" / PROFILES_RESOURCE))
 
 
 @dataclass(frozen=True)
@@ -57,92 +65,86 @@ def make_ratings(anime: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
     """
     spec.validate()
     rng = np.random.default_rng(spec.seed)
-    pool = anime[(anime["members"] >= spec.min_members) & anime["type"].notna() & (anime["genres"] != "")]
-    pool = pool.reset_index(drop=True)
+    pool = anime[(anime["members"] >= spec.min_members) & anime["type"].notna()].reset_index(drop=True)
     if len(pool) < spec.max_ratings_per_user:
         raise ConfigError(
             f"Only {len(pool)} anime have at least data.demo.min_members={spec.min_members} members; "
             f"lower it or data.demo.max_ratings_per_user ({spec.max_ratings_per_user})."
         )
-    genre_lists = pool["genres"].str.split(", ")
-    genres = sorted({g for gs in genre_lists for g in gs})
-    genre_pos = {g: i for i, g in enumerate(genres)}
-    membership = np.zeros((len(pool), len(genres)), dtype=np.float32)
-    for row, gs in enumerate(genre_lists):
-        membership[row, [genre_pos[g] for g in gs]] = 1.0
-    membership /= np.sqrt(membership.sum(axis=1, keepdims=True))
-    types = sorted(pool["type"].unique())
-    type_index = pool["type"].map({t: i for i, t in enumerate(types)}).to_numpy()
-
-    # Taste profiles: loved genres drawn by how common they are, one disliked genre, type leaning.
-    genre_freq = (membership > 0).sum(axis=0).astype(float)
-    genre_p = genre_freq / genre_freq.sum()
-    taste = np.zeros((spec.num_users, len(genres)), dtype=np.float32)
-    for user in range(spec.num_users):
-        loved = rng.choice(len(genres), size=rng.integers(2, 4), replace=False, p=genre_p)
-        taste[user, loved] = rng.uniform(1.5, 2.5, size=len(loved))
-        disliked = rng.choice(np.setdiff1d(np.arange(len(genres)), loved))
-        taste[user, disliked] = -2.5
-    type_taste = rng.normal(0.0, 0.6, size=(spec.num_users, len(types))).astype(np.float32)
-    if "TV" in types:
-        type_taste[:, types.index("TV")] += 0.8
-    user_bias = rng.normal(0.0, 0.7, size=spec.num_users)
-
-    popularity = np.log(pool["members"].to_numpy(dtype=float))
-    popularity = (popularity - popularity.mean()) / popularity.std()
-    mal_score = pool["score"].fillna(pool["score"].median()).to_numpy(dtype=float)
+    position = pd.Series(np.arange(len(pool)), index=pool["anime_id"].to_numpy())
+    real = pd.read_csv(profiles_path())
+    real = real[real["anime_id"].isin(position.index) & (real["rating"] > 0)]
+    real_users = [group for _, group in real.groupby("user_id") if len(group) >= 5]
+    if not real_users:
+        raise ConfigError(f"No real profile has 5 anime with at least data.demo.min_members={spec.min_members} "
+                          f"members; lower it.")
+    lists = [position[g["anime_id"].to_numpy()].to_numpy() for g in real_users]
+    scores = [g["rating"].to_numpy(dtype=float) for g in real_users]
+    # each real user's closest other real user (most anime in common, relative to list sizes)
+    member = np.zeros((len(lists), len(pool)), np.float32)
+    for row, items in enumerate(lists):
+        member[row, items] = 1.0
+    overlap = member @ member.T
+    overlap /= np.sqrt(np.outer(member.sum(1), member.sum(1)))
+    np.fill_diagonal(overlap, -1.0)
+    closest = overlap.argmax(axis=1)
+    popularity = pool["members"].to_numpy(dtype=float)
+    popularity = popularity / popularity.sum()
     episodes = pool["episodes"].fillna(12).clip(lower=1).to_numpy(dtype=float)
 
     counts = np.exp(rng.uniform(np.log(spec.min_ratings_per_user), np.log(spec.max_ratings_per_user + 1), spec.num_users))
     counts = np.clip(counts.astype(int), spec.min_ratings_per_user, spec.max_ratings_per_user)
     user_ids = np.sort(rng.choice(np.arange(spec.num_users * 5), size=spec.num_users, replace=False))
-
     parts = []
-    for start in range(0, spec.num_users, 500):
-        users = np.arange(start, min(start + 500, spec.num_users))
-        affinity = taste[users] @ membership.T + type_taste[users][:, type_index]  # [users, pool]
-        logits = 0.8 * popularity[None, :] + 2.5 * affinity
-        gumbel = rng.gumbel(size=logits.shape)
-        keys = logits + gumbel
-        # Ratings follow taste relative to what the user typically watches, so they keep MAL's skew.
-        aff_mean = (np.exp(logits - logits.max(axis=1, keepdims=True)) * affinity).sum(axis=1) / np.exp(
-            logits - logits.max(axis=1, keepdims=True)
-        ).sum(axis=1)
-        for row, user in enumerate(users):
-            n = counts[user]
-            chosen = np.argpartition(-keys[row], n - 1)[:n]
-            aff = affinity[row, chosen]
-            raw = mal_score[chosen] + 0.3 + 1.0 * (aff - aff_mean[row]) + user_bias[user] + rng.normal(0.0, 1.0, size=n)
-            rating = np.clip(np.rint(raw), 1, 10).astype(np.int64)
-            status = rng.choice(
-                [STATUS_COMPLETED, STATUS_WATCHING, STATUS_ON_HOLD, STATUS_DROPPED, STATUS_PLAN_TO_WATCH],
-                size=n,
-                p=[0.8, 0.07, 0.04, 0.04, 0.05],
-            )
-            watched = episodes[chosen].copy()
-            partial = np.isin(status, [STATUS_WATCHING, STATUS_ON_HOLD, STATUS_DROPPED])
-            watched[partial] = np.floor(watched[partial] * rng.uniform(0.05, 0.95, size=partial.sum()))
-            dropped = status == STATUS_DROPPED
-            rating[dropped] = np.clip(rating[dropped] - 3, 1, 10)
-            plan = status == STATUS_PLAN_TO_WATCH
-            watched[plan] = 0
-            rating[plan] = 0
-            unrated = (status == STATUS_WATCHING) & (rng.random(n) < 0.3)
-            rating[unrated] = 0
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "user_id": user_ids[user],
-                        "anime_id": pool["anime_id"].to_numpy()[chosen],
-                        "rating": rating,
-                        "watching_status": status,
-                        "watched_episodes": watched.astype(np.int64),
-                    }
-                )
-            )
+    for user in range(spec.num_users):
+        template = int(rng.integers(len(lists)))
+        other = int(closest[template])
+        keep = rng.random(len(lists[template])) < rng.uniform(0.5, 0.9)
+        borrow = rng.random(len(lists[other])) < rng.uniform(0.05, 0.25)
+        items = np.concatenate([lists[template][keep], lists[other][borrow]])
+        base = np.concatenate([scores[template][keep], scores[other][borrow]])
+        items, first = np.unique(items, return_index=True)
+        base = base[first]
+        n = int(counts[user])
+        if len(items) > n:
+            pick = rng.choice(len(items), size=n, replace=False)
+            items, base = items[pick], base[pick]
+        elif len(items) < n:  # a short list: more of the neighbour's anime, then popular ones
+            extra = np.setdiff1d(lists[other], items)
+            if len(extra) < n - len(items):
+                popular = rng.choice(len(pool), size=4 * n, replace=False, p=popularity)
+                extra = np.concatenate([extra, np.setdiff1d(popular, np.concatenate([items, extra]))])
+            extra = extra[: n - len(items)]
+            items = np.concatenate([items, extra])
+            base = np.concatenate([base, np.full(len(extra), np.median(scores[template]))])
+        n = len(items)
+        raw = base + rng.normal(0.0, 0.5) + rng.normal(0.0, 0.8, size=n)
+        rating = np.clip(np.rint(raw), 1, 10).astype(np.int64)
+        status = rng.choice(
+            [STATUS_COMPLETED, STATUS_WATCHING, STATUS_ON_HOLD, STATUS_DROPPED, STATUS_PLAN_TO_WATCH],
+            size=n,
+            p=[0.8, 0.07, 0.04, 0.04, 0.05],
+        )
+        watched = episodes[items].copy()
+        partial = np.isin(status, [STATUS_WATCHING, STATUS_ON_HOLD, STATUS_DROPPED])
+        watched[partial] = np.floor(watched[partial] * rng.uniform(0.05, 0.95, size=partial.sum()))
+        dropped = status == STATUS_DROPPED
+        rating[dropped] = np.clip(rating[dropped] - 3, 1, 10)
+        plan = status == STATUS_PLAN_TO_WATCH
+        watched[plan] = 0
+        rating[plan] = 0
+        unrated = (status == STATUS_WATCHING) & (rng.random(n) < 0.3)
+        rating[unrated] = 0
+        parts.append(pd.DataFrame({
+            "user_id": user_ids[user],
+            "anime_id": pool["anime_id"].to_numpy()[items],
+            "rating": rating,
+            "watching_status": status,
+            "watched_episodes": watched.astype(np.int64),
+        }))
     ratings = pd.concat(parts, ignore_index=True)
     logger.info(
-        "Demo ratings: %d rows, %d users, %d anime (seed %d)",
-        len(ratings), spec.num_users, ratings["anime_id"].nunique(), spec.seed,
+        "Demo ratings: %d rows, %d users, %d anime (seed %d), resampled from %d real profiles",
+        len(ratings), spec.num_users, ratings["anime_id"].nunique(), spec.seed, len(lists),
     )
     return ratings

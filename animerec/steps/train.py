@@ -173,6 +173,19 @@ def attach_ranker(scorer, model_cfg: dict, eval_cfg: dict, train_df, valid_df, n
     return fitted.tuned_result, fitted.report
 
 
+def attach_taste(model_cfg: dict, eval_cfg: dict, train_df, valid_df, num_users: int, num_anime: int,
+                 anime: pd.DataFrame, seed: int, *, strategy=None, verbose: int = 0, on_epoch_end=None):
+    """Fit the similar-anime / similar-users index the model config asks for (``model.taste``), or None."""
+    taste_cfg = model_cfg.get("taste") or {"kind": "none"}
+    if taste_cfg["kind"] == "none":
+        return None
+    from animerec.taste import fit_taste
+
+    return fit_taste(taste_cfg, train_df, valid_df, num_users, num_anime, anime, k=int(eval_cfg["k"]),
+                     relevance_threshold=float(eval_cfg["relevance_threshold"]), seed=seed, verbose=verbose,
+                     strategy=strategy, on_epoch_end=on_epoch_end)
+
+
 def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
     """The checkpoint of this exact training (input version, model and train settings), or None.
 
@@ -230,12 +243,22 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     with phase("the ranking head"):
         valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg["evaluate"], train_df, valid_df, num_users,
                                                    num_anime, seed, scale)
+    anime_table = pd.read_parquet(pre.file("anime.parquet"))
+    taste = attach_taste(model_cfg, cfg["evaluate"], train_df, valid_df, num_users, num_anime, anime_table, seed,
+                         strategy=strategy, verbose=int(train_cfg.get("verbose", 1)),
+                         on_epoch_end=lambda row: run.log_metrics(
+                             {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
     train_seconds = time.perf_counter() - started
     with phase("evaluation"):
         metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df,
                            valid_found=valid_found)
     metrics.update({"data_fingerprint": data_fingerprint(pre), "train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                     "trainer": trainer, "strategy": decision.kind})
+    if taste is not None:
+        metrics["taste"] = taste.report
+        metrics.update({key: value for key, value in taste.report.items() if key.startswith("valid_")})
+        if taste.history:
+            metrics["taste_epochs_run"] = len(taste.history)
     if ranker_report is not None:
         metrics["ranker"] = ranker_report
         metrics.update({f"ranker_{key}": ranker_report[key] for key in ("l2", "like_weight")})
@@ -261,9 +284,9 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
             out.path, scorer_arrays=weights, user_emb=model.user_embedding.get_weights()[0],
             anime_emb=model.anime_embedding.get_weights()[0], activation=model.activation,
             user_ids=encoders["user_ids"], anime_ids=encoders["anime_ids"], scale=scale,
-            anime=pd.read_parquet(pre.file("anime.parquet")), ratings=ratings,
+            anime=anime_table, ratings=ratings,
             extra_info={"trained_on": pre.ref, "model_name": model_cfg.get("name", "custom")},
-            ranker=scorer.ranker,
+            ranker=scorer.ranker, taste=taste.index if taste is not None else None,
         )
         frame = history.frame()
         frame.to_csv(out.path / "history.csv", index=False)

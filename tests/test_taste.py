@@ -1,0 +1,160 @@
+"""The taste index (animerec/taste.py): exact co-occurrence and content similarity, EASE neighbours,
+the Keras taste model on block-structured lists, the blend chosen on valid, and storage."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from animerec.taste import (TasteIndex, blend, content_matrix, ease_neighbours, encode_lists, fit_taste,
+                            fit_taste_model, history_matrix, top_excluding, weight_grid)
+
+ANIME = pd.DataFrame({
+    "anime_id": [1, 2, 3, 4, 99],
+    "genres": ["Action, Mecha", "Action, Mecha, Drama", "Romance, School", "Romance, Drama", "Comedy"],
+    "type": ["TV", "TV", "TV", "Movie", "TV"],
+    "source": ["Original", "Original", "Manga", "Manga", None],
+    "anime_index": [0, 1, 2, 3, -1],  # 99: in the catalogue, never rated
+})
+
+
+def block_lists(users_per_block=40, items_per_block=10, seed=0):
+    """Two groups of people, each watching (most of) its own block of anime: ``[2 * users, 2 * items]`` CSR."""
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    for user in range(2 * users_per_block):
+        block = user // users_per_block
+        items = np.flatnonzero(rng.random(items_per_block) < 0.6) + block * items_per_block
+        rows += [user] * len(items)
+        cols += items.tolist()
+    return history_matrix(np.array(rows), np.array(cols), 2 * users_per_block, 2 * items_per_block)
+
+
+def test_cooc_similarity_is_the_cosine_of_who_rated_what_scaled_by_the_largest():
+    #            anime: 0  1  2
+    history = sp.csr_matrix(np.array([[1, 1, 0],
+                                      [1, 1, 1],
+                                      [1, 0, 1],
+                                      [0, 0, 1]], np.float32))
+    index = TasteIndex(history)
+    cooc = index.item_parts(0)["cooc"]
+    raw = np.array([3 / 3, 2 / np.sqrt(3 * 2), 2 / np.sqrt(3 * 3)])  # co-raters / sqrt(raters * raters)
+    np.testing.assert_allclose(cooc, raw / raw[1:].max(), rtol=1e-6)  # the query's own value is not the scale
+    users = index.user_parts(0)["cooc"]  # user 0 rated {0, 1}
+    raw = np.array([2 / 2, 2 / np.sqrt(2 * 3), 1 / np.sqrt(2 * 2), 0.0])
+    np.testing.assert_allclose(users, raw / raw[1:].max(), rtol=1e-6)
+    # the same list given as a list: no user is left out of the scale, and user 0 itself scores the raw 1.0
+    np.testing.assert_allclose(index.user_parts(listed=np.array([0, 1]))["cooc"], raw, rtol=1e-6)
+    shrunk = TasteIndex(history, shrink=10.0).item_parts(0)["cooc"]
+    assert shrunk[1] / shrunk[2] > 1.0  # shrinking keeps the order here, only damps small counts
+
+
+def test_content_similarity_shares_genres_and_gives_unrated_anime_no_row():
+    content = content_matrix(ANIME, 5)
+    assert content.shape[0] == 5 and content[4].nnz == 0  # index 4 is no anime of the model
+    sims = (content @ content[0].T).toarray().ravel()
+    assert sims[1] > sims[2] > sims[3] == 0 and np.isclose(sims[0], 1.0)  # 2 shares only the type (TV)
+    with_synopsis = ANIME.assign(synopsis=["giant robots fight", "giant robots again", "a school love story",
+                                           "a love story in a school", None])
+    text = content_matrix(with_synopsis, 5)
+    assert (text @ text[2].T).toarray().ravel()[3] > (content @ content[2].T).toarray().ravel()[3]
+
+
+def test_ease_neighbours_keep_the_largest_positive_weights_of_each_row():
+    from animerec.ranking import ease_weights
+
+    history = block_lists(10, 6)
+    dense = ease_weights(np.tril((history.T @ history).toarray()), 30.0)
+    rows = ease_neighbours(history, [30.0], keep=3)[30.0]
+    for q in range(history.shape[1]):
+        expected = np.sort(dense[q][dense[q] > 0])[::-1][:3]
+        np.testing.assert_allclose(np.sort(rows[q].data)[::-1], expected, rtol=1e-5)
+
+
+def test_blend_weights_grid_and_top_excluding():
+    parts = {"cooc": np.array([1.0, 0.5, 0.0]), "content": np.array([0.0, 1.0, 1.0])}
+    np.testing.assert_allclose(blend(parts, {"cooc": 1.0, "content": 0.5, "learned": 2.0}), [1.0, 1.0, 0.5])
+    assert weight_grid({"cooc": [0, 1], "content": [0, 0.5]}) == [
+        {"cooc": 0.0, "content": 0.5}, {"cooc": 1.0, "content": 0.0}, {"cooc": 1.0, "content": 0.5}]
+    assert list(top_excluding(np.array([0.3, 0.9, 0.9, 0.1]), [1], 3)) == [2, 0, 3]
+    assert list(top_excluding(np.array([0.3, 0.9]), [0, 1], 3)) == []
+
+
+def test_taste_model_puts_anime_watched_by_the_same_people_together():
+    lists = block_lists()
+    fitted = fit_taste_model(lists, None, {"embedding_size": 8, "dropout": 0.2, "temperature": 0.4,
+                                           "learning_rate": 0.01, "batch_size": 16, "epochs": 15, "patience": 3},
+                             seed=1)
+    assert len(fitted.history) == 15 and fitted.history[-1]["taste_loss"] < fitted.history[0]["taste_loss"]
+    sims = fitted.anime_vectors @ fitted.anime_vectors.T
+    same = np.kron(np.eye(2), np.ones((10, 10))).astype(bool)
+    np.fill_diagonal(same, False)
+    cross = ~np.kron(np.eye(2), np.ones((10, 10))).astype(bool)
+    assert sims[same].mean() > sims[cross].mean() + 0.5, (sims[same].mean(), sims[cross].mean())
+    users = encode_lists(fitted.encoder, lists)  # a user's taste vector is closest to their own group's
+    assert np.allclose(np.linalg.norm(users, axis=1), 1.0, atol=1e-5)
+    group = np.repeat([0, 1], 40)
+    closeness = users @ users.T
+    assert closeness[group[:, None] == group[None, :]].mean() > closeness[group[:, None] != group[None, :]].mean() + 0.5
+
+
+def frames_of(lists: sp.csr_matrix, seed=0):
+    """Each user's anime split 60/20/20 into train, valid and test frames (ratings: 9 or 5 at random)."""
+    rng = np.random.default_rng(seed)
+    coo = lists.tocoo()
+    split = rng.choice(3, size=coo.nnz, p=[0.6, 0.2, 0.2])
+    rating = np.where(rng.random(coo.nnz) < 0.7, 9, 5)
+    frame = pd.DataFrame({"user_index": coo.row, "anime_index": coo.col, "rating": rating})
+    return [frame[split == s].reset_index(drop=True) for s in range(3)]
+
+
+def test_fit_taste_chooses_the_blends_on_valid_and_knows_train_and_valid():
+    lists = block_lists(30, 12)
+    train, valid, _test = frames_of(lists)
+    anime = pd.DataFrame({"anime_id": np.arange(24) + 1, "genres": ["Action"] * 12 + ["Romance"] * 12,
+                          "type": "TV", "source": None, "anime_index": np.arange(24)})
+    cfg = {"embedding_size": 8, "dropout": 0.2, "temperature": 0.4, "learning_rate": 0.01, "batch_size": 16,
+           "epochs": 5, "patience": 2, "shrink": 0.0, "ease_l2": [10.0, 100.0], "ease_keep": 5, "tune_users": None,
+           "item_weights": {"learned": [0.0, 0.5], "cooc": [1.0], "content": [0.0, 0.1], "ease": [0.0, 1.0]},
+           "user_weights": {"learned": [0.0, 0.5], "cooc": [1.0]}}
+    found = fit_taste(cfg, train, valid, 60, 24, anime, seed=3)
+    report = found.index, found.report
+    index, report = report
+    assert report["item_weights"] in weight_grid(cfg["item_weights"])
+    assert report["user_weights"] in weight_grid(cfg["user_weights"])
+    assert len(report["item_grid"]) == 4 + 4 * 2  # without ease: 4 settings; with it: 4 x 2 L2 values
+    assert (report["ease_l2"] is None) == (not report["item_weights"]["ease"])
+    both = pd.concat([train, valid])
+    assert index.history.nnz == len(both.drop_duplicates(["user_index", "anime_index"]))  # train + valid, not test
+    # the block structure is found: an anime's 5 most similar are in its own block
+    top = top_excluding(index.similar_items(0), [0], 5)
+    assert (top < 12).all(), top
+
+
+def test_arrays_round_trip_with_every_part():
+    lists = block_lists(10, 6)
+    fitted = fit_taste_model(lists, None, {"embedding_size": 4, "dropout": 0.0, "temperature": 0.4,
+                                           "learning_rate": 0.01, "batch_size": 8, "epochs": 2, "patience": 1})
+    anime = pd.DataFrame({"anime_id": np.arange(12) + 1, "genres": ["Action"] * 6 + ["Romance"] * 6, "type": "TV",
+                          "source": None, "anime_index": np.arange(12)})
+    index = TasteIndex(lists, fitted.anime_vectors, encode_lists(fitted.encoder, lists), fitted.encoder,
+                       content_matrix(anime, 12), ease_neighbours(lists, [10.0], keep=4)[10.0],
+                       {"learned": 0.5, "cooc": 1.0, "content": 0.1, "ease": 1.0}, {"learned": 0.5, "cooc": 1.0}, 2.0)
+    again = TasteIndex.from_arrays(dict(index.arrays()), anime)
+    for q in (0, 7):
+        np.testing.assert_allclose(again.similar_items(q), index.similar_items(q), rtol=1e-6)
+    np.testing.assert_allclose(again.similar_users(3), index.similar_users(3), rtol=1e-6)
+    listed = lists[3].indices
+    np.testing.assert_allclose(again.encode(listed), index.user_vectors[3], rtol=1e-5, atol=1e-6)
+    assert again.item_weights == index.item_weights and again.shrink == 2.0
+
+
+def test_an_all_zero_grid_is_a_config_error_naming_the_key():
+    from animerec.errors import ConfigError
+
+    assert weight_grid({"cooc": [0.0], "learned": [0.0]}) == []
+    train, valid, _ = frames_of(block_lists(5, 4))
+    cfg = {"item_weights": {"learned": [0.0], "cooc": [0.0], "content": [0.0], "ease": [0.0]},
+           "user_weights": {"learned": [0.0], "cooc": [1.0]}}
+    with pytest.raises(ConfigError, match="model.taste.item_weights"):
+        fit_taste(cfg, train, valid, 10, 8, ANIME)
