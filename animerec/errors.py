@@ -10,3 +10,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A configuration value that cannot work; the message names the option."""
+
+
+class RecommenderError(UserError, ValueError):
+    """A query that cannot be answered as asked; the message says why and what to try."""

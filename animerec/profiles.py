@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from animerec.data.layouts import WatchStatus
 from animerec.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -35,10 +36,10 @@ logger = logging.getLogger(__name__)
 MAX_BYTES = 64 * 1024 * 1024  # a MAL export of 20,000 anime is about 15 MB
 MAX_ENTRIES = 100_000
 LIKE_RATING = 9.0  # what a liked title counts as: above the relevance threshold (8), below a perfect 10
-PLAN_TO_WATCH = "Plan to Watch"
+PLAN_TO_WATCH = WatchStatus.PLAN_TO_WATCH.label
 # MAL writes statuses as words; some older exports and tools write their numeric codes.
-STATUS_CODES = {"1": "Watching", "2": "Completed", "3": "On-Hold", "4": "Dropped", "6": PLAN_TO_WATCH}
-STATUSES = ("Watching", "Completed", "On-Hold", "Dropped", PLAN_TO_WATCH)
+STATUS_CODES = {str(status.value): status.label for status in WatchStatus}
+STATUSES = tuple(status.label for status in WatchStatus)
 
 
 class ListError(UserError, ValueError):

@@ -28,15 +28,11 @@ import numpy as np
 import pandas as pd
 
 from animerec.bundle import ModelBundle
-from animerec.data.layouts import TYPES
-from animerec.errors import UserError
+from animerec.config import TYPES
+from animerec.errors import RecommenderError
 from animerec.foldin import Person, person_ranking, person_scores
 
 logger = logging.getLogger(__name__)
-
-
-class RecommenderError(UserError, ValueError):
-    """A query that cannot be answered as asked; the message says why and what to try."""
 
 
 def _norm(text: str) -> str:
@@ -390,11 +386,3 @@ def _describe(filters: ItemFilter | None) -> str:
     if filters.min_score is not None or filters.max_score is not None:
         parts.append(f"MAL score {filters.min_score}-{filters.max_score}")
     return ", ".join(parts)
-
-
-def find_anime(bundle_or_catalogue, query: str) -> int:
-    """MAL ID for a title (see :class:`animerec.titles.TitleIndex`): normalised exact match, then a clear fuzzy one."""
-    from animerec.titles import TitleIndex
-
-    frame = bundle_or_catalogue.anime if isinstance(bundle_or_catalogue, ModelBundle) else bundle_or_catalogue
-    return TitleIndex(frame).find(query)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from animerec.recommenders import RecommenderError
+from animerec.errors import RecommenderError
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from animerec.data.layouts import TYPES
+from animerec.config import TYPES
 from animerec.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,12 @@ import pytest
 
 from animerec.artifacts import ArtifactStore
 from animerec.bundle import ModelBundle, write_bundle
-from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError, UserBasedRecommender,
-                                   find_anime)
+from animerec.recommenders import EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError, UserBasedRecommender
+from animerec.titles import TitleIndex
+
+
+def find_anime(bundle, query: str) -> int:
+    return TitleIndex(bundle.anime).find(query)
 
 ANIME = pd.DataFrame({
     "anime_id": [10, 20, 30, 40, 50, 60],
@@ -33,13 +37,18 @@ RATINGS = pd.DataFrame({  # user_index, anime_index, rating
 })
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bundle")
+def hand_built(folder, **extra) -> ModelBundle:
+    """The hand-built model written as the train step writes one (``extra``: ranker=, taste=), then loaded."""
     write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
                  user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
-                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS)
+                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS,
+                 **extra)
     return ModelBundle.load(folder)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return hand_built(tmp_path_factory.mktemp("bundle"))
 
 
 class RecommenderContract:
@@ -135,13 +144,8 @@ class TestEmbeddingRecommender(RecommenderContract):
 def ranked_bundle(tmp_path_factory):
     from animerec.ranking import RankerData
 
-    folder = tmp_path_factory.mktemp("ranked")
     ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8).ranker(1.0, 1.0)
-    write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
-                 user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
-                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS,
-                 ranker=ranker)
-    return ModelBundle.load(folder), ranker
+    return hand_built(tmp_path_factory.mktemp("ranked"), ranker=ranker), ranker
 
 
 class TestEmbeddingRecommenderWithRanker(RecommenderContract):
@@ -175,15 +179,10 @@ def taste_bundle(tmp_path_factory):
     """The hand-built model with a taste index (co-occurrence and content, no learned part)."""
     from animerec.taste import TasteIndex, content_matrix, history_matrix
 
-    folder = tmp_path_factory.mktemp("taste_bundle")
     history = history_matrix(RATINGS.user_index, RATINGS.anime_index, len(USER_IDS), len(ANIME))
     taste = TasteIndex(history, content=content_matrix(ANIME, len(ANIME)),
                        item_weights={"cooc": 1.0, "content": 0.5}, user_weights={"cooc": 1.0})
-    write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
-                 user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
-                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS,
-                 taste=taste)
-    return ModelBundle.load(folder), taste
+    return hand_built(tmp_path_factory.mktemp("taste_bundle"), taste=taste), taste
 
 
 class TestEmbeddingRecommenderWithTaste(RecommenderContract):

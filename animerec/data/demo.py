@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from animerec.data.layouts import WatchStatus
 from animerec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 CATALOGUE_RESOURCE = "anime_2020.csv.gz"
 PROFILES_RESOURCE = "real_profiles.csv.gz"
-STATUS_WATCHING, STATUS_COMPLETED, STATUS_ON_HOLD, STATUS_DROPPED, STATUS_PLAN_TO_WATCH = 1, 2, 3, 4, 6
+STATUS_WATCHING, STATUS_COMPLETED, STATUS_ON_HOLD = WatchStatus.WATCHING, WatchStatus.COMPLETED, WatchStatus.ON_HOLD
+STATUS_DROPPED, STATUS_PLAN_TO_WATCH = WatchStatus.DROPPED, WatchStatus.PLAN_TO_WATCH
 
 
 def catalogue_path() -> Path:

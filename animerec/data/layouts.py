@@ -13,6 +13,7 @@ the full 109M-row animelist.csv fits in memory as compact numpy arrays.
 
 from __future__ import annotations
 
+import enum
 import html
 import re
 import logging
@@ -43,7 +44,21 @@ ANIME_SOURCES: dict[str, tuple[str, ...]] = {
 ANIME_REQUIRED = ("anime_id", "name", "genres", "type", "episodes", "score", "members")
 ANIME_COLUMNS = tuple(ANIME_SOURCES)
 MISSING_MARKERS = ("Unknown", "UNKNOWN", "unknown", "")
-TYPES = ("TV", "Movie", "OVA", "ONA", "Special", "Music")
+
+class WatchStatus(enum.IntEnum):
+    """MyAnimeList's watching statuses: animelist.csv's numeric codes, and the words of MAL's XML export."""
+
+    WATCHING = 1
+    COMPLETED = 2
+    ON_HOLD = 3
+    DROPPED = 4
+    PLAN_TO_WATCH = 6
+
+    @property
+    def label(self) -> str:
+        """The word MAL's export writes: "Watching", "Completed", "On-Hold", "Dropped", "Plan to Watch"."""
+        return {"ON_HOLD": "On-Hold", "PLAN_TO_WATCH": "Plan to Watch"}.get(self.name, self.name.capitalize())
+
 
 RATING_SOURCES: dict[str, tuple[str, ...]] = {
     "user_id": ("user_id", "User ID", "userId"),

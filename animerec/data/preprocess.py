@@ -23,12 +23,11 @@ import pandas as pd
 
 from animerec.errors import ConfigError
 
-from animerec.data.layouts import DataError, iter_ratings, load_anime
+from animerec.data.layouts import DataError, WatchStatus, iter_ratings, load_anime
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-STATUS_PLAN_TO_WATCH = 6
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def read_filtered(ratings_path: Path, anime: pd.DataFrame, options: PreprocessOp
         keep = batch.rating > 0  # 0 (animelist) and -1 (2016) mean "watched, not rated"
         counts["not_rated"] += int((~keep).sum())
         if batch.watching_status is not None and options.drop_plan_to_watch:
-            plan = batch.watching_status == STATUS_PLAN_TO_WATCH
+            plan = batch.watching_status == WatchStatus.PLAN_TO_WATCH
             counts["plan_to_watch"] += int((keep & plan).sum())
             keep &= ~plan
         if batch.watched_episodes is not None and options.drop_unwatched:
