@@ -165,6 +165,13 @@ def _summary(per_user: dict, metric: str) -> dict:
     return out[""] if set(out) == {""} else out
 
 
+def _sample(users: list[int], max_users: int | None, seed: int) -> list[int]:
+    """A seeded sample of ``max_users`` of ``users`` (all of them when there are no more), in order."""
+    if max_users and len(users) > max_users:
+        return sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    return users
+
+
 def similar_item_metrics(
     similar: Callable[[int, np.ndarray, int], np.ndarray | dict],
     history: Interactions,
@@ -193,8 +200,7 @@ def similar_item_metrics(
     liked = _relevant_by_user(history, relevance_threshold)
     removed = np.zeros(0, np.int64) if excluded is None else np.asarray(excluded, np.int64)
     users = [u for u in sorted(relevant) if u in liked and len(np.setdiff1d(relevant[u], removed))]
-    if max_users and len(users) > max_users:
-        users = sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    users = _sample(users, max_users, seed)
     per_user: dict[str, list] = {}
     for user in users:
         rel = np.setdiff1d(relevant[user], removed)
@@ -243,8 +249,7 @@ def similar_user_metrics(
     indptr, anime = Interactions(history.user[liked], history.anime[liked], history.rating[liked]).by_user()
     removed = np.zeros(0, np.int64) if excluded is None else np.asarray(excluded, np.int64)
     users = [u for u in sorted(relevant) if len(np.setdiff1d(relevant[u], removed))]
-    if max_users and len(users) > max_users:
-        users = sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    users = _sample(users, max_users, seed)
     per_user: dict[str, list] = {}
     for user in users:
         rel = np.setdiff1d(relevant[user], removed)

@@ -22,9 +22,11 @@ people themselves, blended from three parts whose weights are chosen on the vali
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -33,6 +35,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from animerec.errors import ConfigError
+from animerec.evaluation import Interactions, similar_item_metrics, similar_user_metrics
+from animerec.memory import phase
+from animerec.ranking import ease_weights, gram_matrix
+from animerec.ranking import interaction_matrix as history_matrix  # who rated what: [num_users, num_anime] binary
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +47,6 @@ USER_PARTS = ("learned", "cooc")
 
 
 # the three parts -------------------------------------------------------------------------------
-def history_matrix(users: np.ndarray, anime: np.ndarray, num_users: int, num_anime: int) -> sp.csr_matrix:
-    """``[num_users, num_anime]`` float32 CSR, 1 where the user rated the anime."""
-    matrix = sp.csr_matrix((np.ones(len(users), np.float32), (np.asarray(users), np.asarray(anime))),
-                           shape=(num_users, num_anime), dtype=np.float32)
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
-
-
 def content_matrix(anime: pd.DataFrame, num_anime: int, synopsis_weight: float = 0.5) -> sp.csr_matrix:
     """``[num_anime, terms]`` L2-normalised TF-IDF rows, one per ``anime_index`` (0 rows for unknown anime).
 
@@ -98,8 +95,6 @@ def ease_neighbours(history: sp.csr_matrix, l2_values, keep: int = 100) -> dict[
     """EASE's item-item weights ``B`` (Steck 2019) for each L2 in ``l2_values``, each row cut to its ``keep``
     largest positive weights: ``{l2: [num_anime, num_anime] CSR}``. Row ``q`` says which anime having
     watched ``q`` predicts; one Gram matrix serves every L2 (animerec/ranking.py computes it)."""
-    from animerec.ranking import ease_weights, gram_matrix
-
     gram = gram_matrix(history)
     out = {}
     for position, l2 in enumerate(l2_values):
@@ -242,9 +237,6 @@ def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cf
     user's valid anime given their train list; training stops early on it and keeps the best
     weights. ``cfg`` is ``model.taste``.
     """
-    import contextlib
-    import time
-
     keras = _keras()
     keras.utils.set_random_seed(seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -330,8 +322,9 @@ class TasteIndex:
     def item_parts(self, anime_index: int) -> dict[str, np.ndarray]:
         """Each part's similarity ``[num_anime]`` of every anime to one anime."""
         parts = {}
-        raters = self._by_anime.indices[self._by_anime.indptr[anime_index]:self._by_anime.indptr[anime_index + 1]]
-        together = np.asarray(self.history[raters].sum(axis=0)).ravel()  # co-rating counts
+        raters = np.zeros(self.history.shape[0], np.float32)
+        raters[self._by_anime.indices[self._by_anime.indptr[anime_index]:self._by_anime.indptr[anime_index + 1]]] = 1
+        together = self._by_anime @ raters  # co-rating counts [num_anime]: one pass over the history
         denom = np.sqrt(self.anime_counts[anime_index] * self.anime_counts) + self.shrink
         parts["cooc"] = (together / np.maximum(denom, 1e-12)).astype(np.float32)
         if self.anime_vectors is not None:
@@ -353,7 +346,9 @@ class TasteIndex:
             listed = self.history.indices[self.history.indptr[user_index]:self.history.indptr[user_index + 1]]
         listed = np.unique(np.asarray(listed, np.int64))
         parts = {}
-        together = np.asarray(self._by_anime[listed].sum(axis=0)).ravel()  # shared anime with every user
+        chosen = np.zeros(self.num_anime, np.float32)
+        chosen[listed] = 1
+        together = self.history @ chosen  # shared anime with every user [num_users]
         denom = np.sqrt(max(len(listed), 1) * self.user_counts)
         parts["cooc"] = (together / np.maximum(denom, 1e-12)).astype(np.float32)
         if self.user_vectors is not None:
@@ -476,14 +471,12 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
     valid: co-occurrence counts over both, user taste vectors encoded from both lists (the
     encoder needs no refit), the anime vectors as fitted on train. ``cfg`` is ``model.taste``.
     """
-    from animerec.evaluation import Interactions, similar_item_metrics, similar_user_metrics
-    from animerec.memory import phase
-
     def matrix(*frames):
         users = np.concatenate([f["user_index"].to_numpy(np.int64) for f in frames])
         items = np.concatenate([f["anime_index"].to_numpy(np.int64) for f in frames])
         return history_matrix(users, items, num_users, num_anime)
 
+    started = time.perf_counter()
     item_grid = weight_grid(cfg["item_weights"])
     user_grid = weight_grid(cfg["user_weights"])
     for name, grid in (("item_weights", item_grid), ("user_weights", user_grid)):
@@ -572,4 +565,8 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
         with phase("EASE neighbours on train + valid"):
             ease_rows = ease_neighbours(both, [chosen_l2], int(cfg["ease_keep"]))[chosen_l2]
     final = index_for(both, item_weights, user_weights, ease_rows)
+    report["fit_seconds"] = time.perf_counter() - started
+    if fitted is not None and fitted.history:
+        report["model_epoch_seconds"] = fitted.history[0]["taste_seconds"]
+        report["model_epochs_run"] = len(fitted.history)
     return TasteResult(final, report, fitted.history if fitted else [])
