@@ -64,6 +64,7 @@ CONFIG_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
 def test_bad_config_through_main(case, tmp_path):
     overrides, pattern = CONFIG_CASES[case]
@@ -158,6 +159,7 @@ def test_bad_query_through_recommender_component(case, trained, tmp_path, capsys
     assert snapshot(store) == before
 
 
+@pytest.mark.slow
 def test_failed_step_message_reaches_the_top_through_main(trained, tmp_path):
     """A step that fails inside `mlflow run` reports its own message at the top, without a traceback."""
     cfg, _, _ = trained
@@ -231,6 +233,7 @@ def test_bad_serving_requests_are_http_400(case, trained):
     assert raised.value.get_http_status_code() == 400
 
 
+@pytest.mark.slow
 def test_a_bad_sweep_job_is_reported_and_the_sweep_goes_on(tmp_path):
     import pandas as pd
 

@@ -230,6 +230,7 @@ def test_keras_fit_refuses_sampled_negatives():
         fit(build_model(cfg, 60, 40), train_data(taste_frame(), cfg, 40, 0), None, cfg, trainer="keras", verbose=0)
 
 
+@pytest.mark.slow
 def test_multirun_sweep_writes_a_summary_table(trained, tmp_path):
     cfg, _, _ = trained
     store = tmp_path / "store"
@@ -279,6 +280,7 @@ def test_ease_and_rp3beta_peers_compute_their_published_formulas():
     np.testing.assert_allclose(quality.fit_rp3beta(matrix, 0.8, 0.3)(np.arange(30)), dense @ weights, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_quality_benchmark_scores_the_peers_on_the_real_sample(tmp_path):
     """benchmarks/quality.py's peers run on the real 91-user sample, on one split and candidate rule."""
     quality = _quality()

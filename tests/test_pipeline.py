@@ -42,6 +42,7 @@ def _mlflow_run(project: str, params: dict, tmp_path):
     return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900), env
 
 
+@pytest.mark.slow
 def test_mlflow_run_end_to_end(tmp_path):
     """`mlflow run . --env-manager local` on tiny demo data, as a user would type it, with a quoted title and a
     list holding a space passed through hydra_options; then every step's artifact is checked."""

@@ -74,6 +74,7 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_each_recommender(served, tmp_path):
     uri, service, requests = served
     port = _free_port()

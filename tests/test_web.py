@@ -63,6 +63,7 @@ def test_pages_without_a_browser(site, tmp_path):
         assert response.headers["Content-Type"] == "image/png" and response.read()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_a_person_uses_the_page_in_chromium(site, tmp_path):
     pytest.importorskip("selenium")

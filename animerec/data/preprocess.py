@@ -151,14 +151,16 @@ def deduplicate(r: Ratings) -> tuple[Ratings, int]:
     return r.take(last), len(r) - len(last)
 
 
-def apply_min_counts(r: Ratings, options: PreprocessOptions) -> tuple[Ratings, dict]:
-    """Drop users with fewer than min_user_ratings ratings, then anime with fewer than min_anime_ratings."""
+def apply_min_counts(r: Ratings, options: PreprocessOptions, source: str = "the ratings") -> tuple[Ratings, dict]:
+    """Drop users with fewer than min_user_ratings ratings, then anime with fewer than min_anime_ratings.
+
+    ``source`` (the ratings file) is named in the error when nothing is left."""
     before_users = len(np.unique(r.user_id))
     users, inverse, per_user = np.unique(r.user_id, return_inverse=True, return_counts=True)
     r = r.take(per_user[inverse] >= options.min_user_ratings)
     if len(r) == 0:
         raise DataError(
-            f"All {before_users} users were filtered out: none has at least data.min_user_ratings="
+            f"{source}: all {before_users} users were filtered out: none has at least data.min_user_ratings="
             f"{options.min_user_ratings} ratings left after the row filters (most ratings: "
             f"{int(per_user.max()) if len(per_user) else 0}). Lower data.min_user_ratings."
         )
@@ -199,7 +201,7 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
     kept, counts = read_filtered(Path(ratings_path), anime, options)
     logger.info("Read %d rating rows, kept %d after row filters", counts["rows_read"], len(kept))
     kept, counts["duplicates"] = deduplicate(kept)
-    kept, extra = apply_min_counts(kept, options)
+    kept, extra = apply_min_counts(kept, options, str(ratings_path))
     counts.update(extra)
 
     user_ids, user_index = np.unique(kept.user_id, return_inverse=True)
