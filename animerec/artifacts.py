@@ -21,7 +21,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterator
+
+from filelock import FileLock
 
 from animerec.errors import UserError
 
@@ -63,20 +65,11 @@ def copy_file(source: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created if needed) for the ``with`` block."""
+    """An exclusive lock on ``path`` (created if needed) for the ``with`` block, on every OS (``filelock``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no advisory locks; writes stay atomic
-            yield
-            return
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 def _pid_alive(pid: int) -> bool:
@@ -89,19 +82,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """The one atomic write: ``write(handle)`` fills a temporary file in ``path``'s folder, which is flushed
+    to disk and renamed over ``path``. On any failure the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -377,7 +378,7 @@ class ArtifactStore:
             self.write_alias(name, alias, version)
 
     def write_alias(self, name: str, alias: str, version: int) -> None:
-        """The write itself; call it holding :meth:`lock` (flock locks do not nest)."""
+        """The write itself; call it holding :meth:`lock`."""
         aliases = self.aliases(name)
         aliases[alias] = version
         atomic_write_json(self.root / name / ALIASES, aliases)

@@ -14,11 +14,12 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from animerec.artifacts import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +59,7 @@ class EpochCheckpoint:
                 "counts": [len(state.weights), len(state.optimizer),
                            0 if state.best_weights is None else len(state.best_weights)]}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.path, lambda handle: np.savez(handle, **arrays))
 
     def load(self) -> TrainingState | None:
         if not self.path.is_file():

@@ -558,7 +558,7 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
     else:
         chosen_l2 = report["ease_l2"]
     report["ease_l2"] = chosen_l2
-    del ease
+    ease = {}  # the train-only EASE rows are no longer needed
     both = matrix(train, valid)
     ease_rows = None
     if chosen_l2 is not None:

@@ -319,7 +319,7 @@ def similarity_contenders(frames, num_users, num_anime, anime, seed: int = 42):
                                        train_i, valid_i, k=K, relevance_threshold=THRESHOLD, seed=seed)
     lam = max(grid, key=lambda g: valid_found[str(g)][f"hit_at_{K}"])
     print(f"  EASE weights: chose lambda {lam} (valid hit@10 {valid_found[str(lam)][f'hit_at_{K}']:.4f})")
-    del weights
+    weights = {}  # the train-only weights: memory back before the refit
     ease_b = fit_ease(x_both, lam).weights
     contenders["EASE weights B[q, :]"] = (lambda q: ease_b[q], None)
     counts = np.asarray(x_both.sum(axis=0)).ravel()
