@@ -7,6 +7,10 @@ hits / min(k, relevant) (the definition used in the literature, so a perfect ran
 however many relevant items there are), NDCG@k with binary gains.
 Any scorer of shape ``score(user_indices) -> [len(users), num_anime]`` can be ranked the same
 way, so the popularity baseline and peers are measured on the same split and candidates.
+:func:`evaluate` is the train step's whole evaluation (test metrics next to the baselines, and the
+valid split's as ``valid_*``). Similar anime and similar users have their own yardsticks
+(:func:`similar_item_metrics`, :func:`similar_user_metrics`), and :func:`paired_interval` tells a
+gain from noise over the same users.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -149,6 +154,67 @@ def random_scorer(num_anime: int, seed: int = 0) -> Callable[[np.ndarray], np.nd
         return rng.random((len(users), num_anime), dtype=np.float32)
 
     return score
+
+
+# The train step's evaluation: test metrics next to the baselines, and the valid split's ----------------
+def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict,
+             valid: pd.DataFrame | None = None, valid_found: dict | None = None) -> dict:
+    """Test metrics next to the popularity baseline's, plus the valid split's as ``valid_*``.
+
+    Test candidates are the anime a user rated in neither train nor valid (both are known
+    positives); valid candidates exclude the train anime. ``valid_found`` are the valid metrics
+    when they were taken already (a ranking head refitted on train and valid: its train-only
+    fit scored valid before the refit); model choices (the ``model:best`` alias) read only the
+    ``valid_*`` metrics.
+    """
+    if valid is not None and len(valid) and valid_found is None:
+        valid_found = valid_metrics(scorer, bundle_scale, train, valid, eval_cfg)
+    train_i, test_i = Interactions.from_frame(train), Interactions.from_frame(test)
+    valid_i = Interactions.from_frame(valid) if valid is not None else None
+    known = train_i if valid_i is None else Interactions.concat(train_i, valid_i)  # grouped once, used twice
+    del valid_i
+    metrics = split_metrics(scorer, bundle_scale, known, test_i, eval_cfg)
+    popularity = split_metrics(None, bundle_scale, known, test_i, eval_cfg,
+                               rank=popularity_scorer(train_i, num_anime))
+    del known
+    metrics["baselines"] = {
+        "popularity": {key: value for key, value in popularity.items() if key != "users_evaluated"},
+        "global_mean": split_metrics(None, bundle_scale, train_i, test_i, eval_cfg,
+                                     predict=lambda users, anime: np.full(len(users), float(train_i.rating.mean())),
+                                     ranking=False),
+    }
+    metrics.update(valid_found or {})
+    metrics["relevance_threshold"] = float(eval_cfg["relevance_threshold"])
+    metrics["evaluation"] = evaluation_settings(eval_cfg)
+    return metrics
+
+
+def valid_metrics(scorer, bundle_scale: dict, train: pd.DataFrame, valid: pd.DataFrame, eval_cfg: dict) -> dict:
+    """The valid split's metrics as ``valid_*`` (train anime are never candidates)."""
+    found = split_metrics(scorer, bundle_scale, Interactions.from_frame(train), Interactions.from_frame(valid), eval_cfg)
+    return {f"valid_{key}": value for key, value in found.items()}
+
+
+def evaluation_settings(eval_cfg: dict) -> dict:
+    """The settings that make two models' metrics comparable."""
+    return {"k": int(eval_cfg["k"]), "relevance_threshold": float(eval_cfg["relevance_threshold"]),
+            "max_users": eval_cfg.get("max_users")}
+
+
+def split_metrics(scorer, bundle_scale: dict, known, target, eval_cfg: dict, *, rank=None, predict=None,
+                  ranking: bool = True) -> dict:
+    """RMSE/MAE on the 1-10 scale and recall/NDCG@k on ``target``; ``known`` anime are never candidates."""
+    lo, hi = bundle_scale["min"], bundle_scale["max"]
+    if predict is None and scorer is not None:
+        predict = lambda users, anime: scorer.score_pairs(users, anime) * (hi - lo) + lo  # noqa: E731
+    found = {}
+    if predict is not None and len(target.rating):
+        found.update(rating_errors(predict(target.user, target.anime), target.rating))
+    if ranking:
+        found.update(ranking_metrics(rank or scorer.rank_users, known, target, k=int(eval_cfg["k"]),
+                                     relevance_threshold=float(eval_cfg["relevance_threshold"]),
+                                     max_users=eval_cfg.get("max_users")))
+    return found
 
 
 # Similar anime and similar users ----------------------------------------------------------------

@@ -12,6 +12,7 @@ import pandas as pd
 
 from animerec.errors import ConfigError
 from animerec.memory import phase
+from animerec.evaluation import evaluate, valid_metrics
 from animerec.steps.common import step_run
 
 logger = logging.getLogger(__name__)
@@ -23,72 +24,6 @@ SPLIT_COLUMNS = ["user_index", "anime_index", "rating", "rating_scaled"]  # what
 def load_split(version, name: str) -> pd.DataFrame:
     """One split's index, rating and scaled-rating columns (13 bytes a row; the raw IDs stay on disk)."""
     return pd.read_parquet(version.file(f"{name}.parquet"), columns=SPLIT_COLUMNS)
-
-
-def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict,
-             valid: pd.DataFrame | None = None, valid_found: dict | None = None) -> dict:
-    """Test metrics next to the popularity baseline's, plus the valid split's as ``valid_*``.
-
-    Test candidates are the anime a user rated in neither train nor valid (both are known
-    positives); valid candidates exclude the train anime. ``valid_found`` are the valid metrics
-    when they were taken already (a ranking head refitted on train and valid: its train-only
-    fit scored valid before the refit); model choices (the ``model:best`` alias) read only the
-    ``valid_*`` metrics.
-    """
-    from animerec.evaluation import Interactions, popularity_scorer
-
-    if valid is not None and len(valid) and valid_found is None:
-        valid_found = valid_metrics(scorer, bundle_scale, train, valid, eval_cfg)
-    train_i, test_i = Interactions.from_frame(train), Interactions.from_frame(test)
-    valid_i = Interactions.from_frame(valid) if valid is not None else None
-    known = train_i if valid_i is None else Interactions.concat(train_i, valid_i)  # grouped once, used twice
-    del valid_i
-    metrics = split_metrics(scorer, bundle_scale, known, test_i, eval_cfg)
-    popularity = split_metrics(None, bundle_scale, known, test_i, eval_cfg,
-                               rank=popularity_scorer(train_i, num_anime))
-    del known
-    metrics["baselines"] = {
-        "popularity": {key: value for key, value in popularity.items() if key != "users_evaluated"},
-        "global_mean": split_metrics(None, bundle_scale, train_i, test_i, eval_cfg,
-                                     predict=lambda users, anime: np.full(len(users), float(train_i.rating.mean())),
-                                     ranking=False),
-    }
-    metrics.update(valid_found or {})
-    metrics["relevance_threshold"] = float(eval_cfg["relevance_threshold"])
-    metrics["evaluation"] = evaluation_settings(eval_cfg)
-    return metrics
-
-
-def valid_metrics(scorer, bundle_scale: dict, train: pd.DataFrame, valid: pd.DataFrame, eval_cfg: dict) -> dict:
-    """The valid split's metrics as ``valid_*`` (train anime are never candidates)."""
-    from animerec.evaluation import Interactions
-
-    found = split_metrics(scorer, bundle_scale, Interactions.from_frame(train), Interactions.from_frame(valid), eval_cfg)
-    return {f"valid_{key}": value for key, value in found.items()}
-
-
-def evaluation_settings(eval_cfg: dict) -> dict:
-    """The settings that make two models' metrics comparable."""
-    return {"k": int(eval_cfg["k"]), "relevance_threshold": float(eval_cfg["relevance_threshold"]),
-            "max_users": eval_cfg.get("max_users")}
-
-
-def split_metrics(scorer, bundle_scale: dict, known, target, eval_cfg: dict, *, rank=None, predict=None,
-                  ranking: bool = True) -> dict:
-    """RMSE/MAE on the 1-10 scale and recall/NDCG@k on ``target``; ``known`` anime are never candidates."""
-    from animerec.evaluation import ranking_metrics, rating_errors
-
-    lo, hi = bundle_scale["min"], bundle_scale["max"]
-    if predict is None and scorer is not None:
-        predict = lambda users, anime: scorer.score_pairs(users, anime) * (hi - lo) + lo  # noqa: E731
-    found = {}
-    if predict is not None and len(target.rating):
-        found.update(rating_errors(predict(target.user, target.anime), target.rating))
-    if ranking:
-        found.update(ranking_metrics(rank or scorer.rank_users, known, target, k=int(eval_cfg["k"]),
-                                     relevance_threshold=float(eval_cfg["relevance_threshold"]),
-                                     max_users=eval_cfg.get("max_users")))
-    return found
 
 
 def data_fingerprint(version) -> str:
