@@ -29,69 +29,7 @@ logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("similarity", "rank_score", "predicted_rating", "similar_users_favouring", "mean_rating")
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }} · anime recommender</title>
-<style>
- body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1100px; color: #222; }
- nav a { margin-right: 1rem; } h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 1.4rem; }
- form { border: 1px solid #ddd; border-radius: 6px; padding: .7rem 1rem; margin: .6rem 0; }
- fieldset { border: none; padding: 0; margin: .4rem 0; } label { margin-right: .8rem; }
- table { border-collapse: collapse; width: 100%; margin-top: .5rem; font-size: .92rem; }
- th, td { border-bottom: 1px solid #eee; padding: .3rem .4rem; text-align: left; } th { background: #f6f6f6; }
- .error { background: #fdecea; border: 1px solid #f5c2c0; padding: .6rem .8rem; border-radius: 6px; }
- .note { color: #555; } img { max-width: 100%; border: 1px solid #eee; }
-</style></head><body>
-<nav><a href="/">Recommendations</a><a href="/model">Model</a></nav>
-<h1>{{ title }}</h1>
-{% if error %}<div class="error" id="error">{{ error }}</div>{% endif %}
-{% if page == "home" %}
-{% macro filters(prefix) %}
-<fieldset><label>Genres <select name="genres" multiple size="3">{% for g in genres %}
- <option value="{{ g }}" {% if g in chosen.genres %}selected{% endif %}>{{ g }}</option>{% endfor %}</select></label>
- {% for t in types %}<label><input type="checkbox" name="types" value="{{ t }}" id="{{ prefix }}-type-{{ t }}"
-  {% if t in chosen.types %}checked{% endif %}> {{ t }}</label>{% endfor %}
- <label>MAL score from <input name="min_score" size="3" value="{{ chosen.min_score or '' }}"></label>
- <label>to <input name="max_score" size="3" value="{{ chosen.max_score or '' }}"></label>
- <label>n <input name="n" size="3" value="{{ chosen.n or 10 }}"></label></fieldset>
-{% endmacro %}
-<form id="similar-anime" action="/similar-anime" method="get">
- <h2>Anime like…</h2>
- <input name="title" id="title" list="title-suggestions" autocomplete="off" size="40" placeholder="a title, e.g. Cowboy Bebop"
-  value="{{ chosen.title or '' }}"><datalist id="title-suggestions"></datalist>
- {{ filters("anime") }}<button type="submit" id="similar-anime-go">Find similar anime</button>
-</form>
-<form id="recommend" action="/recommend" method="post" enctype="multipart/form-data">
- <h2>Recommendations for you</h2>
- <label>Your MyAnimeList export or a CSV (anime_id,rating) <input type="file" name="ratings_file" id="ratings-file"></label>
- <p class="note">…or titles you like, one per line:</p>
- <textarea name="likes" id="likes" rows="3" cols="50">{{ chosen.likes or '' }}</textarea>
- {{ filters("recommend") }}<button type="submit" id="recommend-go">Recommend</button>
-</form>
-<form id="similar-users" action="/similar-users" method="get">
- <h2>Users like a dataset user</h2>
- <input name="user_id" id="user-id" size="12" placeholder="user ID" value="{{ chosen.user_id or '' }}">
- {{ filters("users") }}<button type="submit" id="similar-users-go">Find similar users</button>
-</form>
-{% endif %}
-{% if heading %}<h2 id="heading">{{ heading }}</h2>{% endif %}
-{% if summary %}<p class="note" id="summary">{{ summary }}</p>{% endif %}
-{% for table in tables %}
-<h2>{{ table.caption }}</h2>
-<table id="{{ table.id }}"><thead><tr>{% for c in table.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>{% for row in table.rows %}<tr>{% for c in table.columns %}<td>{{ row[c] if row[c] is not none else '' }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>
-{% endfor %}
-{% if page == "model" %}{{ card | safe }}{% endif %}
-<script>
-const box = document.getElementById("title"), list = document.getElementById("title-suggestions");
-if (box) box.addEventListener("input", async () => {
-  if (box.value.trim().length < 2) return;
-  const found = await (await fetch("/api/suggest?q=" + encodeURIComponent(box.value))).json();
-  list.innerHTML = found.map(m => `<option value="${m.title.replace(/"/g, "&quot;")}">`).join("");
-});
-</script>
-</body></html>
-"""
+TEMPLATES = "templates"  # animerec/templates/: the page (Jinja2) and its static files, as files
 
 ANIME_COLUMNS = ("anime_id", "title", "type", "episodes", "genres", "mal_score")
 
@@ -104,11 +42,12 @@ def anime_rows(rows: list[dict]) -> dict:
 
 def create_app(service, model_path: Path | None = None, model_ref: str = "model") -> FastAPI:
     """The FastAPI app serving ``service`` (a :class:`RecommendationService`)."""
-    from jinja2 import Environment, select_autoescape
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
     from animerec.recommenders import Catalogue
 
-    template = Environment(autoescape=select_autoescape(default=True)).from_string(PAGE)
+    template = Environment(loader=PackageLoader("animerec", TEMPLATES),
+                           autoescape=select_autoescape(default=True)).get_template("page.html")
     genres = sorted(Catalogue.from_bundle(service.bundle).known_genres.values())
     app = FastAPI(title="anime recommender", docs_url=None, redoc_url=None)
 
