@@ -175,7 +175,7 @@ class ModelBundle:
             if not (path / "taste.npz").is_file():
                 raise BundleError(f"{path} is not a complete model artifact: its model_info.json names a taste "
                                   f"index but taste.npz is missing. Use the complete folder the train step wrote.")
-            taste = TasteIndex.from_arrays(read_npz(path / "taste.npz"), anime)
+            taste = TasteIndex.from_arrays(read_npz(path / "taste.npz"))
             if taste.history.shape != (len(user_ids), len(anime_ids)):
                 raise BundleError(f"Model artifact {path} is inconsistent: taste.npz covers {taste.history.shape} "
                                   f"users x anime, the encoders {len(user_ids)} x {len(anime_ids)}. Retrain.")

@@ -377,9 +377,13 @@ class TasteIndex:
         for name in ("anime_vectors", "user_vectors", "encoder"):
             if getattr(self, name) is not None:
                 out[name] = np.asarray(getattr(self, name), np.float32)
-        if self.ease is not None:
-            out.update(ease_indptr=self.ease.indptr.astype(np.int64), ease_indices=self.ease.indices.astype(np.int32),
-                       ease_data=self.ease.data.astype(np.float32))
+        for name in ("ease", "content"):  # sparse [num_anime, ...] rows
+            matrix = getattr(self, name)
+            if matrix is not None:
+                out.update({f"{name}_indptr": matrix.indptr.astype(np.int64),
+                            f"{name}_indices": matrix.indices.astype(np.int32),
+                            f"{name}_data": matrix.data.astype(np.float32),
+                            f"{name}_shape": np.array(matrix.shape, np.int64)})
         for kind, weights in (("item", self.item_weights), ("user", self.user_weights)):
             parts = sorted(weights)
             out[f"{kind}_parts"] = np.array(parts)
@@ -387,19 +391,19 @@ class TasteIndex:
         return out
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], anime: pd.DataFrame | None = None) -> "TasteIndex":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "TasteIndex":
         indices = arrays["history_indices"]
         history = sp.csr_matrix((np.ones(len(indices), np.float32), indices, arrays["history_indptr"]),
                                 shape=tuple(int(x) for x in arrays["history_shape"]))
         weights = {kind: dict(zip((str(p) for p in arrays[f"{kind}_parts"]), map(float, arrays[f"{kind}_weights"])))
                    for kind in ("item", "user")}
-        content = None
-        if weights["item"].get("content") and anime is not None:
-            content = content_matrix(anime, history.shape[1])
-        ease = None
-        if "ease_indptr" in arrays:
-            ease = sp.csr_matrix((arrays["ease_data"], arrays["ease_indices"], arrays["ease_indptr"]),
-                                 shape=(history.shape[1], history.shape[1]))
+        def sparse(name: str) -> sp.csr_matrix | None:
+            if f"{name}_indptr" not in arrays:
+                return None
+            return sp.csr_matrix((arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
+                                 shape=tuple(int(x) for x in arrays[f"{name}_shape"]))
+
+        content, ease = sparse("content"), sparse("ease")
         return cls(history, arrays.get("anime_vectors"), arrays.get("user_vectors"), arrays.get("encoder"), content,
                    ease, weights["item"], weights["user"], float(arrays["shrink"]))
 
@@ -565,6 +569,10 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
         with phase("EASE neighbours on train + valid"):
             ease_rows = ease_neighbours(both, [chosen_l2], int(cfg["ease_keep"]))[chosen_l2]
     final = index_for(both, item_weights, user_weights, ease_rows)
+    if not item_weights.get("content"):
+        final.content = None  # chosen out: not stored
+    if not item_weights.get("learned") and not user_weights.get("learned"):
+        final.anime_vectors = final.user_vectors = final.encoder = None
     report["fit_seconds"] = time.perf_counter() - started
     if fitted is not None and fitted.history:
         report["model_epoch_seconds"] = fitted.history[0]["taste_seconds"]

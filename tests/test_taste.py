@@ -140,7 +140,7 @@ def test_arrays_round_trip_with_every_part():
     index = TasteIndex(lists, fitted.anime_vectors, encode_lists(fitted.encoder, lists), fitted.encoder,
                        content_matrix(anime, 12), ease_neighbours(lists, [10.0], keep=4)[10.0],
                        {"learned": 0.5, "cooc": 1.0, "content": 0.1, "ease": 1.0}, {"learned": 0.5, "cooc": 1.0}, 2.0)
-    again = TasteIndex.from_arrays(dict(index.arrays()), anime)
+    again = TasteIndex.from_arrays(dict(index.arrays()))
     for q in (0, 7):
         np.testing.assert_allclose(again.similar_items(q), index.similar_items(q), rtol=1e-6)
     np.testing.assert_allclose(again.similar_users(3), index.similar_users(3), rtol=1e-6)
