@@ -22,6 +22,7 @@ import os
 import sys
 from typing import Sequence
 
+from animerec.config import SEQUEL_MODES
 from animerec.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="keep these types: TV, Movie, OVA, ONA, Special, Music")
     parser.add_argument("--min-score", type=float, help="lowest MAL score to keep")
     parser.add_argument("--max-score", type=float, help="highest MAL score to keep")
+    parser.add_argument("--sequels", choices=SEQUEL_MODES, default="hide_unstarted",
+                        help="later seasons, films and OVAs of franchises: hide_unstarted (default: none of a "
+                             "franchise whose first entry you have not rated), hide_all (nothing of a franchise on "
+                             "your list) or show")
     _add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
@@ -132,7 +137,7 @@ def request_from(args: argparse.Namespace) -> dict:
             request = {"query": args.user_id}
     request.update({"kind": COMMANDS[args.command], "n": args.n, "genres": args.genres,
                     "genre_match": args.genre_match, "types": args.types, "min_score": args.min_score,
-                    "max_score": args.max_score})
+                    "max_score": args.max_score, "sequels": args.sequels})
     if args.command == "recommend":
         request.update(min_rating=args.min_rating, max_rating=args.max_rating)
     return request

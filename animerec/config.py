@@ -28,6 +28,7 @@ INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "l
 ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
 LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber")
 SCHEDULES = ("rampup_decay", "cosine", "constant")
+SEQUEL_MODES = ("hide_unstarted", "hide_all", "show")  # recs.sequels (animerec/franchise.py)
 METRICS = ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae")  # model:best reads valid only
 
 
@@ -225,6 +226,7 @@ SCHEMA: dict[str, Any] = {
         "max_score": _float(optional=True, min=0, max=10),
         "min_predicted_rating": _float(optional=True, **RATING),
         "max_predicted_rating": _float(optional=True, **RATING),
+        "sequels": _str(choices=SEQUEL_MODES, help="later entries of franchises: hide_unstarted, hide_all or show"),
     },
 }
 

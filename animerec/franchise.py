@@ -28,9 +28,11 @@ import unicodedata
 import numpy as np
 import pandas as pd
 
+from animerec.config import SEQUEL_MODES
+from animerec.errors import RecommenderError
+
 MIN_ROOT = 5  # characters a stem needs to absorb the longer stems that begin with it
 MAX_TAIL = 2  # words that may follow it
-SEQUEL_MODES = ("hide_unstarted", "hide_all", "show")
 
 _ORDINALS = ("first|second|third|fourth|fifth|sixth|seventh|final|last|new|1st|2nd|3rd|4th|5th|6th|7th|8th|9th|"
              r"\d+th")
@@ -107,8 +109,6 @@ def hidden_by_sequels(franchise: np.ndarray, first: np.ndarray, rated: np.ndarra
     is not rated; ``hide_all``: every entry of a franchise on the list; ``show``: nothing.
     """
     if mode not in SEQUEL_MODES:
-        from animerec.errors import RecommenderError
-
         raise RecommenderError(f"sequels must be one of {', '.join(SEQUEL_MODES)}; got {mode!r}.")
     hidden = np.zeros(len(franchise), bool)
     if mode == "show":

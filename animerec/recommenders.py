@@ -22,6 +22,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from animerec.bundle import ModelBundle
 from animerec.config import TYPES
 from animerec.errors import RecommenderError
 from animerec.foldin import Person, person_ranking, person_scores
+from animerec.franchise import franchise_ids, hidden_by_sequels
 
 logger = logging.getLogger(__name__)
 
@@ -42,23 +44,28 @@ def _norm(text: str) -> str:
 
 @dataclass
 class ItemFilter:
-    """Which anime may be returned: any-of (or all-of) genres, types, and a MAL score range."""
+    """Which anime may be returned: any-of (or all-of) genres, types, a MAL score range, and later
+    entries of franchises (``sequels``, see :mod:`animerec.franchise`: judged against the user's list,
+    or the queried anime for similar anime)."""
 
     genres: Sequence[str] = ()
     genre_match: str = "any"
     types: Sequence[str] = ()
     min_score: float | None = None
     max_score: float | None = None
+    sequels: str = "show"
 
     @classmethod
     def from_config(cls, recs: dict) -> "ItemFilter":
         return cls(
             genres=list(recs.get("genres") or []), genre_match=recs.get("genre_match", "any"),
             types=list(recs.get("types") or []), min_score=recs.get("min_score"), max_score=recs.get("max_score"),
+            sequels=recs.get("sequels", "show"),
         )
 
     def is_empty(self) -> bool:
-        return not self.genres and not self.types and self.min_score is None and self.max_score is None
+        return (not self.genres and not self.types and self.min_score is None and self.max_score is None
+                and self.sequels == "show")
 
 
 @dataclass
@@ -204,8 +211,22 @@ class Recommender(ABC):
         index = self.bundle.user_index(int(user))
         return self.bundle.scorer.user_vectors[index], index
 
-    def _allowed(self, filters: ItemFilter | None, filter_items: Iterable[int] | None) -> np.ndarray:
+    @cached_property
+    def franchises(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(franchise [num_anime], first entry [num_anime] bool)`` by ``anime_index`` (from the whole catalogue)."""
+        whole = franchise_ids(self.bundle.anime)
+        franchise = whole.loc[self.bundle.anime_ids].to_numpy(np.int64)
+        return franchise, franchise == self.bundle.anime_ids
+
+    def _allowed(self, filters: ItemFilter | None, filter_items: Iterable[int] | None,
+                 started: np.ndarray | None = None) -> np.ndarray:
+        """The anime that may be returned; ``started`` (anime indices: what the user rated, or the query)
+        is what ``filters.sequels`` judges franchises by."""
         allowed = self.catalogue.mask(filters)
+        if filters is not None and filters.sequels != "show":
+            franchise, first = self.franchises
+            allowed &= ~hidden_by_sequels(franchise, first, np.zeros(0, np.int64) if started is None else started,
+                                          filters.sequels)
         if filter_items is not None:
             for anime_id in filter_items:
                 allowed[self.bundle.anime_index(int(anime_id))] = False
@@ -239,7 +260,7 @@ class Recommender(ABC):
         else:
             vectors = self.bundle.scorer.anime_vectors
             scores = vectors @ vectors[index]
-        allowed = self._allowed(filters, filter_items)
+        allowed = self._allowed(filters, filter_items, started=np.array([index]))
         allowed[index] = False
         return self._answer(*_top(scores, allowed, n), "anime", filters)
 
@@ -303,7 +324,7 @@ class EmbeddingRecommender(Recommender):
                   min_rating: float | None = None, max_rating: float | None = None):
         n = self._check_n(n)
         predicted = self.predicted_ratings(user_id)
-        allowed = self._allowed(filters, filter_items)
+        allowed = self._allowed(filters, filter_items, started=self.ratings_of(user_id)[0])
         if filter_already_rated or isinstance(user_id, Person):  # a person's list is never recommended back
             allowed[self.seen(user_id)] = False
         if min_rating is not None:
@@ -368,7 +389,7 @@ class UserBasedRecommender(Recommender):
         index = table["anime_index"].to_numpy(np.int64)
         counts[index] = table["count"].to_numpy()
         means[index] = table["mean_rating"].to_numpy()
-        allowed = self._allowed(filters, filter_items) & (counts > 0)
+        allowed = self._allowed(filters, filter_items, started=self.ratings_of(user_id)[0]) & (counts > 0)
         if filter_already_rated or isinstance(user_id, Person):
             allowed[self.seen(user_id)] = False
         top, values = _top(counts, allowed, n, tiebreak=means)
@@ -385,4 +406,6 @@ def _describe(filters: ItemFilter | None) -> str:
         parts.append(f"types {list(filters.types)}")
     if filters.min_score is not None or filters.max_score is not None:
         parts.append(f"MAL score {filters.min_score}-{filters.max_score}")
+    if filters.sequels != "show":
+        parts.append(f"sequels {filters.sequels}")
     return ", ".join(parts)

@@ -26,7 +26,8 @@ from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilte
 logger = logging.getLogger(__name__)
 
 KINDS = ("similar_anime", "similar_users", "rating_recs")
-FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score")
+FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score", "sequels")
+DEFAULT_SEQUELS = "hide_unstarted"  # what a query that does not say gets: no later seasons of unstarted shows
 LIST_FIELDS = ("ratings", "likes")  # anyone's list, in place of a user ID
 QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS)
 
@@ -103,9 +104,10 @@ class Query:
             except (TypeError, ValueError):
                 raise RecommenderError(f"{name} must be a number, got {value!r}.") from None
 
-        genre_match = request.get("genre_match")
+        genre_match, sequels = request.get("genre_match"), request.get("sequels")
         filters = ItemFilter(genres=as_list("genres"), genre_match="any" if is_missing(genre_match) else genre_match,
-                             types=as_list("types"), min_score=as_float("min_score"), max_score=as_float("max_score"))
+                             types=as_list("types"), min_score=as_float("min_score"), max_score=as_float("max_score"),
+                             sequels=DEFAULT_SEQUELS if is_missing(sequels) else str(sequels))
         likes = request.get("likes")
         if isinstance(likes, str):
             likes = [likes]

@@ -63,6 +63,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     def query_from(form, kind: str) -> dict:
         chosen = {"genres": form.getlist("genres"), "types": form.getlist("types"),
                   "min_score": form.get("min_score") or None, "max_score": form.get("max_score") or None,
+                  "sequels": form.get("sequels") or "hide_unstarted",
                   "n": form.get("n") or 10}
         return {"kind": kind, **chosen}
 

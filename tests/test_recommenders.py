@@ -37,11 +37,11 @@ RATINGS = pd.DataFrame({  # user_index, anime_index, rating
 })
 
 
-def hand_built(folder, **extra) -> ModelBundle:
+def hand_built(folder, anime=ANIME, **extra) -> ModelBundle:
     """The hand-built model written as the train step writes one (``extra``: ranker=, taste=), then loaded."""
     write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
                  user_emb=USER_VECTORS, anime_emb=ANIME_VECTORS, activation="sigmoid", user_ids=USER_IDS,
-                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=ANIME, ratings=RATINGS,
+                 anime_ids=ANIME.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0}, anime=anime, ratings=RATINGS,
                  **extra)
     return ModelBundle.load(folder)
 
@@ -362,3 +362,27 @@ def test_bad_queries_write_no_artifact(trained, step, recs, message):
     with pytest.raises(UserError, match=message):
         REGISTRY[step]({**cfg, "recs": {**cfg["recs"], **recs}})
     assert store.versions(step) == before
+
+
+def test_sequels_of_unstarted_franchises_are_hidden(tmp_path):
+    # three franchises: Mecha (10 TV, 20 its film), Romance (30 TV, 40 its film), Mixed (50 TV, 60 its OVA)
+    anime = ANIME.assign(name=["Mecha", "Mecha Movie 2: Again", "Romance", "Romance: The Movie", "Mixed",
+                               "Mixed 2nd Season"])
+    rec = EmbeddingRecommender(hand_built(tmp_path, anime=anime))
+    everything = set(ANIME.anime_id)
+    # user 103 rated Romance (30) and its film (40): Mecha and Mixed are not started
+    shown, _ = rec.recommend(103, n=10, filters=ItemFilter(sequels="show"))
+    assert set(shown) == everything - {30, 40}
+    unstarted, _ = rec.recommend(103, n=10, filters=ItemFilter(sequels="hide_unstarted"))
+    assert set(unstarted) == {10, 50}  # first entries only
+    hide_all, _ = rec.recommend(103, n=10, filters=ItemFilter(sequels="hide_all"))
+    assert set(hide_all) == {10, 20, 50, 60}  # nothing of Romance: here all of it is rated anyway
+    # user 101 rated 10, 20, 50 and 40 (Romance's film, not its first entry): Romance is not started
+    assert set(rec.recommend(101, n=10, filters=ItemFilter(sequels="hide_unstarted"))[0]) == {30, 60}
+    with pytest.raises(RecommenderError, match="No anime is left after the filters .*sequels hide_all"):
+        rec.recommend(101, n=10, filters=ItemFilter(sequels="hide_all"))  # every franchise is on the list
+    # similar anime: the queried anime counts as started
+    similar, _ = rec.similar_items(10, n=10, filters=ItemFilter(sequels="hide_unstarted"))
+    assert set(similar) == {20, 30, 50}
+    with pytest.raises(RecommenderError, match="sequels must be one of"):
+        rec.similar_items(10, n=10, filters=ItemFilter(sequels="never"))
