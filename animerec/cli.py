@@ -44,6 +44,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="later seasons, films and OVAs of franchises: hide_unstarted (default: none of a "
                              "franchise whose first entry you have not rated), hide_all (nothing of a franchise on "
                              "your list) or show")
+    parser.add_argument("--adult", action="store_true", help="include adult anime (hidden by default, as on MAL)")
+    parser.add_argument("--min-members", type=int, help="only anime with at least this many MAL members")
+    parser.add_argument("--hidden-gems", type=float, default=0.0, metavar="BETA", dest="popularity_damping",
+                        help="rank by score / members^BETA: 0 (default) is the plain ranking, 0.3-0.5 lifts "
+                             "less-watched anime (at most 2)")
     _add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
@@ -137,7 +142,8 @@ def request_from(args: argparse.Namespace) -> dict:
             request = {"query": args.user_id}
     request.update({"kind": COMMANDS[args.command], "n": args.n, "genres": args.genres,
                     "genre_match": args.genre_match, "types": args.types, "min_score": args.min_score,
-                    "max_score": args.max_score, "sequels": args.sequels})
+                    "max_score": args.max_score, "sequels": args.sequels, "adult": args.adult,
+                    "min_members": args.min_members, "popularity_damping": args.popularity_damping})
     if args.command == "recommend":
         request.update(min_rating=args.min_rating, max_rating=args.max_rating)
     return request

@@ -227,6 +227,9 @@ SCHEMA: dict[str, Any] = {
         "min_predicted_rating": _float(optional=True, **RATING),
         "max_predicted_rating": _float(optional=True, **RATING),
         "sequels": _str(choices=SEQUEL_MODES, help="later entries of franchises: hide_unstarted, hide_all or show"),
+        "adult": BOOL,
+        "min_members": _int(optional=True, min=0),
+        "popularity_damping": _float(min=0, max=2),
     },
 }
 

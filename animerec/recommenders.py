@@ -54,18 +54,24 @@ class ItemFilter:
     min_score: float | None = None
     max_score: float | None = None
     sequels: str = "show"
+    popularity_damping: float = 0.0  # hidden gems: rank by score / members^this (0: by score)
+    adult: bool = True  # False hides adult anime (the Hentai genre, or an "Rx" MAL age rating)
+    min_members: int | None = None  # MAL members at least this many
 
     @classmethod
     def from_config(cls, recs: dict) -> "ItemFilter":
         return cls(
             genres=list(recs.get("genres") or []), genre_match=recs.get("genre_match", "any"),
             types=list(recs.get("types") or []), min_score=recs.get("min_score"), max_score=recs.get("max_score"),
-            sequels=recs.get("sequels", "show"),
+            sequels=recs.get("sequels", "show"), popularity_damping=float(recs.get("popularity_damping") or 0.0),
+            adult=bool(recs.get("adult", True)),
+            min_members=recs.get("min_members"),
         )
 
     def is_empty(self) -> bool:
         return (not self.genres and not self.types and self.min_score is None and self.max_score is None
-                and self.sequels == "show")
+                and self.sequels == "show" and self.adult and self.min_members is None
+                and not self.popularity_damping)
 
 
 @dataclass
@@ -89,6 +95,14 @@ class Catalogue:
                 if g.strip():
                     known.setdefault(_norm(g), g.strip())
         return cls(frame.reset_index(drop=True), genre_sets, known)
+
+    @property
+    def adult(self) -> np.ndarray:
+        """``[num_anime]`` bool: adult anime (MAL hides them by default): the Hentai genre or an "Rx" age rating."""
+        hentai = np.array([_norm("Hentai") in s for s in self.genre_sets], dtype=bool)
+        if "age_rating" in self.frame:
+            hentai |= self.frame["age_rating"].fillna("").astype(str).str.startswith("Rx").to_numpy()
+        return hentai
 
     def mask(self, filters: ItemFilter | None) -> np.ndarray:
         allowed = np.ones(len(self.frame), dtype=bool)
@@ -117,6 +131,10 @@ class Catalogue:
                     raise RecommenderError(f"Unknown type {kind!r}. Types: {', '.join(TYPES)}.")
                 wanted_types.append(by_key[_norm(kind)])
             allowed &= self.frame["type"].isin(wanted_types).to_numpy()
+        if not filters.adult:
+            allowed &= ~self.adult
+        if filters.min_members is not None:
+            allowed &= self.frame["members"].fillna(0).to_numpy() >= int(filters.min_members)
         score = self.frame["score"].to_numpy(dtype=float)
         if filters.min_score is not None:
             allowed &= score >= float(filters.min_score)
@@ -232,6 +250,21 @@ class Recommender(ABC):
                 allowed[self.bundle.anime_index(int(anime_id))] = False
         return allowed
 
+    def _pick(self, scores: np.ndarray, allowed: np.ndarray, n: int, filters: ItemFilter | None,
+              tiebreak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best allowed anime and their scores; with ``filters.popularity_damping`` = b they are
+        chosen by score / members^b (score * members^b for a negative score), the scores shown unchanged."""
+        beta = 0.0 if filters is None else float(filters.popularity_damping)
+        if not beta:
+            return _top(scores, allowed, n, tiebreak)
+        if not 0 <= beta <= 2:
+            raise RecommenderError(f"popularity_damping must be within 0-2, got {beta}.")
+        damping = np.power(np.maximum(self.catalogue.frame["members"].fillna(0).to_numpy(np.float64), 1.0), beta)
+        scores = np.asarray(scores, np.float64)
+        key = np.where(scores > 0, scores / damping, scores * damping)
+        top, _ = _top(key, allowed, n, tiebreak)
+        return top, np.asarray(scores[top], np.float32)
+
     def _answer(self, indices: np.ndarray, scores: np.ndarray, what: str, filters: ItemFilter | None):
         if len(indices) == 0:
             raise RecommenderError(
@@ -262,7 +295,7 @@ class Recommender(ABC):
             scores = vectors @ vectors[index]
         allowed = self._allowed(filters, filter_items, started=np.array([index]))
         allowed[index] = False
-        return self._answer(*_top(scores, allowed, n), "anime", filters)
+        return self._answer(*self._pick(scores, allowed, n, filters), "anime", filters)
 
     def similar_users(self, user_id, n: int = 10):
         """Users most similar to a user ID or a folded-in person: ``(user_ids, similarities)``.
@@ -333,13 +366,13 @@ class EmbeddingRecommender(Recommender):
             allowed &= predicted <= float(max_rating)
         scorer = self.bundle.scorer
         if not scorer.ranks_separately or (isinstance(user_id, Person) and scorer.ranker is None):
-            return self._answer(*_top(predicted, allowed, n), "anime", filters)
+            return self._answer(*self._pick(predicted, allowed, n, filters), "anime", filters)
         if isinstance(user_id, Person):
             rank = person_ranking(scorer, user_id)
         else:
             rank = scorer.rank_users(np.array([self.bundle.user_index(int(user_id))]))[0]
         allowed &= np.isfinite(rank)  # the ranker's own history: rated anime, even with filter_already_rated=False
-        return self._answer(*_top(rank, allowed, n), "anime", filters)
+        return self._answer(*self._pick(rank, allowed, n, filters), "anime", filters)
 
 
 class UserBasedRecommender(Recommender):
@@ -392,7 +425,7 @@ class UserBasedRecommender(Recommender):
         allowed = self._allowed(filters, filter_items, started=self.ratings_of(user_id)[0]) & (counts > 0)
         if filter_already_rated or isinstance(user_id, Person):
             allowed[self.seen(user_id)] = False
-        top, values = _top(counts, allowed, n, tiebreak=means)
+        top, values = self._pick(counts, allowed, n, filters, tiebreak=means)
         return self._answer(top, values, "anime favoured by similar users", filters)
 
 
@@ -408,4 +441,10 @@ def _describe(filters: ItemFilter | None) -> str:
         parts.append(f"MAL score {filters.min_score}-{filters.max_score}")
     if filters.sequels != "show":
         parts.append(f"sequels {filters.sequels}")
+    if not filters.adult:
+        parts.append("adult anime hidden")
+    if filters.popularity_damping:
+        parts.append(f"popularity damping {filters.popularity_damping:g}")
+    if filters.min_members is not None:
+        parts.append(f"at least {filters.min_members} members")
     return ", ".join(parts)

@@ -26,7 +26,8 @@ from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilte
 logger = logging.getLogger(__name__)
 
 KINDS = ("similar_anime", "similar_users", "rating_recs")
-FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score", "sequels")
+FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score", "sequels", "adult", "min_members",
+                 "popularity_damping")
 DEFAULT_SEQUELS = "hide_unstarted"  # what a query that does not say gets: no later seasons of unstarted shows
 LIST_FIELDS = ("ratings", "likes")  # anyone's list, in place of a user ID
 QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS)
@@ -104,10 +105,28 @@ class Query:
             except (TypeError, ValueError):
                 raise RecommenderError(f"{name} must be a number, got {value!r}.") from None
 
+        def as_bool(name, default: bool) -> bool:
+            value = request.get(name)
+            if is_missing(value):
+                return default
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise RecommenderError(f"{name} must be true or false, got {value!r}.")
+
         genre_match, sequels = request.get("genre_match"), request.get("sequels")
+        min_members, damping = as_float("min_members"), as_float("popularity_damping")
+        if min_members is not None and (min_members < 0 or min_members != int(min_members)):
+            raise RecommenderError(f"min_members must be a whole number >= 0, got {request.get('min_members')!r}.")
         filters = ItemFilter(genres=as_list("genres"), genre_match="any" if is_missing(genre_match) else genre_match,
                              types=as_list("types"), min_score=as_float("min_score"), max_score=as_float("max_score"),
-                             sequels=DEFAULT_SEQUELS if is_missing(sequels) else str(sequels))
+                             sequels=DEFAULT_SEQUELS if is_missing(sequels) else str(sequels),
+                             adult=as_bool("adult", False), popularity_damping=damping or 0.0,
+                             min_members=None if min_members is None else int(min_members))
         likes = request.get("likes")
         if isinstance(likes, str):
             likes = [likes]

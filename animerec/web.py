@@ -63,7 +63,9 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     def query_from(form, kind: str) -> dict:
         chosen = {"genres": form.getlist("genres"), "types": form.getlist("types"),
                   "min_score": form.get("min_score") or None, "max_score": form.get("max_score") or None,
-                  "sequels": form.get("sequels") or "hide_unstarted",
+                  "sequels": form.get("sequels") or "hide_unstarted", "adult": form.get("adult") == "on",
+                  "min_members": form.get("min_members") or None,
+                  "popularity_damping": form.get("popularity_damping") or 0.0,
                   "n": form.get("n") or 10}
         return {"kind": kind, **chosen}
 

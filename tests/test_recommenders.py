@@ -386,3 +386,40 @@ def test_sequels_of_unstarted_franchises_are_hidden(tmp_path):
     assert set(similar) == {20, 30, 50}
     with pytest.raises(RecommenderError, match="sequels must be one of"):
         rec.similar_items(10, n=10, filters=ItemFilter(sequels="never"))
+
+
+def test_adult_members_and_hidden_gems_controls(tmp_path):
+    anime = ANIME.assign(genres=["Mecha, Action", "Mecha, Sci-Fi", "Hentai", "Romance, Drama", "Mecha, Romance",
+                                 "Slice of Life"],
+                         age_rating=[None, "Rx - Hentai", None, None, None, None])
+    rec = EmbeddingRecommender(hand_built(tmp_path, anime=anime))
+    everything, _ = rec.similar_items(10, n=10)
+    assert {20, 30} <= set(everything)
+    safe, _ = rec.similar_items(10, n=10, filters=ItemFilter(adult=False))
+    assert set(safe) == set(everything) - {20, 30}  # 30 by its genre, 20 by its MAL age rating
+    members = ANIME.set_index("anime_id")["members"]
+    popular, _ = rec.similar_items(10, n=10, filters=ItemFilter(min_members=800))
+    assert set(popular) == {20, 30} and all(members[popular] >= 800)
+    # hidden gems: by similarity / members^beta; the scores shown stay the similarities
+    ids, scores = rec.similar_items(10, n=5)
+    gems, gem_scores = rec.similar_items(10, n=5, filters=ItemFilter(popularity_damping=2.0))
+    key = {i: s / members[i] ** 2.0 if s > 0 else s * members[i] ** 2.0 for i, s in zip(ids, scores)}
+    assert list(gems) == sorted(key, key=lambda i: -key[i])
+    np.testing.assert_allclose(gem_scores, [dict(zip(ids, scores))[i] for i in gems], rtol=1e-6)
+    assert list(gems) != list(ids)
+    with pytest.raises(RecommenderError, match="popularity_damping must be within 0-2"):
+        rec.similar_items(10, filters=ItemFilter(popularity_damping=5.0))
+
+
+def test_a_query_carries_the_fan_controls_with_the_products_defaults():
+    from animerec.service import Query
+
+    plain = Query.from_mapping({"kind": "rating_recs", "query": 1}).filters
+    assert (plain.sequels, plain.adult, plain.min_members, plain.popularity_damping) == ("hide_unstarted", False, None, 0)
+    asked = Query.from_mapping({"kind": "similar_anime", "query": "Naruto", "sequels": "show", "adult": "true",
+                                "min_members": 5000, "popularity_damping": 0.5}).filters
+    assert (asked.sequels, asked.adult, asked.min_members, asked.popularity_damping) == ("show", True, 5000, 0.5)
+    with pytest.raises(RecommenderError, match="adult must be true or false, got 'maybe'"):
+        Query.from_mapping({"kind": "rating_recs", "query": 1, "adult": "maybe"})
+    with pytest.raises(RecommenderError, match="min_members must be a whole number >= 0"):
+        Query.from_mapping({"kind": "rating_recs", "query": 1, "min_members": -3})

@@ -40,6 +40,10 @@ ANIME_SOURCES: dict[str, tuple[str, ...]] = {
     "score": ("Score", "rating", "score"),
     "members": ("Members", "members"),
     "source": ("Source", "source"),
+    "studios": ("Studios", "studios"),
+    "synopsis": ("Synopsis", "sypnopsis", "synopsis"),
+    # MAL's age rating ("R - 17+ (violence & profanity)", "Rx - Hentai"); the 2016 layout's "rating" is its score
+    "age_rating": ("Rating",),
 }
 ANIME_REQUIRED = ("anime_id", "name", "genres", "type", "episodes", "score", "members")
 ANIME_COLUMNS = tuple(ANIME_SOURCES)
@@ -142,7 +146,8 @@ def load_anime(path: str | Path) -> pd.DataFrame:
         bad = frame.loc[ids.isna(), "anime_id"].head(3).tolist()
         raise DataError(f"{path}: column {mapping['anime_id']} holds non-numeric anime IDs, e.g. {bad}.")
     out = pd.DataFrame({"anime_id": ids.astype("int64")})
-    for column in ("name", "english_name", "japanese_name", "genres", "type", "source"):
+    for column in ("name", "english_name", "japanese_name", "genres", "type", "source", "studios", "synopsis",
+                   "age_rating"):
         text = frame[column].astype("string").str.strip()
         text = text.mask(text.isin(MISSING_MARKERS))
         out[column] = text
