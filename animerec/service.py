@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from animerec.bundle import ModelBundle
+from animerec.reasons import Reasons
 from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError,
                                    UserBasedRecommender)
 
@@ -33,19 +34,28 @@ LIST_FIELDS = ("ratings", "likes")  # anyone's list, in place of a user ID
 QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS)
 
 
-def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, score_name: str) -> pd.DataFrame:
-    """Rows of the catalogue for ``anime_ids``, in order, with the score column third."""
+MAL_URL = "https://myanimelist.net/anime/{}"
+
+
+def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, score_name: str,
+                reasons: list[str] | None = None) -> pd.DataFrame:
+    """Rows of the catalogue for ``anime_ids``, in order, with the score column third, the anime's
+    MyAnimeList page (``url``) and, when given, why each is recommended (``reason``)."""
     rows = bundle.anime.set_index("anime_id").loc[anime_ids]
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "anime_id": np.asarray(anime_ids, dtype=np.int64),
         "title": rows["name"].to_numpy(),
         score_name: np.round(np.asarray(scores, dtype=float), 4),
         "genres": rows["genres"].to_numpy(),
         "type": rows["type"].to_numpy(),
-        "episodes": rows["episodes"].to_numpy(),
+        "episodes": np.array([None if e != e else int(e) for e in rows["episodes"].to_numpy(float)], dtype=object),
         "mal_score": rows["score"].to_numpy(),
         "members": rows["members"].to_numpy(),
+        "url": [MAL_URL.format(int(a)) for a in anime_ids],
     })
+    if reasons is not None:
+        table["reason"] = reasons
+    return table
 
 
 @dataclass
@@ -185,6 +195,10 @@ class RecommendationService:
         return EmbeddingRecommender(self.bundle)
 
     @cached_property
+    def reasons(self) -> Reasons:
+        return Reasons(self.bundle)
+
+    @cached_property
     def by_users(self) -> UserBasedRecommender:
         return UserBasedRecommender(self.bundle, self.neighbours, self.favorite_rule)
 
@@ -219,7 +233,7 @@ class RecommendationService:
     def similar_anime(self, query: Any, n: int = 10, filters: ItemFilter | None = None) -> tuple[int, pd.DataFrame]:
         anime_id = self.anime_id(query)
         ids, scores = self.by_rating.similar_items(anime_id, n, filters=filters)
-        return anime_id, anime_table(self.bundle, ids, scores, "similarity")
+        return anime_id, anime_table(self.bundle, ids, scores, "similarity", self.reasons.similar(anime_id, ids))
 
     def similar_users(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None) -> dict:
         """Similar users, the user's favourite genres / sources, and what similar users love.
@@ -234,7 +248,8 @@ class RecommendationService:
                                     "rating_count": counts.astype(np.int64)})
         prefs = rec.preferences(user_id, self.favorite_rule)
         ids, scores = rec.recommend(user_id, n, filters=filters)
-        picks = anime_table(self.bundle, ids, scores, "similar_users_favouring")
+        picks = anime_table(self.bundle, ids, scores, "similar_users_favouring",
+                            Reasons.neighbours(scores, self.neighbours))
         means = rec.neighbour_favorites(user_id).set_index("anime_index")["mean_rating"]
         picks.insert(3, "mean_rating", np.round(means.loc[[self.bundle.anime_index(int(a)) for a in ids]].to_numpy(), 2))
         return {"user_id": user_id, "users": users_table, "picks": picks, "genres": prefs["genres"],
@@ -245,10 +260,11 @@ class RecommendationService:
         user_id = user_or_person(user_id)
         ids, scores = self.by_rating.recommend(user_id, n, filters=filters, min_rating=min_rating,
                                                max_rating=max_rating)
+        why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids)
         if not self.bundle.scorer.ranks_separately:
-            return anime_table(self.bundle, ids, scores, "predicted_rating")
+            return anime_table(self.bundle, ids, scores, "predicted_rating", why)
         # ordered by the ranking head; its score first, the predicted 1-10 rating beside it
-        table = anime_table(self.bundle, ids, scores, "rank_score")
+        table = anime_table(self.bundle, ids, scores, "rank_score", why)
         predicted = self.by_rating.predicted_ratings(user_id)[[self.bundle.anime_index(int(a)) for a in ids]]
         table.insert(3, "predicted_rating", np.round(predicted.astype(float), 2))
         return table

@@ -27,17 +27,22 @@ from animerec.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("similarity", "rank_score", "predicted_rating", "similar_users_favouring", "mean_rating")
+# the columns a fan reads, in order (raw model scores stay in the JSON answer, not on the page)
+SCORE_COLUMNS = ("predicted_rating", "mean_rating")
 
 TEMPLATES = "templates"  # animerec/templates/: the page (Jinja2) and its static files, as files
 
-ANIME_COLUMNS = ("anime_id", "title", "type", "episodes", "genres", "mal_score")
+ANIME_COLUMNS = ("title", "reason", "type", "episodes", "genres", "mal_score", "members")
+LABELS = {"title": "Title", "reason": "Why", "predicted_rating": "Predicted rating", "mean_rating": "Their mean rating",
+          "type": "Type", "episodes": "Episodes", "genres": "Genres", "mal_score": "MAL score", "members": "Members",
+          "user_id": "User", "similarity": "Similarity", "rating_count": "Ratings"}
 
 
 def anime_rows(rows: list[dict]) -> dict:
-    """A results table: the catalogue columns and whichever score the answer has."""
+    """A results table: title (linked to MyAnimeList), why, a meaningful score if any, then the catalogue columns."""
     scores = [c for c in SCORE_COLUMNS if rows and c in rows[0]]
-    return {"columns": [*ANIME_COLUMNS[:2], *scores, *ANIME_COLUMNS[2:]], "rows": rows}
+    columns = [*ANIME_COLUMNS[:2], *scores, *ANIME_COLUMNS[2:]]
+    return {"columns": columns, "labels": [LABELS.get(c, c) for c in columns], "rows": rows}
 
 
 def create_app(service, model_path: Path | None = None, model_ref: str = "model") -> FastAPI:
@@ -93,7 +98,8 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         elif kind == "similar_users":
             who = "this list" if "list" in asked else f"user {asked['user_id']}"
             heading = f"Users most similar to {who}"
-            tables.append({"id": "users", "caption": "", "columns": list(result["users"][0]) if result["users"] else [],
+            columns = list(result["users"][0]) if result["users"] else []
+            tables.append({"id": "users", "caption": "", "columns": columns, "labels": [LABELS.get(c, c) for c in columns],
                            "rows": result["users"]})
             tables.append({"id": "results", "caption": f"Anime they love that {who} has not rated",
                            **anime_rows(result["anime"])})

@@ -12,6 +12,7 @@ import pytest
 
 from animerec.artifacts import ArtifactStore
 from animerec.profiles import read_list
+from animerec.recommenders import EmbeddingRecommender
 from animerec.service import RecommendationService
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -82,9 +83,12 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
 
     def rows(table_id: str = "results") -> list[int]:
         table = driver.find_element(By.ID, table_id)
-        header = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
-        column = header.index("anime_id")
-        return [int(tr.find_elements(By.TAG_NAME, "td")[column].text)
+        return [int(tr.get_attribute("data-anime-id")) for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
+    def links_and_reasons(table_id: str = "results") -> list[tuple[str, str]]:
+        table = driver.find_element(By.ID, table_id)
+        return [(tr.find_element(By.CSS_SELECTOR, "td.title a").get_attribute("href"),
+                 tr.find_element(By.CSS_SELECTOR, "td.reason").text)
                 for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
     try:
@@ -98,6 +102,8 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
         wait.until(lambda d: d.find_elements(By.ID, "results"))
         expected = service.answer({"kind": "similar_anime", "query": "Naruto", "types": ["TV"], "n": 10})
         assert rows() == [row["anime_id"] for row in expected["anime"]]
+        assert links_and_reasons() == [(f"https://myanimelist.net/anime/{row['anime_id']}", row["reason"])
+                                       for row in expected["anime"]] and all(r for _, r in links_and_reasons())
         assert "Anime similar to Naruto" in driver.find_element(By.ID, "heading").text
         driver.save_screenshot(str(tmp_path / "similar_anime.png"))
 
@@ -113,6 +119,13 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
         wait.until(lambda d: d.find_elements(By.ID, "results"))
         expected = service.answer({"kind": "rating_recs", "ratings": read_list(export), "n": 10})
         assert rows() == [row["anime_id"] for row in expected["anime"]] and not set(rows()) & set(listed)
+        assert [r for _, r in links_and_reasons()] == [row["reason"] for row in expected["anime"]]
+        # the default hides later seasons and films of franchises whose first entry is not on the list
+        franchise, first = EmbeddingRecommender(service.bundle).franchises
+        started = {franchise[service.bundle.anime_index(a)] for a in listed if first[service.bundle.anime_index(a)]}
+        for anime_id in rows():
+            index = service.bundle.anime_index(anime_id)
+            assert first[index] or franchise[index] in started, anime_id
         assert "animelist.xml.gz: 5 anime listed, 5 rated ones used" in driver.find_element(By.ID, "summary").text
         driver.save_screenshot(str(tmp_path / "page.png"))
 
@@ -124,4 +137,3 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
         assert "A user ID must be an integer" in message and "Traceback" not in driver.page_source
     finally:
         driver.quit()
-    assert (tmp_path / "page.png").stat().st_size > 10_000
