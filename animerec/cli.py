@@ -153,8 +153,11 @@ def print_answer(answer: dict) -> None:
     import pandas as pd
 
     def table(title: str, rows: list[dict]) -> None:
-        with pd.option_context("display.max_colwidth", 40, "display.width", 160):
-            print(f"{title}\n{pd.DataFrame(rows).to_string(index=False)}\n")
+        frame = pd.DataFrame(rows).drop(columns=["url"], errors="ignore")  # --json has each MyAnimeList link
+        if "reason" in frame:  # why, right after the title
+            frame.insert(2, "reason", frame.pop("reason"))
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            print(f"{title}\n{frame.to_string(index=False)}\n")
 
     query = answer["query"]
     if answer["kind"] == "similar_anime":

@@ -398,7 +398,7 @@ class TasteIndex:
         weights = {kind: dict(zip((str(p) for p in arrays[f"{kind}_parts"]), map(float, arrays[f"{kind}_weights"])))
                    for kind in ("item", "user")}
         def sparse(name: str) -> sp.csr_matrix | None:
-            if f"{name}_indptr" not in arrays:
+            if f"{name}_indptr" not in arrays or f"{name}_shape" not in arrays:
                 return None
             return sp.csr_matrix((arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
                                  shape=tuple(int(x) for x in arrays[f"{name}_shape"]))
