@@ -105,19 +105,21 @@ def _anime_id(value: Any, where: str) -> int:
 
 
 def from_records(records: Iterable[Mapping[str, Any]], source: str = "the ratings list") -> AnimeList:
-    """From ``[{"anime_id": 1, "rating": 9}, ...]`` (rating optional: 0 / missing = not rated)."""
+    """From ``[{"anime_id": 1, "rating": 9}, ...]`` (rating optional: 0 / missing = not rated; ``"planned": true``
+    marks a plan-to-watch entry)."""
     if isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
         raise ListError(f"{source} must be a list of {{anime_id, rating}} objects, got {type(records).__name__}.")
-    ids, ratings = [], []
+    ids, ratings, planned = [], [], []
     for number, record in enumerate(records):
         where = f"{source}, entry {number}"
         if not isinstance(record, Mapping) or "anime_id" not in record:
             raise ListError(f"{where}: expected an object with anime_id and rating, got {record!r}.")
         ids.append(_anime_id(record["anime_id"], where))
         ratings.append(_rating(record.get("rating"), where))
+        planned.append(record.get("planned") is True)
         if number >= MAX_ENTRIES:
             raise ListError(f"{source} lists more than {MAX_ENTRIES:,} anime; that is the limit.")
-    return AnimeList.build(ids, ratings, None, source)
+    return AnimeList.build(ids, ratings, planned, source)
 
 
 def from_titles(titles: Sequence[str], find) -> AnimeList:

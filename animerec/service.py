@@ -31,7 +31,7 @@ FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score", "se
                  "popularity_damping")
 DEFAULT_SEQUELS = "hide_unstarted"  # what a query that does not say gets: no later seasons of unstarted shows
 LIST_FIELDS = ("ratings", "likes")  # anyone's list, in place of a user ID
-QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS)
+QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS, "exclude")
 
 
 MAL_URL = "https://myanimelist.net/anime/{}"
@@ -73,6 +73,7 @@ class Query:
     max_rating: float | None = None
     ratings: Any = None
     likes: Any = None
+    exclude: tuple[int, ...] = ()  # MAL IDs the person is not interested in: never in the answer
 
     @classmethod
     def from_mapping(cls, request: Mapping[str, Any]) -> "Query":
@@ -140,9 +141,16 @@ class Query:
         likes = request.get("likes")
         if isinstance(likes, str):
             likes = [likes]
+        exclude = request.get("exclude")
+        if isinstance(exclude, str):
+            exclude = [part for part in exclude.replace(";", ",").split(",") if part.strip()]
+        try:
+            exclude = () if _absent(exclude) else tuple(int(str(a).strip()) for a in exclude)
+        except (TypeError, ValueError):
+            raise RecommenderError(f"exclude must be MAL IDs (a list, or comma-separated), got {exclude!r}.") from None
         return cls(kind, request.get("query"), n, filters, as_float("min_rating"), as_float("max_rating"),
                    None if _absent(request.get("ratings")) else request.get("ratings"),
-                   None if _absent(likes) else list(likes))
+                   None if _absent(likes) else list(likes), exclude)
 
     @property
     def has_list(self) -> bool:
@@ -230,12 +238,19 @@ class RecommendationService:
             return int(query)
         return self.titles.find(str(query))
 
-    def similar_anime(self, query: Any, n: int = 10, filters: ItemFilter | None = None) -> tuple[int, pd.DataFrame]:
+    def known(self, anime_ids) -> list[int]:
+        """The MAL IDs among ``anime_ids`` that the model knows (others cannot be recommended anyway)."""
+        ids = np.asarray(list(anime_ids), np.int64)
+        position = np.minimum(np.searchsorted(self.bundle.anime_ids, ids), len(self.bundle.anime_ids) - 1)
+        return ids[self.bundle.anime_ids[position] == ids].tolist()
+
+    def similar_anime(self, query: Any, n: int = 10, filters: ItemFilter | None = None,
+                      exclude=()) -> tuple[int, pd.DataFrame]:
         anime_id = self.anime_id(query)
-        ids, scores = self.by_rating.similar_items(anime_id, n, filters=filters)
+        ids, scores = self.by_rating.similar_items(anime_id, n, filters=filters, filter_items=self.known(exclude))
         return anime_id, anime_table(self.bundle, ids, scores, "similarity", self.reasons.similar(anime_id, ids))
 
-    def similar_users(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None) -> dict:
+    def similar_users(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None, exclude=()) -> dict:
         """Similar users, the user's favourite genres / sources, and what similar users love.
 
         ``user_id`` is a user ID or a folded-in :class:`~animerec.foldin.Person`.
@@ -247,7 +262,7 @@ class RecommendationService:
         users_table = pd.DataFrame({"user_id": users.astype(np.int64), "similarity": np.round(similarity, 4),
                                     "rating_count": counts.astype(np.int64)})
         prefs = rec.preferences(user_id, self.favorite_rule)
-        ids, scores = rec.recommend(user_id, n, filters=filters)
+        ids, scores = rec.recommend(user_id, n, filters=filters, filter_items=self.known(exclude))
         picks = anime_table(self.bundle, ids, scores, "similar_users_favouring",
                             Reasons.neighbours(scores, self.neighbours))
         means = rec.neighbour_favorites(user_id).set_index("anime_index")["mean_rating"]
@@ -256,10 +271,10 @@ class RecommendationService:
                 "sources": prefs["sources"], "favorites": prefs["favorites"]}
 
     def rating_recs(self, user_id: Any, n: int = 10, filters: ItemFilter | None = None,
-                    min_rating: float | None = None, max_rating: float | None = None) -> pd.DataFrame:
+                    min_rating: float | None = None, max_rating: float | None = None, exclude=()) -> pd.DataFrame:
         user_id = user_or_person(user_id)
         ids, scores = self.by_rating.recommend(user_id, n, filters=filters, min_rating=min_rating,
-                                               max_rating=max_rating)
+                                               max_rating=max_rating, filter_items=self.known(exclude))
         why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids)
         if not self.bundle.scorer.ranks_separately:
             return anime_table(self.bundle, ids, scores, "predicted_rating", why)
@@ -274,18 +289,18 @@ class RecommendationService:
         if not isinstance(query, Query):
             query = Query.from_mapping(query)
         if query.kind == "similar_anime":
-            anime_id, table = self.similar_anime(query.query, query.n, query.filters)
+            anime_id, table = self.similar_anime(query.query, query.n, query.filters, query.exclude)
             title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]
             return {"kind": query.kind, "query": {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None},
                     "anime": records(table)}
         user = self.person(query.ratings, query.likes) if query.has_list else user_id_of(query.query)
         asked = {"list": user.summary()} if query.has_list else {"user_id": user}
         if query.kind == "similar_users":
-            result = self.similar_users(user, query.n, query.filters)
+            result = self.similar_users(user, query.n, query.filters, query.exclude)
             return {"kind": query.kind, "query": asked, "users": records(result["users"]),
                     "genres": {str(k): int(v) for k, v in result["genres"].head(10).items()},
                     "anime": records(result["picks"])}
-        table = self.rating_recs(user, query.n, query.filters, query.min_rating, query.max_rating)
+        table = self.rating_recs(user, query.n, query.filters, query.min_rating, query.max_rating, query.exclude)
         return {"kind": query.kind, "query": asked, "anime": records(table)}
 
 

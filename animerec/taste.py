@@ -43,6 +43,7 @@ from animerec.ranking import interaction_matrix as history_matrix  # who rated w
 logger = logging.getLogger(__name__)
 
 ITEM_PARTS = ("learned", "cooc", "content", "ease")
+VALID_USERS = 20_000  # users whose valid anime give the taste model's validation loss (a seeded sample)
 USER_PARTS = ("learned", "cooc")
 
 
@@ -184,12 +185,15 @@ def build_taste_model(num_anime: int, embedding_size: int = 64, dropout: float =
     return model
 
 
-def _batches(rows: sp.csr_matrix, target: sp.csr_matrix | None, batch_size: int, *, shuffle: bool, seed: int):
+def _batches(rows: sp.csr_matrix, target: sp.csr_matrix | None, batch_size: int, *, shuffle: bool, seed: int,
+             max_users: int | None = None):
     """A Keras ``PyDataset`` of dense ``(lists, target distribution)`` batches from CSR rows (users with an empty
-    target are left out); the dense batches exist one at a time."""
+    target are left out; at most ``max_users`` of them, a seeded sample); the dense batches exist one at a time."""
     keras = _keras()
     target = rows if target is None else target
     users = np.flatnonzero(np.diff(target.indptr) > 0)
+    if max_users is not None and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
 
     class Lists(keras.utils.PyDataset):
         def __init__(self):
@@ -234,8 +238,9 @@ def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cf
     """Fit the taste model on users' ``train`` lists ``[num_users, num_anime]`` (binary CSR).
 
     With ``valid_target`` (each user's valid anime), the validation loss is the likelihood of a
-    user's valid anime given their train list; training stops early on it and keeps the best
-    weights. ``cfg`` is ``model.taste``.
+    user's valid anime given their train list (over at most :data:`VALID_USERS` users: at full
+    MyAnimeList size scoring all of them cost a third of an epoch); training stops early on it and
+    keeps the best weights. ``cfg`` is ``model.taste``.
     """
     keras = _keras()
     keras.utils.set_random_seed(seed)
@@ -249,7 +254,8 @@ def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cf
     data = _batches(train, None, batch_size, shuffle=True, seed=seed)
     valid = None
     if valid_target is not None and valid_target.nnz:
-        valid = _batches(train, valid_target, max(batch_size, 1024), shuffle=False, seed=seed)
+        valid = _batches(train, valid_target, max(batch_size, 1024), shuffle=False, seed=seed,
+                         max_users=VALID_USERS)
     rows: list[dict] = []
 
     class Record(keras.callbacks.Callback):

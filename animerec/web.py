@@ -8,19 +8,28 @@ page (data size, metrics next to the baselines, the loss curve and the rating hi
 
 FastAPI (already under MLflow's scoring server) with one Jinja template; bad input is shown on
 the page (HTTP 400), never a stack trace. It binds to 127.0.0.1 unless told otherwise.
+
+Under load: the CPU work of a query (reading an upload, folding it in, ranking) runs in worker
+threads, never on the event loop, so title suggestions stay fast while lists are uploaded; at most
+``workers`` such queries run at once and ``queue`` more wait, the rest get HTTP 503 with
+``Retry-After``. An upload over :data:`MAX_UPLOAD` bytes is refused from its ``Content-Length``, or
+as soon as that many bytes have streamed in, before anything is spooled to disk (HTTP 413).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from animerec.config import TYPES
 from animerec.errors import UserError
@@ -29,6 +38,87 @@ logger = logging.getLogger(__name__)
 
 # the columns a fan reads, in order (raw model scores stay in the JSON answer, not on the page)
 SCORE_COLUMNS = ("predicted_rating", "mean_rating")
+
+MAX_UPLOAD = 16 * 1024 * 1024  # bytes of one request body: a gzipped MAL export of 20,000 anime is ~1 MB
+RETRY_AFTER_S = 2
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class UploadLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets HTTP 413, judged by its ``Content-Length`` or,
+    without one, as the bytes stream in (before the form parser spools them to disk)."""
+
+    def __init__(self, app, max_bytes: int = MAX_UPLOAD) -> None:
+        self.app, self.max_bytes = app, int(max_bytes)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT"):
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send)
+        seen, started = 0, False
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def sending(message):
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = (f"Upload too large: at most {self.max_bytes // (1024 * 1024)} MB. A MyAnimeList export (.xml.gz) "
+                f"is far smaller; upload it as MAL gives it.").encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Busy(Exception):
+    """More queries are waiting than the server queues."""
+
+
+class WorkLimit:
+    """At most ``workers`` CPU-heavy queries at once in worker threads, ``queue`` more waiting; beyond that
+    :class:`Busy` (the page answers HTTP 503 with Retry-After)."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.workers, self.queue = max(1, int(workers)), max(0, int(queue))
+        self._slots: asyncio.Semaphore | None = None
+        self.waiting = 0
+
+    async def run(self, fn, *args):
+        if self._slots is None:  # made inside the server's event loop
+            self._slots = asyncio.Semaphore(self.workers)
+        if self._slots.locked() and self.waiting >= self.queue:
+            raise Busy()
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await run_in_threadpool(fn, *args)
+        finally:
+            self._slots.release()
+
 
 TEMPLATES = "templates"  # animerec/templates/: the page (Jinja2) and its static files, as files
 
@@ -45,8 +135,10 @@ def anime_rows(rows: list[dict]) -> dict:
     return {"columns": columns, "labels": [LABELS.get(c, c) for c in columns], "rows": rows}
 
 
-def create_app(service, model_path: Path | None = None, model_ref: str = "model") -> FastAPI:
-    """The FastAPI app serving ``service`` (a :class:`RecommendationService`)."""
+def create_app(service, model_path: Path | None = None, model_ref: str = "model", *, workers: int | None = None,
+               queue: int = 32, max_upload: int = MAX_UPLOAD) -> FastAPI:
+    """The FastAPI app serving ``service`` (a :class:`RecommendationService`); ``workers`` queries run at once
+    (default: the cores), ``queue`` more wait, uploads over ``max_upload`` bytes are refused."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from animerec.recommenders import Catalogue
@@ -55,6 +147,9 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
                            autoescape=select_autoescape(default=True)).get_template("page.html")
     genres = sorted(Catalogue.from_bundle(service.bundle).known_genres.values())
     app = FastAPI(title="anime recommender", docs_url=None, redoc_url=None)
+    app.add_middleware(UploadLimit, max_bytes=max_upload)
+    limit = WorkLimit(workers or os.cpu_count() or 2, queue)
+    busy = ("The server is busy answering other queries; try again in a few seconds.")
 
     def page(title: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("chosen", {})
@@ -71,6 +166,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
                   "sequels": form.get("sequels") or "hide_unstarted", "adult": form.get("adult") == "on",
                   "min_members": form.get("min_members") or None,
                   "popularity_damping": form.get("popularity_damping") or 0.0,
+                  "exclude": form.get("exclude") or "",
                   "n": form.get("n") or 10}
         return {"kind": kind, **chosen}
 
@@ -78,7 +174,11 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         query = {**query_from(form, kind), **extra}
         chosen = {**query, **chosen}
         try:
-            result = service.answer(query)
+            result = await limit.run(service.answer, query)  # in a worker thread: the event loop stays free
+        except Busy:
+            response = page("Anime recommender", 503, error=busy, chosen=chosen)
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
         except UserError as err:
             return page("Anime recommender", 400, error=str(err), chosen=chosen)
         except Exception:  # noqa: BLE001 - a page, never a stack trace
@@ -107,7 +207,8 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         else:
             heading = "Recommended for " + ("you" if "list" in asked else f"user {asked['user_id']}")
             tables.append({"id": "results", "caption": "", **anime_rows(result["anime"])})
-        return page(heading, heading=heading, summary=summary, tables=tables, chosen=chosen)
+        return page(heading, heading=heading, summary=summary, tables=tables, chosen=chosen,
+                    form_id={"similar_anime": "similar-anime", "similar_users": "similar-users"}.get(kind, "recommend"))
 
     @app.get("/", response_class=HTMLResponse)
     async def home():
@@ -129,24 +230,47 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
 
     @app.post("/recommend", response_class=HTMLResponse)
     async def recommend(request: Request):
-        from animerec.profiles import MAX_BYTES, read_list
+        from animerec.profiles import MAX_BYTES, from_records, read_list
 
         form = await request.form()
         upload = form.get("ratings_file")
         likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
         chosen = {"likes": form.get("likes") or ""}
+        state = form.get("list_state") or ""
+        if not (upload is not None and getattr(upload, "filename", "")) and not likes and state:
+            # the uploaded list, kept in the page (rerunning without an anime the person is not interested in)
+            try:
+                listed = from_records(json.loads(state), form.get("list_name") or "your list")
+            except (ValueError, UserError) as err:
+                return page("Anime recommender", 400, error=f"The page's saved list is unreadable ({err}); upload "
+                                                            f"your list again.", chosen=chosen)
+            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, form.get("list_name") or "your list")
+            return await answer(request, "rating_recs", form, {"ratings": listed},
+                                {**chosen, "list_state": state, "list_name": listed.source})
         if upload is not None and getattr(upload, "filename", ""):
             data = await upload.read(MAX_BYTES + 1)
             name = Path(upload.filename).name
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / name
-                path.write_bytes(data)
-                try:
-                    listed = read_list(path)
-                except UserError as err:
-                    return page("Anime recommender", 400, error=str(err).replace(str(path), name), chosen=chosen)
+
+            def parse():
+                with tempfile.TemporaryDirectory() as folder:
+                    path = Path(folder) / name
+                    path.write_bytes(data)
+                    try:
+                        return read_list(path)
+                    except UserError as err:
+                        raise UserError(str(err).replace(str(path), name)) from None
+
+            try:
+                listed = await limit.run(parse)  # parsing a big export is CPU work too
+            except Busy:
+                response = page("Anime recommender", 503, error=busy, chosen=chosen)
+                response.headers["Retry-After"] = str(RETRY_AFTER_S)
+                return response
+            except UserError as err:
+                return page("Anime recommender", 400, error=str(err), chosen=chosen)
             listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, name)
-            return await answer(request, "rating_recs", form, {"ratings": listed}, chosen)
+            return await answer(request, "rating_recs", form, {"ratings": listed},
+                                {**chosen, "list_state": list_state(listed), "list_name": name})
         if likes:
             return await answer(request, "rating_recs", form, {"likes": likes}, chosen)
         return page("Anime recommender", 400, error="Upload your MyAnimeList export or a ratings CSV, or type some "
@@ -169,6 +293,12 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         return Response(status_code=404)
 
     return app
+
+
+def list_state(listed) -> str:
+    """An uploaded list as JSON records, kept in the page so that a rerun needs no second upload."""
+    return json.dumps([{"anime_id": int(a), "rating": None if r != r else float(r), "planned": bool(p)}
+                       for a, r, p in zip(listed.anime_ids, listed.ratings, listed.planned)])
 
 
 def suggestions(titles, query: str, limit: int) -> list[dict]:

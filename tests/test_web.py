@@ -64,6 +64,53 @@ def test_pages_without_a_browser(site, tmp_path):
         assert response.headers["Content-Type"] == "image/png" and response.read()[:4] == b"\x89PNG"
 
 
+def test_uploads_over_the_limit_are_refused_before_they_are_read(site):
+    import http.client
+
+    from animerec.web import MAX_UPLOAD
+
+    base, _ = site
+    port = int(base.rsplit(":", 1)[1])
+    # by Content-Length: refused at once, nothing else read
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.putrequest("POST", "/recommend")
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(MAX_UPLOAD + 1))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and b"Upload too large" in response.read()
+    connection.close()
+    # streamed without a length (chunked): refused once the limit has streamed in
+    chunks = (b"x" * (1024 * 1024) for _ in range(MAX_UPLOAD // (1024 * 1024) + 2))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/recommend", body=chunks, encode_chunked=True,
+                       headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert connection.getresponse().status == 413
+    connection.close()
+
+
+def test_work_limit_runs_off_the_loop_queues_then_refuses():
+    import asyncio
+
+    from animerec.web import Busy, WorkLimit
+
+    limit, gate = WorkLimit(workers=1, queue=1), threading.Event()
+
+    async def scenario():
+        first = asyncio.create_task(limit.run(gate.wait, 30))  # holds the only worker, in a thread
+        await asyncio.sleep(0)
+        second = asyncio.create_task(limit.run(lambda: "queued"))
+        await asyncio.sleep(0)
+        assert limit.waiting == 1
+        with pytest.raises(Busy):
+            await limit.run(lambda: "refused")  # the queue is full: HTTP 503 on the page
+        assert (await asyncio.wait_for(asyncio.shield(asyncio.sleep(0.01, "loop free")), 5)) == "loop free"
+        gate.set()
+        return await first, await second
+
+    assert asyncio.run(scenario()) == (True, "queued")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_a_person_uses_the_page_in_chromium(site, tmp_path):
@@ -71,6 +118,8 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import Select
     from selenium.webdriver.support.ui import WebDriverWait
 
     base, service = site
@@ -127,6 +176,24 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
             index = service.bundle.anime_index(anime_id)
             assert first[index] or franchise[index] in started, anime_id
         assert "animelist.xml.gz: 5 anime listed, 5 rated ones used" in driver.find_element(By.ID, "summary").text
+        before = rows()
+        # "not interested" on the first row: the same list (kept in the page, no second upload) without it
+        old = driver.find_element(By.ID, "results")
+        driver.find_element(By.CSS_SELECTOR, "#results tbody tr button.not-interested").click()
+        wait.until(expected_conditions.staleness_of(old))
+        wait.until(lambda d: d.find_elements(By.ID, "results"))
+        expected = service.answer({"kind": "rating_recs", "ratings": read_list(export), "n": 10, "exclude": [before[0]]})
+        assert rows() == [row["anime_id"] for row in expected["anime"]] and before[0] not in rows()
+        # the franchise switch and the hidden-gems control, chosen on the page, give the service's rows
+        Select(driver.find_element(By.ID, "recommend-sequels")).select_by_value("show")
+        Select(driver.find_element(By.ID, "recommend-gems")).select_by_value("0.6")
+        old = driver.find_element(By.ID, "results")
+        driver.find_element(By.ID, "recommend-go").click()
+        wait.until(expected_conditions.staleness_of(old))
+        wait.until(lambda d: d.find_elements(By.ID, "results"))
+        expected = service.answer({"kind": "rating_recs", "ratings": read_list(export), "n": 10, "exclude": [before[0]],
+                                   "sequels": "show", "popularity_damping": 0.6})
+        assert rows() == [row["anime_id"] for row in expected["anime"]]
         driver.save_screenshot(str(tmp_path / "page.png"))
 
         # bad input: a visible message, no stack trace

@@ -175,14 +175,16 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
                       checkpoint=checkpoint)
     del train_split, valid_split
     scorer = scorer_from_model(model)
-    with phase("the ranking head"):
-        valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg["evaluate"], train_df, valid_df, num_users,
-                                                   num_anime, seed, scale)
+    # The taste index before the ranking head: each builds an anime x anime matrix, and this way the
+    # head's (1.2 GB at full size) is not held while the taste index builds its own.
     anime_table = pd.read_parquet(pre.file("anime.parquet"))
     taste = attach_taste(model_cfg, cfg["evaluate"], train_df, valid_df, num_users, num_anime, anime_table, seed,
                          strategy=strategy, verbose=int(train_cfg.get("verbose", 1)),
                          on_epoch_end=lambda row: run.log_metrics(
                              {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+    with phase("the ranking head"):
+        valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg["evaluate"], train_df, valid_df, num_users,
+                                                   num_anime, seed, scale)
     train_seconds = time.perf_counter() - started
     with phase("evaluation"):
         metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df,
