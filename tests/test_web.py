@@ -81,7 +81,9 @@ def test_uploads_over_the_limit_are_refused_before_they_are_read(site):
     assert response.status == 413 and b"Upload too large" in response.read()
     connection.close()
     # streamed without a length (chunked): refused once the limit has streamed in
-    chunks = (b"x" * (1024 * 1024) for _ in range(MAX_UPLOAD // (1024 * 1024) + 2))
+    head = (b'--x\r\nContent-Disposition: form-data; name="ratings_file"; filename="animelist.xml"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n")  # a well-formed file part that never ends
+    chunks = iter([head] + [b"a" * (1024 * 1024)] * (MAX_UPLOAD // (1024 * 1024) + 2))
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("POST", "/recommend", body=chunks, encode_chunked=True,
                        headers={"Content-Type": "multipart/form-data; boundary=x"})
