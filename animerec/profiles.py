@@ -52,31 +52,34 @@ class AnimeList:
 
     ``anime_ids`` ``[m]`` are MAL IDs (unique), ``ratings`` ``[m]`` their 1-10 ratings (NaN when
     listed without one) and ``planned`` ``[m]`` marks plan-to-watch entries: never recommended
-    back, never read as a taste signal.
+    back, never read as a taste signal; ``dropped`` ``[m]`` marks dropped ones (read as dislikes
+    unless asked otherwise, see :func:`animerec.foldin.fold_in`).
     """
 
     anime_ids: np.ndarray
     ratings: np.ndarray
     planned: np.ndarray
     source: str
+    dropped: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.anime_ids)
 
     @classmethod
     def build(cls, anime_ids: Sequence[int], ratings: Sequence[float], planned: Sequence[bool] | None,
-              source: str) -> "AnimeList":
+              source: str, dropped: Sequence[bool] | None = None) -> "AnimeList":
         """From parallel sequences; a repeated anime keeps its last entry (as preprocessing does)."""
         ids = np.asarray(anime_ids, dtype=np.int64)
         values = np.asarray(ratings, dtype=np.float32)
         plan = np.zeros(len(ids), bool) if planned is None else np.asarray(planned, dtype=bool)
+        gone = np.zeros(len(ids), bool) if dropped is None else np.asarray(dropped, dtype=bool)
         if len(ids) == 0:
             raise ListError(f"{source} lists no anime: nothing to recommend from.")
         if len(ids) > MAX_ENTRIES:
             raise ListError(f"{source} lists {len(ids):,} anime; the limit is {MAX_ENTRIES:,}.")
         _, last = np.unique(ids[::-1], return_index=True)
         keep = np.sort(len(ids) - 1 - last)
-        return cls(ids[keep], values[keep], plan[keep], source)
+        return cls(ids[keep], values[keep], plan[keep], source, gone[keep])
 
 
 def _rating(value: Any, where: str) -> float:
@@ -109,7 +112,7 @@ def from_records(records: Iterable[Mapping[str, Any]], source: str = "the rating
     marks a plan-to-watch entry)."""
     if isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
         raise ListError(f"{source} must be a list of {{anime_id, rating}} objects, got {type(records).__name__}.")
-    ids, ratings, planned = [], [], []
+    ids, ratings, planned, dropped = [], [], [], []
     for number, record in enumerate(records):
         where = f"{source}, entry {number}"
         if not isinstance(record, Mapping) or "anime_id" not in record:
@@ -117,9 +120,10 @@ def from_records(records: Iterable[Mapping[str, Any]], source: str = "the rating
         ids.append(_anime_id(record["anime_id"], where))
         ratings.append(_rating(record.get("rating"), where))
         planned.append(record.get("planned") is True)
+        dropped.append(record.get("dropped") is True)
         if number >= MAX_ENTRIES:
             raise ListError(f"{source} lists more than {MAX_ENTRIES:,} anime; that is the limit.")
-    return AnimeList.build(ids, ratings, planned, source)
+    return AnimeList.build(ids, ratings, planned, source, dropped)
 
 
 def from_titles(titles: Sequence[str], find) -> AnimeList:
@@ -211,7 +215,7 @@ def read_mal_xml(data: bytes, source: str) -> AnimeList:
         raise ListError(f"{source} is a MyAnimeList manga list; export your anime list instead.")
     if len(entries) > MAX_ENTRIES:
         raise ListError(f"{source} lists {len(entries):,} anime; the limit is {MAX_ENTRIES:,}.")
-    ids, ratings, planned = [], [], []
+    ids, ratings, planned, dropped = [], [], [], []
     for number, entry in enumerate(entries, start=1):
         where = f"{source}, <anime> entry {number}"
         anime_id = entry.findtext("series_animedb_id")
@@ -224,6 +228,7 @@ def read_mal_xml(data: bytes, source: str) -> AnimeList:
         ids.append(_anime_id(anime_id, where))
         ratings.append(_rating(entry.findtext("my_score"), where))
         planned.append(status == PLAN_TO_WATCH)
+        dropped.append(status == WatchStatus.DROPPED.label)
     if not ids:
         raise ListError(f"{source} is a MyAnimeList export with no <anime> entries: nothing to recommend from.")
-    return AnimeList.build(ids, ratings, planned, source)
+    return AnimeList.build(ids, ratings, planned, source, dropped)

@@ -162,10 +162,15 @@ class ItemRanker:
         scores[row_of, rows.indices] = -np.inf
         return scores
 
-    def fold_in(self, anime_index: np.ndarray) -> np.ndarray:
-        """Scores ``[num_anime]`` for someone who rated ``anime_index`` (not a known user); those get -inf."""
-        anime_index = np.unique(np.asarray(anime_index, dtype=np.int64))
-        row = sp.csr_matrix((np.ones(len(anime_index), np.float32), (np.zeros(len(anime_index), np.int64), anime_index)),
+    def fold_in(self, anime_index: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``[num_anime]`` for someone who rated ``anime_index`` (not a known user); those get -inf.
+
+        ``weights`` (one per anime, default 1) weigh each entry of the history row: a dislike can pull down.
+        """
+        anime_index = np.asarray(anime_index, dtype=np.int64)
+        values = np.ones(len(anime_index), np.float32) if weights is None else np.asarray(weights, np.float32)
+        anime_index, first = np.unique(anime_index, return_index=True)
+        row = sp.csr_matrix((values[first], (np.zeros(len(anime_index), np.int64), anime_index)),
                             shape=(1, self.num_anime))
         scores = self.score_rows(row)[0]
         scores[anime_index] = -np.inf

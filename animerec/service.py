@@ -31,7 +31,8 @@ FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score", "se
                  "popularity_damping")
 DEFAULT_SEQUELS = "hide_unstarted"  # what a query that does not say gets: no later seasons of unstarted shows
 LIST_FIELDS = ("ratings", "likes")  # anyone's list, in place of a user ID
-QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS, "exclude")
+QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS, "exclude",
+                "dropped_as_dislikes")
 
 
 MAL_URL = "https://myanimelist.net/anime/{}"
@@ -74,6 +75,7 @@ class Query:
     ratings: Any = None
     likes: Any = None
     exclude: tuple[int, ...] = ()  # MAL IDs the person is not interested in: never in the answer
+    dropped_as_dislikes: bool = True  # a list's dropped anime are dislikes (animerec.foldin.fold_in)
 
     @classmethod
     def from_mapping(cls, request: Mapping[str, Any]) -> "Query":
@@ -150,7 +152,7 @@ class Query:
             raise RecommenderError(f"exclude must be MAL IDs (a list, or comma-separated), got {exclude!r}.") from None
         return cls(kind, request.get("query"), n, filters, as_float("min_rating"), as_float("max_rating"),
                    None if _absent(request.get("ratings")) else request.get("ratings"),
-                   None if _absent(likes) else list(likes), exclude)
+                   None if _absent(likes) else list(likes), exclude, as_bool("dropped_as_dislikes", True))
 
     @property
     def has_list(self) -> bool:
@@ -217,8 +219,10 @@ class RecommendationService:
 
         return TitleIndex(self.bundle.anime)
 
-    def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None):
-        """Fold anyone's list into the model: ``ratings`` records, liked titles or a list file."""
+    def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None,
+               dropped_as_dislikes: bool = True):
+        """Fold anyone's list into the model: ``ratings`` records, liked titles or a list file (its dropped
+        anime as dislikes unless ``dropped_as_dislikes`` is false)."""
         from animerec.foldin import fold_in
         from animerec.profiles import AnimeList, from_records, from_titles, read_list
 
@@ -230,7 +234,7 @@ class RecommendationService:
             anime_list = from_records(ratings, "the ratings list")
         else:
             anime_list = from_titles(list(likes), self.titles.find)
-        return fold_in(self.bundle, anime_list)
+        return fold_in(self.bundle, anime_list, dropped_as_dislikes)
 
     def anime_id(self, query: Any) -> int:
         """A MAL ID from an ID (a JSON number) or a title (a string, even "86": titles win over IDs)."""
@@ -275,7 +279,7 @@ class RecommendationService:
         user_id = user_or_person(user_id)
         ids, scores = self.by_rating.recommend(user_id, n, filters=filters, min_rating=min_rating,
                                                max_rating=max_rating, filter_items=self.known(exclude))
-        why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids)
+        why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids, getattr(user_id, "weights", None))
         if not self.bundle.scorer.ranks_separately:
             return anime_table(self.bundle, ids, scores, "predicted_rating", why)
         # ordered by the ranking head; its score first, the predicted 1-10 rating beside it
@@ -293,7 +297,8 @@ class RecommendationService:
             title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]
             return {"kind": query.kind, "query": {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None},
                     "anime": records(table)}
-        user = self.person(query.ratings, query.likes) if query.has_list else user_id_of(query.query)
+        user = (self.person(query.ratings, query.likes, dropped_as_dislikes=query.dropped_as_dislikes)
+                if query.has_list else user_id_of(query.query))
         asked = {"list": user.summary()} if query.has_list else {"user_id": user}
         if query.kind == "similar_users":
             result = self.similar_users(user, query.n, query.filters, query.exclude)

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +42,7 @@ SCORE_COLUMNS = ("predicted_rating", "mean_rating")
 
 MAX_UPLOAD = 16 * 1024 * 1024  # bytes of one request body: a gzipped MAL export of 20,000 anime is ~1 MB
 RETRY_AFTER_S = 2
+FORMS = {"similar_anime": "similar-anime", "rating_recs": "recommend", "similar_users": "similar-users"}  # kind -> tab
 
 
 class _TooLarge(Exception):
@@ -167,24 +169,26 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
                   "min_members": form.get("min_members") or None,
                   "popularity_damping": form.get("popularity_damping") or 0.0,
                   "exclude": form.get("exclude") or "",
+                  **({"dropped_as_dislikes": form.get("dropped_neutral") != "on"} if kind == "rating_recs" else {}),
                   "n": form.get("n") or 10}
         return {"kind": kind, **chosen}
 
     async def answer(request: Request, kind: str, form, extra: dict, chosen: dict) -> HTMLResponse:
         query = {**query_from(form, kind), **extra}
         chosen = {**query, **chosen}
+        form_id = FORMS[kind]
         try:
             result = await limit.run(service.answer, query)  # in a worker thread: the event loop stays free
         except Busy:
-            response = page("Anime recommender", 503, error=busy, chosen=chosen)
+            response = page("Anime recommender", 503, error=busy, chosen=chosen, form_id=form_id)
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
             return response
         except UserError as err:
-            return page("Anime recommender", 400, error=str(err), chosen=chosen)
+            return page("Anime recommender", 400, error=str(err), chosen=chosen, form_id=form_id)
         except Exception:  # noqa: BLE001 - a page, never a stack trace
             logger.exception("Query %s failed", {k: v for k, v in query.items() if k != "ratings"})
             return page("Anime recommender", 500, error="Something went wrong answering this query; the server "
-                                                         "log has the details.", chosen=chosen)
+                                                         "log has the details.", chosen=chosen, form_id=form_id)
         tables, summary = [], None
         asked = result["query"]
         if "list" in asked:
@@ -207,12 +211,11 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         else:
             heading = "Recommended for " + ("you" if "list" in asked else f"user {asked['user_id']}")
             tables.append({"id": "results", "caption": "", **anime_rows(result["anime"])})
-        return page(heading, heading=heading, summary=summary, tables=tables, chosen=chosen,
-                    form_id={"similar_anime": "similar-anime", "similar_users": "similar-users"}.get(kind, "recommend"))
+        return page(heading, heading=heading, summary=summary, tables=tables, chosen=chosen, form_id=form_id)
 
     @app.get("/", response_class=HTMLResponse)
-    async def home():
-        return page("Anime recommender")
+    async def home(tab: str = "similar-anime"):
+        return page("Anime recommender", tab=tab if tab in FORMS.values() else "similar-anime")
 
     @app.get("/similar-anime", response_class=HTMLResponse)
     async def similar_anime(request: Request):
@@ -235,7 +238,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         form = await request.form()
         upload = form.get("ratings_file")
         likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
-        chosen = {"likes": form.get("likes") or ""}
+        chosen = {"likes": form.get("likes") or "", "dropped_neutral": form.get("dropped_neutral") == "on"}
         state = form.get("list_state") or ""
         if not (upload is not None and getattr(upload, "filename", "")) and not likes and state:
             # the uploaded list, kept in the page (rerunning without an anime the person is not interested in)
@@ -243,8 +246,9 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
                 listed = from_records(json.loads(state), form.get("list_name") or "your list")
             except (ValueError, UserError) as err:
                 return page("Anime recommender", 400, error=f"The page's saved list is unreadable ({err}); upload "
-                                                            f"your list again.", chosen=chosen)
-            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, form.get("list_name") or "your list")
+                                                            f"your list again.", chosen=chosen, form_id="recommend")
+            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, form.get("list_name") or "your list",
+                                  listed.dropped)
             return await answer(request, "rating_recs", form, {"ratings": listed},
                                 {**chosen, "list_state": state, "list_name": listed.source})
         if upload is not None and getattr(upload, "filename", ""):
@@ -263,18 +267,18 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
             try:
                 listed = await limit.run(parse)  # parsing a big export is CPU work too
             except Busy:
-                response = page("Anime recommender", 503, error=busy, chosen=chosen)
+                response = page("Anime recommender", 503, error=busy, chosen=chosen, form_id="recommend")
                 response.headers["Retry-After"] = str(RETRY_AFTER_S)
                 return response
             except UserError as err:
-                return page("Anime recommender", 400, error=str(err), chosen=chosen)
-            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, name)
+                return page("Anime recommender", 400, error=str(err), chosen=chosen, form_id="recommend")
+            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, name, listed.dropped)
             return await answer(request, "rating_recs", form, {"ratings": listed},
                                 {**chosen, "list_state": list_state(listed), "list_name": name})
         if likes:
             return await answer(request, "rating_recs", form, {"likes": likes}, chosen)
         return page("Anime recommender", 400, error="Upload your MyAnimeList export or a ratings CSV, or type some "
-                                                    "titles you like.", chosen=chosen)
+                                                    "titles you like.", chosen=chosen, form_id="recommend")
 
     @app.get("/api/suggest")
     async def suggest(q: str = "", limit: int = 8):
@@ -297,8 +301,10 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
 
 def list_state(listed) -> str:
     """An uploaded list as JSON records, kept in the page so that a rerun needs no second upload."""
-    return json.dumps([{"anime_id": int(a), "rating": None if r != r else float(r), "planned": bool(p)}
-                       for a, r, p in zip(listed.anime_ids, listed.ratings, listed.planned)])
+    dropped = listed.dropped if listed.dropped is not None else np.zeros(len(listed), bool)
+    return json.dumps([{"anime_id": int(a), "rating": None if r != r else float(r), "planned": bool(p),
+                        "dropped": bool(d)} for a, r, p, d in zip(listed.anime_ids, listed.ratings, listed.planned,
+                                                                  dropped)])
 
 
 def suggestions(titles, query: str, limit: int) -> list[dict]:

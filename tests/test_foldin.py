@@ -94,5 +94,33 @@ def test_a_ranking_head_ranks_a_person_exactly_as_it_ranks_a_user():
     scorer = Scorer.from_weights(USER_VECTORS, ANIME_VECTORS, np.array([[4.0]]), np.array([0.0]), ranker=ranker)
     for user in range(len(USER_IDS)):
         rated = ranker.history[user].indices
-        person = type("P", (), {"rated": rated})()
+        person = type("P", (), {"rated": rated, "weights": None})()  # a list with no dislikes
         np.testing.assert_allclose(person_ranking(scorer, person), ranker.rank_users([user])[0])
+
+
+def test_dropped_anime_are_dislikes_unless_asked_otherwise():
+    from animerec.foldin import DISLIKE_RATING, DISLIKE_WEIGHT
+    from animerec.profiles import from_records
+    from animerec.ranking import RankerData
+
+    ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8).ranker(1.0, 0.0)
+    scorer = Scorer.from_weights(USER_VECTORS, ANIME_VECTORS, 4.0, 0.0, ranker=ranker)
+    listed = from_records([{"anime_id": 10, "rating": 9}, {"anime_id": 30, "dropped": True},
+                           {"anime_id": 40, "rating": 6, "dropped": True}], "a list")
+    assert list(listed.dropped) == [False, True, True]
+
+    class Bundle:  # what fold_in reads
+        anime_ids, scale = ANIME.anime_id.to_numpy(), {"min": 1.0, "max": 10.0}
+
+    Bundle.scorer = scorer
+    disliked = fold_in(Bundle, listed)
+    assert sorted(disliked.rated) == [0, 2, 3] and DISLIKE_RATING in disliked.ratings  # unscored drop: a 3
+    assert list(disliked.weights[np.argsort(disliked.rated)]) == [1.0, DISLIKE_WEIGHT, DISLIKE_WEIGHT]
+    neutral = fold_in(Bundle, listed, dropped_as_dislikes=False)
+    assert sorted(neutral.rated) == [0, 3] and list(neutral.weights) == [1.0, 1.0]  # the unscored drop is only listed
+    # the ranking head: the dislikes' neighbours score lower than when the drops are ordinary entries
+    plus = ranker.fold_in(np.array([0, 2, 3]))
+    minus = ranker.fold_in(np.array([0, 2, 3]), np.array([1.0, DISLIKE_WEIGHT, DISLIKE_WEIGHT]))
+    free = np.isfinite(plus)
+    assert (minus[free] <= plus[free] + 1e-7).all() and (minus[free] < plus[free] - 1e-7).any()
+    np.testing.assert_allclose(person_ranking(scorer, disliked), minus, rtol=1e-6)

@@ -165,6 +165,7 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
         export = tmp_path / "animelist.xml.gz"
         export.write_bytes(gzip.compress(f"<myanimelist><myinfo/>{entries}</myanimelist>".encode()))
         driver.get(base)
+        driver.find_element(By.ID, "tab-recommend").click()  # one compact form at a time
         driver.find_element(By.ID, "ratings-file").send_keys(str(export))
         driver.find_element(By.ID, "recommend-go").click()
         wait.until(lambda d: d.find_elements(By.ID, "results"))
@@ -199,7 +200,7 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
         driver.save_screenshot(str(tmp_path / "page.png"))
 
         # bad input: a visible message, no stack trace
-        driver.get(base)
+        driver.get(f"{base}/?tab=similar-users")
         driver.find_element(By.ID, "user-id").send_keys("not-a-user")
         driver.find_element(By.ID, "similar-users-go").click()
         message = wait.until(lambda d: d.find_element(By.ID, "error")).text
