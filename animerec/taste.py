@@ -334,7 +334,9 @@ class TasteIndex:
         denom = np.sqrt(self.anime_counts[anime_index] * self.anime_counts) + self.shrink
         parts["cooc"] = (together / np.maximum(denom, 1e-12)).astype(np.float32)
         if self.anime_vectors is not None:
-            parts["learned"] = self.anime_vectors @ self.anime_vectors[anime_index]
+            # an anime nobody rated in the history has an untrained vector: no learned similarity, either way
+            seen = self.anime_counts > 0
+            parts["learned"] = (self.anime_vectors @ self.anime_vectors[anime_index]) * seen * seen[anime_index]
         if self.content is not None:
             parts["content"] = np.asarray((self.content @ self.content[anime_index].T).todense()).ravel()
         if self.ease is not None:
