@@ -343,7 +343,10 @@ def similarity_report(title: str, frames, num_users, num_anime, anime, seed: int
         row = {"model": name}
         if items is not None:
             def similar(q, exclude, n, items=items):
-                return top_excluding(items(q), np.append(exclude, q), n)
+                # ties (anime a method gives no score, as in the cold view) in a seeded random order, not by ID:
+                # low MAL IDs are old, popular titles, and would favour the method that scores nothing
+                jitter = np.random.default_rng([seed, q]).random(num_anime) * 1e-7
+                return top_excluding(items(q) + jitter, np.append(exclude, q), n)
 
             for view, excluded in (("", None), ("tail ", tail), ("cold ", warm)):
                 found = similar_item_metrics(similar, history, test, k=K, relevance_threshold=THRESHOLD,
