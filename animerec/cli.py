@@ -45,6 +45,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                              "franchise whose first entry you have not rated), hide_all (nothing of a franchise on "
                              "your list) or show")
     parser.add_argument("--adult", action="store_true", help="include adult anime (hidden by default, as on MAL)")
+    parser.add_argument("--exclude", nargs="+", type=int, default=[], metavar="MAL_ID",
+                        help="anime you are not interested in: never recommended")
     parser.add_argument("--min-members", type=int, help="only anime with at least this many MAL members")
     parser.add_argument("--hidden-gems", type=float, default=0.0, metavar="BETA", dest="popularity_damping",
                         help="rank by score / members^BETA: 0 (default) is the plain ranking, 0.3-0.5 lifts "
@@ -147,7 +149,8 @@ def request_from(args: argparse.Namespace) -> dict:
     request.update({"kind": COMMANDS[args.command], "n": args.n, "genres": args.genres,
                     "genre_match": args.genre_match, "types": args.types, "min_score": args.min_score,
                     "max_score": args.max_score, "sequels": args.sequels, "adult": args.adult,
-                    "min_members": args.min_members, "popularity_damping": args.popularity_damping})
+                    "min_members": args.min_members, "popularity_damping": args.popularity_damping,
+                    "exclude": args.exclude})
     if args.command == "recommend":
         request.update(min_rating=args.min_rating, max_rating=args.max_rating)
     return request

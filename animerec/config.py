@@ -230,6 +230,8 @@ SCHEMA: dict[str, Any] = {
         "adult": BOOL,
         "min_members": _int(optional=True, min=0),
         "popularity_damping": _float(min=0, max=2),
+        "exclude": Spec("list", help="MAL IDs never to recommend (not interested)"),
+        "dropped_as_dislikes": BOOL,
     },
 }
 

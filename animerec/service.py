@@ -244,7 +244,12 @@ class RecommendationService:
 
     def known(self, anime_ids) -> list[int]:
         """The MAL IDs among ``anime_ids`` that the model knows (others cannot be recommended anyway)."""
-        ids = np.asarray(list(anime_ids), np.int64)
+        try:
+            ids = np.array([int(str(a).strip()) for a in anime_ids], np.int64)
+        except ValueError:
+            raise RecommenderError(f"exclude must be MAL IDs (whole numbers), got {list(anime_ids)!r}.") from None
+        if len(ids) == 0:
+            return []
         position = np.minimum(np.searchsorted(self.bundle.anime_ids, ids), len(self.bundle.anime_ids) - 1)
         return ids[self.bundle.anime_ids[position] == ids].tolist()
 

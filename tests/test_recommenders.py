@@ -423,3 +423,25 @@ def test_a_query_carries_the_fan_controls_with_the_products_defaults():
         Query.from_mapping({"kind": "rating_recs", "query": 1, "adult": "maybe"})
     with pytest.raises(RecommenderError, match="min_members must be a whole number >= 0"):
         Query.from_mapping({"kind": "rating_recs", "query": 1, "min_members": -3})
+
+
+def test_not_interested_and_dropped_reach_the_service_from_every_side(bundle):
+    from animerec.cli import build_parser, request_from
+    from animerec.service import Query, RecommendationService
+
+    service = RecommendationService(bundle)
+    everything = [r["anime_id"] for r in service.answer({"kind": "similar_anime", "query": 10, "n": 10,
+                                                          "sequels": "show"})["anime"]]
+    fewer = service.answer({"kind": "similar_anime", "query": 10, "n": 10, "sequels": "show",
+                            "exclude": f"{everything[0]}, 999999"})["anime"]  # an unknown ID is simply ignored
+    assert [r["anime_id"] for r in fewer] == everything[1:]
+    with pytest.raises(RecommenderError, match="exclude must be MAL IDs"):
+        service.similar_anime(10, 5, exclude=["abc"])
+    args = build_parser().parse_args(["recommend", "--likes", "Mecha One", "--exclude", "20", "30",
+                                      "--hidden-gems", "0.3", "--min-members", "700", "--adult"])
+    request = request_from(args)
+    query = Query.from_mapping(request)
+    assert query.exclude == (20, 30) and query.filters.popularity_damping == 0.3
+    assert query.filters.min_members == 700 and query.filters.adult and query.filters.sequels == "hide_unstarted"
+    args = build_parser().parse_args(["recommend", "--ratings", "list.csv", "--dropped", "neutral"])
+    assert args.dropped == "neutral"

@@ -70,7 +70,7 @@ def similar_anime(cfg: dict) -> dict:
             if not recs.get("random"):
                 logger.info("No recs.anime / recs.anime_id given: picking a random anime (recs.seed=%s)", recs["seed"])
             query = pick_random_anime(bundle, int(recs["seed"]))
-        anime_id, table = service.similar_anime(query, int(recs["n"]), filters)
+        anime_id, table = service.similar_anime(query, int(recs["n"]), filters, recs.get("exclude") or ())
         row = bundle.anime.loc[bundle.anime["anime_id"] == anime_id].iloc[0]
         show(f"Anime similar to {row['name']} (MAL {anime_id}; {row['genres']}; {row['type']})", table)
         with run.output("similar_anime", "recommendations", metadata={"anime_id": anime_id}) as out:
@@ -99,7 +99,7 @@ def similar_users(cfg: dict) -> dict:
         if user is None:
             user = pick_random_user(service.by_users, recs)
             query, who = {"user_id": user}, f"user {user}"
-        result = service.similar_users(user, int(recs["n"]), filters)
+        result = service.similar_users(user, int(recs["n"]), filters, recs.get("exclude") or ())
         users_table, picks, genres, sources = result["users"], result["picks"], result["genres"], result["sources"]
         show(f"Training users most similar to {who}", users_table)
         show(f"Favourite genres of {who} (favourites: the top {recs['favorite_fraction']:.0%} by rating, "
@@ -129,7 +129,8 @@ def similar_users(cfg: dict) -> dict:
 def step_user(service, recs: dict):
     """``(user, query, who)`` for recs.ratings_file (a folded-in person) or recs.user_id; Nones for neither."""
     if recs.get("ratings_file"):
-        person = service.person(ratings_file=recs["ratings_file"])
+        person = service.person(ratings_file=recs["ratings_file"],
+                                dropped_as_dislikes=bool(recs.get("dropped_as_dislikes", True)))
         return person, {"ratings_file": recs["ratings_file"], "list": person.summary()}, "the list in recs.ratings_file"
     if recs.get("user_id") is not None:
         return int(recs["user_id"]), {"user_id": int(recs["user_id"])}, f"user {int(recs['user_id'])}"
@@ -179,7 +180,7 @@ def rating_recs(cfg: dict) -> dict:
             user = rating_user(cfg, service.by_rating, run)
             query, who = {"user_id": user}, f"user {user}"
         table = service.rating_recs(user, int(recs["n"]), filters, recs.get("min_predicted_rating"),
-                                    recs.get("max_predicted_rating"))
+                                    recs.get("max_predicted_rating"), recs.get("exclude") or ())
         show(f"Recommended for {who}, {unseen_by(who)}", table)
         with run.output("rating_recs", "recommendations", metadata=query_metadata(query)) as out:
             table.to_csv(out.path / "rating_recs.csv", index=False)
