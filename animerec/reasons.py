@@ -26,14 +26,19 @@ class Reasons:
     @cached_property
     def _liked_by(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR by anime index: the users who liked each anime (``users[indptr[a]:indptr[a + 1]]``, sorted)."""
+        import scipy.sparse as sp
+
         ratings = self.bundle.ratings
-        liked = ratings[ratings["rating"] >= LIKED]
-        order = np.lexsort((liked["user_index"].to_numpy(), liked["anime_index"].to_numpy()))
-        anime = liked["anime_index"].to_numpy()[order]
-        users = liked["user_index"].to_numpy()[order]
-        indptr = np.zeros(len(self.bundle.anime_ids) + 1, np.int64)
-        np.cumsum(np.bincount(anime, minlength=len(self.bundle.anime_ids)), out=indptr[1:])
-        return indptr, users
+        liked = (ratings["rating"] >= LIKED).to_numpy()
+        anime, users = ratings["anime_index"].to_numpy()[liked], ratings["user_index"].to_numpy()[liked]
+        # a counting sort by anime (scipy's COO -> CSR): seconds at full MAL size, where a lexsort took half a minute
+        by_anime = sp.csr_matrix((np.ones(len(anime), np.int8), (anime, users)),
+                                 shape=(len(self.bundle.anime_ids), len(self.bundle.user_ids)))
+        return by_anime.indptr, by_anime.indices
+
+    def warm(self) -> None:
+        """Build the tables the reasons read (a server does this at start, not on its first query)."""
+        _ = self._liked_by, self._names, self._genres
 
     def _likers(self, index: int) -> np.ndarray:
         indptr, users = self._liked_by

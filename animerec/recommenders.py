@@ -96,7 +96,7 @@ class Catalogue:
                     known.setdefault(_norm(g), g.strip())
         return cls(frame.reset_index(drop=True), genre_sets, known)
 
-    @property
+    @cached_property
     def adult(self) -> np.ndarray:
         """``[num_anime]`` bool: adult anime (MAL hides them by default): the Hentai genre or an "Rx" age rating."""
         hentai = np.array([_norm("Hentai") in s for s in self.genre_sets], dtype=bool)

@@ -204,6 +204,12 @@ class RecommendationService:
     def by_rating(self) -> EmbeddingRecommender:
         return EmbeddingRecommender(self.bundle)
 
+    def warm(self) -> None:
+        """Build every lazily made table now (recommenders, titles, franchises, reasons), so that a server's
+        first queries are as fast as the rest."""
+        _ = self.by_rating.franchises, self.by_rating.catalogue.adult, self.by_users, self.titles
+        self.reasons.warm()
+
     @cached_property
     def reasons(self) -> Reasons:
         return Reasons(self.bundle)

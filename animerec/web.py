@@ -379,5 +379,6 @@ def rating_histogram(bundle) -> bytes:
 def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     import uvicorn
 
+    service.warm()  # the lazily built tables now, not on the first visitor's query (half a minute at full size)
     logger.warning("Serving %s on http://%s:%d (Ctrl-C stops)", model_ref, host, port)
     uvicorn.run(create_app(service, model_path, model_ref), host=host, port=port, log_level="warning")
