@@ -97,12 +97,34 @@ class Busy(Exception):
     """More queries are waiting than the server queues."""
 
 
-class WorkLimit:
-    """At most ``workers`` CPU-heavy queries at once in worker threads, ``queue`` more waiting; beyond that
-    :class:`Busy` (the page answers HTTP 503 with Retry-After)."""
+_SERVICE = None  # the service a forked worker process answers with (set before the workers fork)
 
-    def __init__(self, workers: int, queue: int) -> None:
+
+def _answer(query):
+    return _SERVICE.answer(query)
+
+
+def parse_upload(name: str, data: bytes):
+    """An uploaded list, read from a temporary file; errors name the upload, not the temporary path."""
+    from animerec.profiles import read_list
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        try:
+            return read_list(path)
+        except UserError as err:
+            raise UserError(str(err).replace(str(path), name)) from None
+
+
+class WorkLimit:
+    """At most ``workers`` CPU-heavy queries at once, ``queue`` more waiting; beyond that :class:`Busy` (the
+    page answers HTTP 503 with Retry-After). The work runs in worker threads, or with ``executor`` (a pool of
+    processes forked after the model is loaded) in other processes, so it never holds the server's GIL."""
+
+    def __init__(self, workers: int, queue: int, executor=None) -> None:
         self.workers, self.queue = max(1, int(workers)), max(0, int(queue))
+        self.executor = executor
         self._slots: asyncio.Semaphore | None = None
         self.waiting = 0
 
@@ -117,6 +139,8 @@ class WorkLimit:
         finally:
             self.waiting -= 1
         try:
+            if self.executor is not None:
+                return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
             return await run_in_threadpool(fn, *args)
         finally:
             self._slots.release()
@@ -138,9 +162,10 @@ def anime_rows(rows: list[dict]) -> dict:
 
 
 def create_app(service, model_path: Path | None = None, model_ref: str = "model", *, workers: int | None = None,
-               queue: int = 32, max_upload: int = MAX_UPLOAD) -> FastAPI:
+               queue: int = 32, max_upload: int = MAX_UPLOAD, processes: bool = False) -> FastAPI:
     """The FastAPI app serving ``service`` (a :class:`RecommendationService`); ``workers`` queries run at once
-    (default: the cores), ``queue`` more wait, uploads over ``max_upload`` bytes are refused."""
+    (default: the cores) in threads, or with ``processes`` in forked worker processes; ``queue`` more wait;
+    uploads over ``max_upload`` bytes are refused."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from animerec.recommenders import Catalogue
@@ -150,7 +175,18 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     genres = sorted(Catalogue.from_bundle(service.bundle).known_genres.values())
     app = FastAPI(title="anime recommender", docs_url=None, redoc_url=None)
     app.add_middleware(UploadLimit, max_bytes=max_upload)
-    limit = WorkLimit(workers or os.cpu_count() or 2, queue)
+    workers = workers or os.cpu_count() or 2
+    executor = None
+    if processes:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        global _SERVICE
+        _SERVICE = service  # the forked workers inherit the loaded model (copy-on-write: not copied)
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        list(executor.map(abs, range(workers)))  # fork them now, before the server starts its threads
+    limit = WorkLimit(workers, queue, executor)
+    answer_fn = _answer if processes else service.answer
     busy = ("The server is busy answering other queries; try again in a few seconds.")
 
     def page(title: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -178,7 +214,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         chosen = {**query, **chosen}
         form_id = FORMS[kind]
         try:
-            result = await limit.run(service.answer, query)  # in a worker thread: the event loop stays free
+            result = await limit.run(answer_fn, query)  # in a worker: the event loop stays free
         except Busy:
             response = page("Anime recommender", 503, error=busy, chosen=chosen, form_id=form_id)
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -233,7 +269,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
 
     @app.post("/recommend", response_class=HTMLResponse)
     async def recommend(request: Request):
-        from animerec.profiles import MAX_BYTES, from_records, read_list
+        from animerec.profiles import MAX_BYTES, from_records
 
         form = await request.form()
         upload = form.get("ratings_file")
@@ -255,17 +291,8 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
             data = await upload.read(MAX_BYTES + 1)
             name = Path(upload.filename).name
 
-            def parse():
-                with tempfile.TemporaryDirectory() as folder:
-                    path = Path(folder) / name
-                    path.write_bytes(data)
-                    try:
-                        return read_list(path)
-                    except UserError as err:
-                        raise UserError(str(err).replace(str(path), name)) from None
-
             try:
-                listed = await limit.run(parse)  # parsing a big export is CPU work too
+                listed = await limit.run(parse_upload, name, data)  # parsing a big export is CPU work too
             except Busy:
                 response = page("Anime recommender", 503, error=busy, chosen=chosen, form_id="recommend")
                 response.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -376,9 +403,17 @@ def rating_histogram(bundle) -> bytes:
     return buffer.getvalue()
 
 
-def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0.1", port: int = 8080,
+          processes: bool | None = None) -> None:
+    """Serve the page; queries run in forked worker processes where the OS can fork (``processes`` None), so
+    heavy uploads never hold the server's GIL, else in threads."""
     import uvicorn
 
     service.warm()  # the lazily built tables now, not on the first visitor's query (half a minute at full size)
     logger.warning("Serving %s on http://%s:%d (Ctrl-C stops)", model_ref, host, port)
-    uvicorn.run(create_app(service, model_path, model_ref), host=host, port=port, log_level="warning")
+    if processes is None:
+        import multiprocessing
+
+        processes = "fork" in multiprocessing.get_all_start_methods()
+    uvicorn.run(create_app(service, model_path, model_ref, processes=processes), host=host, port=port,
+                log_level="warning")

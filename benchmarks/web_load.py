@@ -144,7 +144,8 @@ class Client:
 
 
 class RssSampler(threading.Thread):
-    """Samples a process's resident memory (MB) every ``every`` seconds until stopped."""
+    """Samples the server's memory (MB) every ``every`` seconds until stopped: the proportional set size
+    (PSS) of the server and its worker processes together, so pages they share are counted once."""
 
     def __init__(self, pid: int, every: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -152,12 +153,19 @@ class RssSampler(threading.Thread):
 
     def rss_mb(self) -> float:
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:
-            pass
-        return float("nan")
+            children = []
+        total = 0.0
+        for pid in [self.pid, *map(int, children)]:
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) / 1024
+            except OSError:
+                if pid == self.pid:
+                    return float("nan")
+        return total
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -315,7 +323,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
         samples = [s for s in sampler.samples if s == s]
-        print(f"\nserver_rss_mb: start {start_rss:.0f} peak {max(samples):.0f} end {end_rss:.0f}")
+        print(f"\nserver_pss_mb (the server and its worker processes): start {start_rss:.0f} "
+              f"peak {max(samples):.0f} end {end_rss:.0f}")
 
 
 if __name__ == "__main__":
