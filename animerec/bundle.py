@@ -98,6 +98,25 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
     return info
 
 
+def _optional_part(path: Path, info: dict, name: str, what: str, shape: tuple[int, int]):
+    """The ranking head (``ranker.npz``) or taste index (``taste.npz``) that model_info.json names, checked
+    against the encoders' users x anime; None when the model has none."""
+    if not info.get(name):
+        return None
+    if name == "ranker":
+        from animerec.ranking import ItemRanker as part
+    else:
+        from animerec.taste import TasteIndex as part
+    if not (path / f"{name}.npz").is_file():
+        raise BundleError(f"{path} is not a complete model artifact: its model_info.json names {what} but "
+                          f"{name}.npz is missing. Use the complete folder the train step wrote.")
+    loaded = part.from_arrays(read_npz(path / f"{name}.npz"))
+    if loaded.history.shape != shape:
+        raise BundleError(f"Model artifact {path} is inconsistent: {name}.npz covers {loaded.history.shape} "
+                          f"users x anime, the encoders {shape[0]} x {shape[1]}. Retrain.")
+    return loaded
+
+
 @dataclass
 class ModelBundle:
     """A loaded model artifact: numpy scorer, encoders, scale, catalogue and known ratings."""
@@ -149,17 +168,8 @@ class ModelBundle:
                 f"Model artifact {path} is inconsistent: {'; '.join(problems)}. It may mix files from different "
                 f"datasets; retrain, or use the complete artifact the train step wrote."
             )
-        ranker = None
-        if info.get("ranker"):
-            from animerec.ranking import ItemRanker
-
-            if not (path / "ranker.npz").is_file():
-                raise BundleError(f"{path} is not a complete model artifact: its model_info.json names a ranking "
-                                  f"head but ranker.npz is missing. Use the complete folder the train step wrote.")
-            ranker = ItemRanker.from_arrays(read_npz(path / "ranker.npz"))
-            if ranker.history.shape != (len(user_ids), len(anime_ids)):
-                raise BundleError(f"Model artifact {path} is inconsistent: ranker.npz covers {ranker.history.shape} "
-                                  f"users x anime, the encoders {len(user_ids)} x {len(anime_ids)}. Retrain.")
+        shape = (len(user_ids), len(anime_ids))
+        ranker = _optional_part(path, info, "ranker", "a ranking head", shape)
         weights = read_npz(path / "scorer.npz")
         scorer = Scorer.from_weights(
             user_emb, anime_emb, weights["kernel"], weights["bias"], info["activation"],
@@ -168,17 +178,7 @@ class ModelBundle:
             weights["preference_bias"] if "preference_bias" in weights else None,
             ranker,
         )
-        taste = None
-        if info.get("taste"):
-            from animerec.taste import TasteIndex
-
-            if not (path / "taste.npz").is_file():
-                raise BundleError(f"{path} is not a complete model artifact: its model_info.json names a taste "
-                                  f"index but taste.npz is missing. Use the complete folder the train step wrote.")
-            taste = TasteIndex.from_arrays(read_npz(path / "taste.npz"))
-            if taste.history.shape != (len(user_ids), len(anime_ids)):
-                raise BundleError(f"Model artifact {path} is inconsistent: taste.npz covers {taste.history.shape} "
-                                  f"users x anime, the encoders {len(user_ids)} x {len(anime_ids)}. Retrain.")
+        taste = _optional_part(path, info, "taste", "a taste index", shape)
         rows = read_npz(path / "ratings.npz")
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})
         scale = json.loads((path / "scale.json").read_text(encoding="utf-8"))

@@ -100,30 +100,20 @@ class Client:
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
-        """``(status, seconds)``; status 0 when the connection failed."""
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                announce: int | None = None):
+        """``(status, seconds)``; status 0 when the connection failed. ``announce`` sends only the headers of a
+        body of that many bytes (a refusal from Content-Length must come before any of it)."""
         started = time.perf_counter()
         connection = http.client.HTTPConnection(HOST, self.port, timeout=TIMEOUT_S)
         try:
-            headers = {"Content-Type": content_type} if content_type else {}
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            return response.status, time.perf_counter() - started
-        except (OSError, http.client.HTTPException):
-            return 0, time.perf_counter() - started
-        finally:
-            connection.close()
-
-    def announce(self, path: str, length: int):
-        """A POST that announces ``length`` bytes and sends none of them: ``(status, seconds)``."""
-        started = time.perf_counter()
-        connection = http.client.HTTPConnection(HOST, self.port, timeout=TIMEOUT_S)
-        try:
-            connection.putrequest("POST", path)
-            connection.putheader("Content-Type", "multipart/form-data; boundary=x")
-            connection.putheader("Content-Length", str(length))
-            connection.endheaders()
+            if announce is None:
+                connection.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
+            else:
+                connection.putrequest(method, path)
+                connection.putheader("Content-Type", content_type or "application/octet-stream")
+                connection.putheader("Content-Length", str(announce))
+                connection.endheaders()
             response = connection.getresponse()
             response.read()
             return response.status, time.perf_counter() - started
@@ -306,7 +296,8 @@ def main() -> None:
                 elif name == "n = -5":
                     status, seconds = client.similar(value, n=-5)
                 elif name == "body over the upload limit":  # refused from its Content-Length, before the body
-                    status, seconds = client.announce("/recommend", 17 * 1024 * 1024)
+                    status, seconds = client.request("POST", "/recommend", content_type="multipart/form-data; boundary=x",
+                                                     announce=17 * 1024 * 1024)
                 else:
                     status, seconds = client.upload(*value)
                 alive = client.suggest("nar")[0] == 200
