@@ -185,6 +185,10 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         _SERVICE = service  # the forked workers inherit the loaded model (copy-on-write: not copied)
         executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
         list(executor.map(abs, range(workers)))  # fork them now, before the server starts its threads
+
+        @app.on_event("shutdown")
+        def stop_workers() -> None:  # Ctrl-C or SIGTERM: the worker processes end with the server
+            executor.shutdown(wait=True, cancel_futures=True)
     limit = WorkLimit(workers, queue, executor)
     answer_fn = _answer if processes else service.answer
     busy = ("The server is busy answering other queries; try again in a few seconds.")
