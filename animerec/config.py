@@ -28,6 +28,8 @@ INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "l
 ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
 LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber")
 SCHEDULES = ("rampup_decay", "cosine", "constant")
+TASTE_ITEM_PARTS = ("learned", "cooc", "content", "ease")  # model.taste.item_weights (animerec/taste.py)
+TASTE_USER_PARTS = ("learned", "cooc")  # model.taste.user_weights
 SEQUEL_MODES = ("hide_unstarted", "hide_all", "show")  # recs.sequels (animerec/franchise.py)
 METRICS = ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae")  # model:best reads valid only
 
@@ -184,9 +186,9 @@ SCHEMA: dict[str, Any] = {
             "ease_l2": Spec("floats", min=0, min_open=True, help="EASE L2 values for the ease part, chosen on valid"),
             "ease_keep": _int(min=1),
             "item_weights": {part: Spec("floats", min=0, help="blend weights to choose from on valid")
-                             for part in ("learned", "cooc", "content", "ease")},
+                             for part in TASTE_ITEM_PARTS},
             "user_weights": {part: Spec("floats", min=0, help="blend weights to choose from on valid")
-                             for part in ("learned", "cooc")},
+                             for part in TASTE_USER_PARTS},
             "tune_users": _int(optional=True, min=1),
         },
         "pretrained": OPT_STR,

@@ -42,9 +42,7 @@ from animerec.ranking import interaction_matrix as history_matrix  # who rated w
 
 logger = logging.getLogger(__name__)
 
-ITEM_PARTS = ("learned", "cooc", "content", "ease")
 VALID_USERS = 20_000  # users whose valid anime give the taste model's validation loss (a seeded sample)
-USER_PARTS = ("learned", "cooc")
 
 
 # the three parts -------------------------------------------------------------------------------
@@ -229,7 +227,6 @@ class TasteFit:
     anime_vectors: np.ndarray  # [num_anime, d], unit rows
     anime_bias: np.ndarray  # [num_anime]
     history: list[dict] = field(default_factory=list)
-    model: Any = None
 
 
 def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cfg: Mapping[str, Any], *,
@@ -280,7 +277,7 @@ def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cf
               verbose=1 if verbose else 0)
     return TasteFit(np.asarray(model.encoder.get_weights()[0], np.float32),
                     _unit(keras.ops.convert_to_numpy(model.anime_taste)),
-                    np.asarray(keras.ops.convert_to_numpy(model.anime_bias), np.float32), rows, model)
+                    np.asarray(keras.ops.convert_to_numpy(model.anime_bias), np.float32), rows)
 
 
 def encode_lists(encoder: np.ndarray, rows: sp.csr_matrix, chunk: int = 65_536) -> np.ndarray:
@@ -469,7 +466,6 @@ class TasteResult:
 
     index: TasteIndex
     report: dict
-    history: list[dict]
 
 
 def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, num_users: int, num_anime: int,
@@ -586,4 +582,4 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
     if fitted is not None and fitted.history:
         report["model_epoch_seconds"] = fitted.history[0]["taste_seconds"]
         report["model_epochs_run"] = len(fitted.history)
-    return TasteResult(final, report, fitted.history if fitted else [])
+    return TasteResult(final, report)

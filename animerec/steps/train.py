@@ -194,8 +194,8 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     if taste is not None:
         metrics["taste"] = taste.report
         metrics.update({key: value for key, value in taste.report.items() if key.startswith("valid_")})
-        if taste.history:
-            metrics["taste_epochs_run"] = len(taste.history)
+        if "model_epochs_run" in taste.report:
+            metrics["taste_epochs_run"] = taste.report["model_epochs_run"]
     if ranker_report is not None:
         metrics["ranker"] = ranker_report
         metrics.update({f"ranker_{key}": ranker_report[key] for key in ("l2", "like_weight")})
