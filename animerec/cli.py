@@ -40,7 +40,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="keep these types: TV, Movie, OVA, ONA, Special, Music")
     parser.add_argument("--min-score", type=float, help="lowest MAL score to keep")
     parser.add_argument("--max-score", type=float, help="highest MAL score to keep")
-    parser.add_argument("--sequels", choices=SEQUEL_MODES, default="hide_unstarted",
+    parser.add_argument("--sequels", choices=SEQUEL_MODES, default=None,
                         help="later seasons, films and OVAs of franchises: hide_unstarted (default: none of a "
                              "franchise whose first entry you have not rated), hide_all (nothing of a franchise on "
                              "your list) or show")

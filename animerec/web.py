@@ -19,6 +19,7 @@ as soon as that many bytes have streamed in, before anything is spooled to disk 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -34,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from animerec.config import TYPES
 from animerec.errors import UserError
+from animerec.service import DEFAULT_SEQUELS
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +207,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     def query_from(form, kind: str) -> dict:
         chosen = {"genres": form.getlist("genres"), "types": form.getlist("types"),
                   "min_score": form.get("min_score") or None, "max_score": form.get("max_score") or None,
-                  "sequels": form.get("sequels") or "hide_unstarted", "adult": form.get("adult") == "on",
+                  "sequels": form.get("sequels") or DEFAULT_SEQUELS, "adult": form.get("adult") == "on",
                   "min_members": form.get("min_members") or None,
                   "popularity_damping": form.get("popularity_damping") or 0.0,
                   "exclude": form.get("exclude") or "",
@@ -287,8 +289,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
             except (ValueError, UserError) as err:
                 return page("Anime recommender", 400, error=f"The page's saved list is unreadable ({err}); upload "
                                                             f"your list again.", chosen=chosen, form_id="recommend")
-            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, form.get("list_name") or "your list",
-                                  listed.dropped)
+            listed = dataclasses.replace(listed, source=form.get("list_name") or "your list")
             return await answer(request, "rating_recs", form, {"ratings": listed},
                                 {**chosen, "list_state": state, "list_name": listed.source})
         if upload is not None and getattr(upload, "filename", ""):
@@ -303,7 +304,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
                 return response
             except UserError as err:
                 return page("Anime recommender", 400, error=str(err), chosen=chosen, form_id="recommend")
-            listed = type(listed)(listed.anime_ids, listed.ratings, listed.planned, name, listed.dropped)
+            listed = dataclasses.replace(listed, source=name)
             return await answer(request, "rating_recs", form, {"ratings": listed},
                                 {**chosen, "list_state": list_state(listed), "list_name": name})
         if likes:
