@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -183,6 +184,16 @@ class ModelBundle:
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})
         scale = json.loads((path / "scale.json").read_text(encoding="utf-8"))
         return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings, taste)
+
+    @cached_property
+    def ratings_by_user(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every known rating grouped by user, CSR-style: ``(starts [num_users + 1], anime [n], ratings [n])``;
+        user ``u``'s anime are ``anime[starts[u]:starts[u + 1]]``, by anime index. Sorted once per model, however
+        many recommenders read it (a quarter of a minute for MAL's 57M ratings)."""
+        ratings = self.ratings.sort_values(["user_index", "anime_index"], kind="stable")
+        counts = np.bincount(ratings["user_index"].to_numpy(), minlength=len(self.user_ids))
+        return (np.concatenate([[0], np.cumsum(counts)]), ratings["anime_index"].to_numpy(np.int64),
+                ratings["rating"].to_numpy(np.float32))
 
     # ID handling -------------------------------------------------------------------------------
     def to_rating(self, scaled: np.ndarray) -> np.ndarray:

@@ -193,12 +193,8 @@ class Recommender(ABC):
     def __init__(self, bundle: ModelBundle) -> None:
         self.bundle = bundle
         self.catalogue = Catalogue.from_bundle(bundle)
-        ratings = bundle.ratings.sort_values(["user_index", "anime_index"], kind="stable")
-        self._rated_anime = ratings["anime_index"].to_numpy(np.int64)
-        self._rated_value = ratings["rating"].to_numpy(np.float32)
-        counts = np.bincount(ratings["user_index"].to_numpy(), minlength=len(bundle.user_ids))
-        self._starts = np.concatenate([[0], np.cumsum(counts)])
-        self.rating_counts = counts
+        self._starts, self._rated_anime, self._rated_value = bundle.ratings_by_user  # sorted once per model
+        self.rating_counts = np.diff(self._starts)
 
     # input checks ------------------------------------------------------------------------------
     @staticmethod
