@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from animerec.errors import ConfigError
+from animerec.steps import INPUTS
 
 TYPES = ("TV", "Movie", "OVA", "ONA", "Special", "Music")
 INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal", "lecun_uniform",
@@ -30,6 +31,9 @@ LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_err
 SCHEDULES = ("rampup_decay", "cosine", "constant")
 TASTE_ITEM_PARTS = ("learned", "cooc", "content", "ease")  # model.taste.item_weights (animerec/taste.py)
 TASTE_USER_PARTS = ("learned", "cooc")  # model.taste.user_weights
+WANDB_MODES = ("online", "offline", "disabled")
+STRATEGIES = ("auto", "tpu", "gpu", "cpu", "multi_worker")  # train.strategy (animerec/strategy.py)
+TRAINERS = ("lazy", "keras")  # train.trainer
 SEQUEL_MODES = ("hide_unstarted", "hide_all", "show")  # recs.sequels (animerec/franchise.py)
 METRICS = ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae")  # model:best reads valid only
 
@@ -102,7 +106,7 @@ SCHEMA: dict[str, Any] = {
     "wandb": {
         "project": _str(),
         "entity": OPT_STR,
-        "mode": _str(optional=True, choices=("online", "offline", "disabled")),
+        "mode": _str(optional=True, choices=WANDB_MODES),
         "group": OPT_STR,
         "dir": OPT_STR,
     },
@@ -135,13 +139,7 @@ SCHEMA: dict[str, Any] = {
         "split_seed": _int(),
         "chunk_rows": _int(min=1000),
     },
-    "inputs": {
-        "model": OPT_STR,
-        "raw_anime": OPT_STR,
-        "raw_ratings": OPT_STR,
-        "preprocessed": OPT_STR,
-        "similar_users": OPT_STR,
-    },
+    "inputs": {artifact: OPT_STR for artifact in INPUTS},  # exact versions to read (animerec/steps)
     "model": {
         "name": _str(),
         "embedding_size": _int(min=1, max=4096),
@@ -196,9 +194,9 @@ SCHEMA: dict[str, Any] = {
         "best_metric": _str(choices=METRICS),
     },
     "train": {
-        "strategy": _str(choices=("auto", "tpu", "gpu", "cpu", "multi_worker")),
+        "strategy": _str(choices=STRATEGIES),
         "tpu_address": OPT_STR,
-        "trainer": _str(choices=("lazy", "keras")),
+        "trainer": _str(choices=TRAINERS),
         "seed": _int(),
         "verbose": _int(min=0, max=2),
         "resume": BOOL,

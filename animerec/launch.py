@@ -3,11 +3,11 @@
 - :func:`prepare_argv` turns ``--steps STEPS`` and ``--overrides "A=1 B=2"`` (how ``mlflow run``
   passes its parameters, each as one shell word) into Hydra overrides, splitting the string the
   way Hydra reads it so that ``recs.anime="Cowboy Bebop"`` stays one override.
-- :func:`preflight` composes the configuration once before Hydra does. A Hydra composition error
-  (an unknown key, a bad preset name, broken override syntax) and, for a single run, a schema
-  error then print one ``error:`` paragraph and exit with status 2 instead of Hydra's exit 1.
-  In a sweep each job's values are checked by the job itself, so one bad job does not stop the
-  others.
+- :func:`preflight` composes the configuration before Hydra does, without checking its values:
+  a Hydra composition error (an unknown key, a bad preset name, broken override syntax) then
+  prints one ``error:`` paragraph and exits with status 2 instead of Hydra's exit 1. The values
+  are checked against the schema once, by :func:`animerec.pipeline.run_pipeline` (in a sweep, by
+  each job, so one bad job does not stop the others).
 """
 
 from __future__ import annotations
@@ -63,11 +63,8 @@ def preflight(argv: Sequence[str], config_dir: Path) -> None:
         return  # --help, --cfg job, --info, ...: Hydra answers those itself
     overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
-        if not flags:
-            compose_config(overrides, config_dir)
-            return
-        for job in sweep_jobs(overrides)[:MAX_PREFLIGHT_JOBS]:
-            compose_config(job, config_dir, validate=False)  # each job checks its own values
+        for job in sweep_jobs(overrides)[:MAX_PREFLIGHT_JOBS] if flags else [overrides]:
+            compose_config(job, config_dir, validate=False)  # run_pipeline checks the values, once
     except UserError as err:
         _fail(f"config: {err}")
 

@@ -18,17 +18,7 @@ from typing import Any, Mapping
 
 import keras
 
-from animerec.config import validate_config
 from animerec.scoring import Scorer
-
-
-def validate_model_config(model: Mapping[str, Any]) -> None:
-    """Fail before any training on settings that cannot work, naming the option (the schema's model rules).
-
-    Keys the mapping lacks are not required here (benchmarks build models from a few keys); the
-    pipeline checks the whole configuration with :func:`animerec.config.validate_config`.
-    """
-    validate_config({"model": dict(model)}, sections=("model",), partial=True)
 
 
 def learning_rate(epoch: int, lr: Mapping[str, Any], epochs: int | None = None) -> float:
@@ -181,7 +171,6 @@ class CollaborativeFilteringModel(keras.Model):
 
 
 def build_model(model_cfg: Mapping[str, Any], num_users: int, num_anime: int) -> CollaborativeFilteringModel:
-    validate_model_config(model_cfg)
     model = CollaborativeFilteringModel(
         num_users=num_users,
         num_anime=num_anime,

@@ -14,15 +14,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from animerec.config import check_source, join_overrides, quote_value, split_overrides, validate_config
 from animerec.errors import ConfigError, UserError
+from animerec.steps import INPUTS, STEPS, upstream_of
 
 logger = logging.getLogger(__name__)
-
-# Pipeline order. A step is available once its component folder and step function exist.
-STEPS: tuple[str, ...] = ("download", "preprocess", "train", "similar_anime", "similar_users", "rating_recs")
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -48,32 +46,15 @@ def setup_logging(level: int = logging.INFO) -> None:
     package.propagate = False
 
 
-def step_functions() -> dict[str, Callable[[dict], Any]]:
-    from animerec import steps
-
-    return steps.REGISTRY
-
-
-def available_steps(project_root: Path) -> list[str]:
-    functions = step_functions()
-    return [s for s in STEPS if s in functions and (project_root / "components" / s / "MLproject").is_file()]
-
-
-def parse_steps(value: Any, available: Sequence[str]) -> list[str]:
+def parse_steps(value: Any) -> list[str]:
     """``"all"``, ``"download,preprocess"`` or a list -> the steps in pipeline order."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
-        return list(available)
+        return list(STEPS)
     names = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
     names = [n for n in names if n]
     unknown = [n for n in names if n not in STEPS]
     if unknown:
         raise ConfigError(f"main.steps: unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}.")
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise ConfigError(
-            f"main.steps: step(s) {', '.join(missing)} are not available in this version yet; "
-            f"available: {', '.join(available)}."
-        )
     if not names:
         raise ConfigError("main.steps is empty; name at least one step or use 'all'.")
     return [s for s in STEPS if s in names]
@@ -124,9 +105,6 @@ def one_line(err: BaseException) -> str:
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
-TRAINING_STEPS = ("download", "preprocess", "train")
-
-
 def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | None]:
     """With ``model.pretrained`` set, check the model once and drop the steps that would make one.
 
@@ -144,16 +122,14 @@ def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | N
     wandb_cfg = cfg.get("wandb") or {}
     version = resolve_model(ref, ArtifactStore(cfg["main"]["artifact_root"]), wandb_mode=resolve_wandb_mode(
         wandb_cfg.get("mode")), project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"))
-    skipped = [s for s in steps if s in TRAINING_STEPS]
+    making = upstream_of("model")
+    skipped = [s for s in steps if s in making]
     if skipped:
         logger.info("model.pretrained=%s (%s): skipping %s; the model artifact carries its encoders, anime table "
                     "and ratings.", ref, version.path, ", ".join(skipped))
-    return [s for s in steps if s not in TRAINING_STEPS], None if is_wandb_ref(ref) else str(version.path)
+    return [s for s in steps if s not in making], None if is_wandb_ref(ref) else str(version.path)
 
 
-# Which output of a step pins which input of the later ones.
-PINS = {"raw_anime": "inputs.raw_anime", "raw_ratings": "inputs.raw_ratings", "preprocessed": "inputs.preprocessed",
-        "model": "inputs.model", "similar_users": "inputs.similar_users"}
 ERROR_TAG = "animerec.error"
 
 
@@ -169,7 +145,7 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
     import mlflow
 
     cfg = validate_config(cfg)
-    steps = parse_steps(cfg["main"]["steps"], available_steps(project_root))
+    steps = parse_steps(cfg["main"]["steps"])
     if "download" in steps:
         check_source(cfg["data"])
     steps, pinned_model = skip_for_pretrained(cfg, steps)
@@ -182,7 +158,7 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
     # every step sees the same store and W&B folder as the user's working directory.
     root = Path(cfg["main"]["artifact_root"]).expanduser().absolute()
     wandb_dir = Path(cfg["wandb"].get("dir") or ".").expanduser().absolute()
-    pins: dict[str, str] = {PINS["model"]: pinned_model} if pinned_model else {}
+    pins: dict[str, str] = {"inputs.model": pinned_model} if pinned_model else {}
     produced: dict[str, str] = {}
     with mlflow.start_run(run_name="pipeline") as parent:
         parent_id = parent.info.run_id
@@ -198,7 +174,7 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
             step_overrides += [f"{key}={quote_value(value)}" for key, value in values.items()]
             outputs = run_step(project_root, step, step_overrides, parent.info.experiment_id)
             produced.update(outputs)
-            pins.update({PINS[name]: ref for name, ref in outputs.items() if name in PINS})
+            pins.update({f"inputs.{name}": ref for name, ref in outputs.items() if name in INPUTS})
     summary: dict = {"mlflow_run_id": parent_id}
     if "model" in produced and "train" in steps:
         from animerec.artifacts import ArtifactStore
@@ -280,7 +256,7 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
 
             print(yaml.safe_dump(cfg, sort_keys=False))
             return 0
-        step_functions()[step](cfg)
+        STEPS[step](cfg)
     except UserError as err:
         print(f"\nerror: {step}: {err}", file=sys.stderr)
         record_error(run_id, str(err))

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from animerec.artifacts import ArtifactStore, ArtifactVersion
+from animerec.config import WANDB_MODES
 
 logger = logging.getLogger(__name__)
 
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 def resolve_wandb_mode(mode: str | None) -> str:
@@ -31,10 +31,7 @@ def resolve_wandb_mode(mode: str | None) -> str:
         if env == "dryrun":
             return "offline"
         return "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    mode = str(mode).lower()
-    if mode not in WANDB_MODES:
-        raise ValueError(f"wandb.mode must be one of {', '.join(WANDB_MODES)} or null (auto); got {mode!r}.")
-    return mode
+    return str(mode).lower()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -50,7 +50,7 @@ def config_factory(tmp_path):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A model trained once on small demo data: ``(cfg, tmp, train_result)`` (the store is cfg's)."""
-    from animerec.steps import REGISTRY
+    from animerec.steps import STEPS
 
     tmp = tmp_path_factory.mktemp("demo")
     cfg = make_config(tmp, *TINY_DEMO, "data.demo.num_users=400", "model.embedding_size=32", "model.batch_size=1024",
@@ -59,7 +59,7 @@ def trained(tmp_path_factory):
                       "model.taste.kind=blend", "model.taste.epochs=4", "model.taste.ease_l2=[300]",
                       "model.taste.item_weights.learned=[0,0.5]", "model.taste.item_weights.content=[0,0.1]",
                       "model.taste.item_weights.ease=[0,1]", "model.taste.user_weights.learned=[0,0.5]")
-    REGISTRY["download"](cfg)
-    REGISTRY["preprocess"](cfg)
-    result = REGISTRY["train"](cfg)
+    STEPS["download"](cfg)
+    STEPS["preprocess"](cfg)
+    result = STEPS["train"](cfg)
     return cfg, tmp, result

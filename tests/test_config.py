@@ -61,3 +61,16 @@ def test_join_then_split_gives_hydra_the_same_values():
     parser = OverridesParser.create()
     again = split_overrides(join_overrides(overrides))
     assert [parser.parse_override(o).value() for o in again] == [parser.parse_override(o).value() for o in overrides]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.strategy=quantum", "train.strategy='quantum': expected one of auto, tpu, gpu, cpu, multi_worker"),
+    ("train.trainer=adamw", "train.trainer='adamw': expected one of lazy, keras"),
+    ("wandb.mode=sometimes", "wandb.mode='sometimes': expected one of online, offline, disabled"),
+    ("data.test_fraction=0.95", "data.test_fraction \\+ data.valid_fraction = 1.05 leaves nothing to train on"),
+    ("data.demo.min_ratings_per_user=300", "data.demo.min_ratings_per_user=300 is above data.demo.max_ratings_per_user"),
+])
+def test_rules_the_schema_alone_enforces(override, message):
+    """The library no longer restates these rules: the schema's message is the only one, checked once."""
+    with pytest.raises(ConfigError, match=message):
+        compose_config([override], PROJECT_ROOT)

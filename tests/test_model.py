@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from animerec.errors import ConfigError
-from animerec.model import build_model, learning_rate, scorer_from_model, validate_model_config
+from animerec.config import validate_config
+from animerec.model import build_model, learning_rate, scorer_from_model
 
 SEED_LR = {"schedule": "rampup_decay", "start_lr": 1e-5, "min_lr": 1e-5, "max_lr": 5e-5,
            "rampup_epochs": 5, "sustain_epochs": 0, "exp_decay": 0.8}
@@ -81,7 +82,7 @@ def test_other_schedules():
 ])
 def test_bad_config_is_rejected_before_training(changes, message):
     with pytest.raises(ConfigError, match=message):
-        validate_model_config(cfg(**changes))
+        validate_config({"model": cfg(**changes)}, sections=("model",), partial=True)
 
 
 def test_pair_scores_are_the_same_in_chunks():

@@ -7,19 +7,34 @@ import sys
 import pytest
 
 from animerec.errors import ConfigError
-from animerec.pipeline import STEPS, compose_config, parse_steps, step_main
+from animerec.pipeline import compose_config, parse_steps, step_main
+from animerec.steps import INPUTS, STEPS, upstream_of
 from tests.conftest import PROJECT_ROOT, TINY_DEMO
 
 
 def test_parse_steps_orders_and_validates():
-    available = ["download", "preprocess"]
-    assert parse_steps("all", available) == available
-    assert parse_steps("preprocess,download", available) == ["download", "preprocess"]
-    assert parse_steps(["preprocess"], available) == ["preprocess"]
+    assert parse_steps("all") == list(STEPS)
+    assert parse_steps("preprocess,download") == ["download", "preprocess"]
+    assert parse_steps(["preprocess"]) == ["preprocess"]
     with pytest.raises(ConfigError, match="unknown step.*trian.*the steps are download"):
-        parse_steps("download,trian", available)
-    with pytest.raises(ConfigError, match="not available in this version yet"):
-        parse_steps([s for s in STEPS if s not in available][:1] or ["nonexistent"], available)
+        parse_steps("download,trian")
+    with pytest.raises(ConfigError, match="empty"):
+        parse_steps(" , ")
+
+
+def test_step_table_matches_components_and_config():
+    """Each step of the table has its thin component folder, and only those; each input can be pinned."""
+    folders = {p.name for p in (PROJECT_ROOT / "components").iterdir() if p.is_dir()}
+    assert folders == set(STEPS)
+    for name, step in STEPS.items():
+        folder = PROJECT_ROOT / "components" / name
+        assert f"name: animerec-{name.replace('_', '-')}" in (folder / "MLproject").read_text()
+        assert f'step_main("{name}"' in (folder / "run.py").read_text()
+        assert callable(step.function) and step.function.__name__ == name
+    cfg = compose_config([], PROJECT_ROOT)
+    assert set(cfg["inputs"]) == set(INPUTS) == {i for s in STEPS.values() for i in s.inputs}
+    assert upstream_of("model") == ["download", "preprocess", "train"]
+    assert upstream_of("rating_recs") == ["download", "preprocess", "train", "similar_users", "rating_recs"]
 
 
 def test_bad_override_is_a_config_error():

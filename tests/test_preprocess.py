@@ -10,7 +10,7 @@ from animerec.artifacts import ArtifactStore
 from animerec.data import demo
 from animerec.data.layouts import DataError, load_anime
 from animerec.data.preprocess import PreprocessOptions, preprocess
-from animerec.steps import REGISTRY
+from animerec.steps import STEPS
 from tests.conftest import FIXTURES
 
 SAMPLE = FIXTURES / "rating_complete_sample.csv"
@@ -126,7 +126,7 @@ def test_animelist_filters_and_duplicates(tmp_path):
 def run_local(config_factory, tmp_path, anime, ratings, *extra):
     cfg = config_factory("data.source=local", f"data.anime_path={anime}", f"data.ratings_path={ratings}",
                          "data.min_user_ratings=5", *extra)
-    REGISTRY["download"](cfg)
+    STEPS["download"](cfg)
     store = ArtifactStore(cfg["main"]["artifact_root"])
     return cfg, store
 
@@ -149,7 +149,7 @@ def test_bad_ratings_fail_clearly_and_write_nothing(config_factory, tmp_path, ra
     ratings.write_text(ratings_text)
     cfg, store = run_local(config_factory, tmp_path, demo.catalogue_path(), ratings)
     with pytest.raises(DataError, match=message) as err:
-        REGISTRY["preprocess"](cfg)
+        STEPS["preprocess"](cfg)
     assert str(ratings.name) in str(err.value)  # every message names the file
     assert store.versions("preprocessed") == []
     assert not [p for p in (store.root / "preprocessed").iterdir()] if (store.root / "preprocessed").exists() else True
@@ -160,7 +160,7 @@ def test_bad_anime_file_names_the_missing_column(config_factory, tmp_path):
     anime.write_text("MAL_ID,Name,Score\n1,Cowboy Bebop,8.78\n")
     cfg, store = run_local(config_factory, tmp_path, anime, SAMPLE)
     with pytest.raises(DataError, match=r"anime.csv: the anime file lacks required column\(s\) genres.*Columns found: MAL_ID, Name, Score"):
-        REGISTRY["preprocess"](cfg)
+        STEPS["preprocess"](cfg)
     assert store.versions("preprocessed") == []
 
 
@@ -169,8 +169,8 @@ def test_steps_log_to_wandb_offline(config_factory, tmp_path):
 
     cfg = config_factory("data.source=local", f"data.anime_path={demo.catalogue_path()}", f"data.ratings_path={SAMPLE}",
                          "data.min_user_ratings=5", wandb_mode="offline")
-    REGISTRY["download"](cfg)
-    result = REGISTRY["preprocess"](cfg)
+    STEPS["download"](cfg)
+    result = STEPS["preprocess"](cfg)
     assert result["preprocessed"] == "preprocessed:v1"
     logged = logged_artifacts(tmp_path)
     assert {k: v for k, v in logged.items() if v != "run_table"} == {

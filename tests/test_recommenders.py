@@ -292,7 +292,7 @@ def test_mismatched_encoders_are_refused(tmp_path):
 # --- the steps on demo data ----------------------------------------------------------------
 
 def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
-    from animerec.steps import REGISTRY
+    from animerec.steps import STEPS
 
     cfg, tmp, _ = trained
     store = ArtifactStore(cfg["main"]["artifact_root"])
@@ -323,10 +323,10 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
                           for i in rng.choice(rated.anime_id, 10)]
     assert np.mean(shared) > 1.5 * np.mean(shared_random), (np.mean(shared), np.mean(shared_random))
 
-    result = REGISTRY["similar_anime"]({**cfg, "recs": {**cfg["recs"], "anime": "Naruto", "types": ["TV", "Movie"]}})
+    result = STEPS["similar_anime"]({**cfg, "recs": {**cfg["recs"], "anime": "Naruto", "types": ["TV", "Movie"]}})
     assert set(result["table"]["type"]) <= {"TV", "Movie"} and len(result["table"]) == 10
-    users = REGISTRY["similar_users"](cfg)
-    recs = REGISTRY["rating_recs"](cfg)
+    users = STEPS["similar_users"](cfg)
+    recs = STEPS["rating_recs"](cfg)
     assert recs["user_id"] == users["user_id"]  # rating_recs takes the similar_users step's user
     folder = store.resolve("similar_users:latest").path
     assert {"similar_users.csv", "user_based_recs.csv", "favorites.csv", "genres.png", "query.json"} <= {
@@ -338,7 +338,7 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
     pd.DataFrame({"anime_id": listed.anime_id, "rating": np.arange(len(listed)) % 10 + 1}).to_csv(path, index=False)
     with_list = {**cfg, "recs": {**cfg["recs"], "ratings_file": str(path)}}
     for step, table in (("rating_recs", "table"), ("similar_users", "picks")):
-        result = REGISTRY[step](with_list)
+        result = STEPS[step](with_list)
         assert result["list"]["used"] == 8 and not set(result[table]["anime_id"]) & set(listed.anime_id)
         assert json.loads(store.resolve(f"{step}:latest").file("query.json").read_text())["ratings_file"] == str(path)
 
@@ -354,13 +354,13 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
 ])
 def test_bad_queries_write_no_artifact(trained, step, recs, message):
     from animerec.errors import UserError
-    from animerec.steps import REGISTRY
+    from animerec.steps import STEPS
 
     cfg, _, _ = trained
     store = ArtifactStore(cfg["main"]["artifact_root"])
     before = store.versions(step)
     with pytest.raises(UserError, match=message):
-        REGISTRY[step]({**cfg, "recs": {**cfg["recs"], **recs}})
+        STEPS[step]({**cfg, "recs": {**cfg["recs"], **recs}})
     assert store.versions(step) == before
 
 

@@ -120,8 +120,6 @@ def test_default_trackers_follow_wandb_mode(tmp_path, mode, kinds):
 
 
 def test_wandb_mode_is_checked(monkeypatch):
-    with pytest.raises(ValueError, match="wandb.mode must be one of online, offline, disabled"):
-        resolve_wandb_mode("sometimes")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert resolve_wandb_mode(None) == "offline"  # never requires an account

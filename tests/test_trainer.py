@@ -206,7 +206,7 @@ def test_a_failing_extra_after_training_keeps_the_model(trained, tmp_path, monke
     import importlib
 
     from animerec.artifacts import ArtifactStore
-    from animerec.steps import REGISTRY
+    from animerec.steps import STEPS
 
     train_step = importlib.import_module("animerec.steps.train")  # the module (animerec.steps.train is the function)
 
@@ -221,7 +221,7 @@ def test_a_failing_extra_after_training_keeps_the_model(trained, tmp_path, monke
 
     monkeypatch.setattr(train_step, "plot_history", broken)
     monkeypatch.setattr(train_step, "publish", broken)
-    result = REGISTRY["train"]({**cfg, "model": {**cfg["model"], "epochs": 1}})
+    result = STEPS["train"]({**cfg, "model": {**cfg["model"], "epochs": 1}})
     after = store.versions("model")
     assert len(after) == len(before) + 1 and result["model"] == f"model:v{after[-1]}"
     version = store.resolve(result["model"])

@@ -50,14 +50,6 @@ class DemoSpec:
     min_members: int = 5000
     seed: int = 42
 
-    def validate(self) -> None:
-        if self.num_users < 1:
-            raise ConfigError(f"data.demo.num_users must be at least 1, got {self.num_users}.")
-        if not 1 <= self.min_ratings_per_user <= self.max_ratings_per_user:
-            raise ConfigError(
-                "data.demo.min_ratings_per_user must be at least 1 and at most data.demo.max_ratings_per_user "
-                f"(got {self.min_ratings_per_user} and {self.max_ratings_per_user})."
-            )
 
 
 def make_ratings(anime: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
@@ -65,7 +57,6 @@ def make_ratings(anime: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
 
     Returns columns ``user_id, anime_id, rating, watching_status, watched_episodes``.
     """
-    spec.validate()
     rng = np.random.default_rng(spec.seed)
     pool = anime[(anime["members"] >= spec.min_members) & anime["type"].notna()].reset_index(drop=True)
     if len(pool) < spec.max_ratings_per_user:

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from animerec.errors import ConfigError
 
 from animerec.data.layouts import DataError, WatchStatus, iter_ratings, load_anime
 
@@ -42,23 +41,6 @@ class PreprocessOptions:
     valid_fraction: float = 0.1
     split_seed: int = 42
     chunk_rows: int = 2_000_000
-
-    def validate(self) -> None:
-        if self.unknown_anime not in ("error", "drop"):
-            raise ConfigError(f"data.unknown_anime must be 'error' or 'drop', got {self.unknown_anime!r}.")
-        for name in ("test_fraction", "valid_fraction"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ConfigError(f"data.{name} must be in [0, 1), got {value}.")
-        if self.test_fraction + self.valid_fraction >= 1:
-            raise ConfigError(
-                f"data.test_fraction + data.valid_fraction must leave ratings for training "
-                f"(got {self.test_fraction} + {self.valid_fraction})."
-            )
-        if self.min_user_ratings < 1 or self.min_anime_ratings < 1:
-            raise ConfigError("data.min_user_ratings and data.min_anime_ratings must be at least 1.")
-        if self.chunk_rows < 1000:
-            raise ConfigError(f"data.chunk_rows must be at least 1000, got {self.chunk_rows}.")
 
 
 @dataclass
@@ -194,7 +176,6 @@ def split_per_user(user_index: np.ndarray, options: PreprocessOptions) -> np.nda
 
 def preprocess(anime_path: str | Path, ratings_path: str | Path, options: PreprocessOptions, out_dir: str | Path) -> dict:
     """Run the whole preprocessing into ``out_dir``; returns the stats (also written as stats.json)."""
-    options.validate()
     out_dir = Path(out_dir)
     anime = load_anime(anime_path)
     logger.info("Catalogue: %d anime from %s", len(anime), anime_path)

@@ -14,12 +14,9 @@ from animerec.data.preprocess import PreprocessOptions
 from animerec.data.preprocess import preprocess as preprocess_files
 from animerec.config import check_source
 from animerec.errors import ConfigError
-from animerec.steps.common import step_run
+from animerec.steps.common import pinned, step_run
 
 logger = logging.getLogger(__name__)
-
-SOURCES = ("demo", "url", "kaggle", "local")
-
 
 def _copy_local(source: Path, folder: Path) -> Path:
     """Put a local file into an artifact folder as a copy (a reflink where the filesystem can).
@@ -50,18 +47,16 @@ def _fill_raw(data: dict, anime_dir: Path, ratings_dir: Path, part_dir: Path) ->
         dataset = data["kaggle_dataset"]
         for name, folder in ((data["kaggle_anime_file"], anime_dir), (data["kaggle_ratings_file"], ratings_dir)):
             fetch_data_file(kaggle_file_url(dataset, name), folder, auth=auth, want=name, part_dir=part_dir)
-    elif source == "local":
+    else:  # local
         _copy_local(data["anime_path"], anime_dir)
         _copy_local(data["ratings_path"], ratings_dir)
-    else:
-        raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}; got {source!r}.")
 
 
 def download(cfg: dict) -> dict:
     """Get the raw anime and ratings files and store them as ``raw_anime`` and ``raw_ratings``."""
     data = cfg["data"]
     check_source(data)
-    with step_run("download", cfg, ("data",)) as run:
+    with step_run("download", cfg) as run:
         meta = {"source": data["source"]}
         with run.output("raw_anime", "raw_data", description="MyAnimeList catalogue", metadata=meta) as anime, \
                 run.output("raw_ratings", "raw_data", description="MyAnimeList user ratings", metadata=meta) as ratings:
@@ -80,11 +75,9 @@ def preprocess(cfg: dict) -> dict:
     data = cfg["data"]
     fields = PreprocessOptions.__dataclass_fields__
     options = PreprocessOptions(**{k: data[k] for k in fields if k in data})
-    options.validate()
-    with step_run("preprocess", cfg, ("data",)) as run:
-        inputs = cfg["inputs"]
-        raw_anime = run.use(inputs["raw_anime"] or "raw_anime:latest")
-        raw_ratings = run.use(inputs["raw_ratings"] or "raw_ratings:latest")
+    with step_run("preprocess", cfg) as run:
+        raw_anime = run.use(pinned(cfg, "raw_anime"))
+        raw_ratings = run.use(pinned(cfg, "raw_ratings"))
         anime_file = find_data_file(raw_anime.path, ("anime.csv", "anime.csv.gz", "anime-dataset-2023.csv"))
         ratings_file = find_data_file(
             raw_ratings.path, ("animelist.csv", "rating_complete.csv", "rating.csv", "users-score-2023.csv")

@@ -19,7 +19,7 @@ from animerec.bundle import ModelBundle
 from animerec.errors import ConfigError
 from animerec.recommenders import FavoriteRule, ItemFilter, RecommenderError
 from animerec.service import RecommendationService
-from animerec.steps.common import step_run, store_from
+from animerec.steps.common import pinned, step_run, store_from
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def pick_random_user(rec, recs: dict) -> int:
 def similar_anime(cfg: dict) -> dict:
     recs = cfg["recs"]
     filters = ItemFilter.from_config(recs)
-    with step_run("similar_anime", cfg, ("recs", "model")) as run:
+    with step_run("similar_anime", cfg) as run:
         service = load_service(run, cfg)
         bundle = service.bundle
         if recs.get("anime_id") is not None:
@@ -93,7 +93,7 @@ def bar_chart(counts: pd.Series, title: str, path: Path) -> None:
 def similar_users(cfg: dict) -> dict:
     recs = cfg["recs"]
     filters = ItemFilter.from_config(recs)
-    with step_run("similar_users", cfg, ("recs", "model")) as run:
+    with step_run("similar_users", cfg) as run:
         service = load_service(run, cfg)
         user, query, who = step_user(service, recs)
         if user is None:
@@ -155,24 +155,22 @@ def rating_user(cfg: dict, rec, run) -> int:
         return int(recs["user_id"])
     if mode == "random":
         return pick_random_user(rec, recs)
-    if mode == "similar_users":
-        ref = cfg["inputs"]["similar_users"]
-        if ref is None and not store_from(cfg).versions("similar_users"):
-            logger.info("No similar_users result yet: picking a random user")
-            return pick_random_user(rec, recs)
-        query = json.loads(run.use(ref or "similar_users:latest").file("query.json").read_text())
-        if "user_id" not in query:
-            logger.info("The last similar_users run was for a list (recs.ratings_file), not a user: picking a random "
-                        "user; set recs.ratings_file here too for that list")
-            return pick_random_user(rec, recs)
-        return int(query["user_id"])
-    raise ConfigError(f"recs.rating_user must be similar_users, given or random; got {mode!r}.")
+    # recs.rating_user=similar_users: the user the last similar_users run was asked about
+    if cfg["inputs"]["similar_users"] is None and not store_from(cfg).versions("similar_users"):
+        logger.info("No similar_users result yet: picking a random user")
+        return pick_random_user(rec, recs)
+    query = json.loads(run.use(pinned(cfg, "similar_users")).file("query.json").read_text())
+    if "user_id" not in query:
+        logger.info("The last similar_users run was for a list (recs.ratings_file), not a user: picking a random "
+                    "user; set recs.ratings_file here too for that list")
+        return pick_random_user(rec, recs)
+    return int(query["user_id"])
 
 
 def rating_recs(cfg: dict) -> dict:
     recs = cfg["recs"]
     filters = ItemFilter.from_config(recs)
-    with step_run("rating_recs", cfg, ("recs", "model")) as run:
+    with step_run("rating_recs", cfg) as run:
         service = load_service(run, cfg)
         if recs.get("ratings_file"):
             user, query, who = step_user(service, recs)

@@ -13,7 +13,7 @@ import pandas as pd
 from animerec.errors import ConfigError
 from animerec.memory import phase
 from animerec.evaluation import evaluate, valid_metrics
-from animerec.steps.common import step_run
+from animerec.steps.common import pinned, step_run
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,8 @@ def publish(run, model_cfg: dict, version):
 
 def train(cfg: dict) -> dict:
     """Train and evaluate; stores ``model`` and returns its reference and metrics."""
-    from animerec.model import validate_model_config
-
-    model_cfg = cfg["model"]
-    validate_model_config(model_cfg)  # before any data is read or any run is opened
-    with step_run("train", cfg, ("model", "train", "evaluate")) as run:
-        pre = run.use(cfg["inputs"]["preprocessed"] or "preprocessed:latest")
+    with step_run("train", cfg) as run:
+        pre = run.use(pinned(cfg, "preprocessed"))
         with phase("reading the splits"):
             train_df, valid_df, test_df = (load_split(pre, s) for s in ("train", "valid", "test"))
         if train_df.empty:
