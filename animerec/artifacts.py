@@ -21,8 +21,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, Mapping
 
+import numpy as np
 from filelock import FileLock
 
 from animerec.errors import UserError
@@ -107,6 +108,32 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+_META = "__meta__"
+
+
+class Arrays(dict):
+    """Named arrays read from an array file, with its JSON ``meta`` (``{}`` when it has none)."""
+
+    meta: dict
+
+
+def write_arrays(path: Path, arrays: Mapping[str, Any], meta: dict | None = None) -> None:
+    """The one array container (model parts, encoders, ratings, checkpoints): named arrays, None
+    values left out, and an optional JSON ``meta``, in one ``.npz`` written atomically."""
+    payload = {key: np.asarray(value) for key, value in arrays.items() if value is not None}
+    if meta is not None:
+        payload[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    atomic_write(path, lambda handle: np.savez(handle, **payload))
+
+
+def read_arrays(path: Path) -> Arrays:
+    """Every array of a file :func:`write_arrays` wrote (or any ``.npz``), read and the file closed."""
+    with np.load(path) as npz:
+        out = Arrays({key: npz[key] for key in npz.files if key != _META})
+        out.meta = json.loads(bytes(npz[_META]).decode("utf-8")) if _META in npz.files else {}
+    return out
 
 
 @dataclass(frozen=True)

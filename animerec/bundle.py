@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from animerec.artifacts import read_arrays, write_arrays
 from animerec.errors import UserError
 from animerec.scoring import Scorer
 
@@ -31,12 +32,6 @@ FORMAT_VERSION = 1
 
 class BundleError(UserError, ValueError):
     """A model artifact that is incomplete or inconsistent."""
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, read and the file closed."""
-    with np.load(path) as npz:
-        return {key: npz[key] for key in npz.files}
 
 
 def encoders_fingerprint(user_ids: np.ndarray, anime_ids: np.ndarray) -> str:
@@ -67,20 +62,17 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
     folder = Path(folder)
     np.save(folder / "user_embeddings.npy", np.asarray(user_emb, np.float32))
     np.save(folder / "anime_embeddings.npy", np.asarray(anime_emb, np.float32))
-    np.savez(folder / "scorer.npz", **{k: np.asarray(v) for k, v in scorer_arrays.items() if v is not None})
-    np.savez(folder / "encoders.npz", user_ids=np.asarray(user_ids, np.int64), anime_ids=np.asarray(anime_ids, np.int64))
+    write_arrays(folder / "scorer.npz", scorer_arrays)
+    write_arrays(folder / "encoders.npz", {"user_ids": np.asarray(user_ids, np.int64),
+                                           "anime_ids": np.asarray(anime_ids, np.int64)})
     (folder / "scale.json").write_text(json.dumps(scale) + "\n", encoding="utf-8")
     anime.to_parquet(folder / "anime.parquet", index=False)
-    np.savez(
-        folder / "ratings.npz",
-        user_index=np.asarray(ratings["user_index"], np.int32),
-        anime_index=np.asarray(ratings["anime_index"], np.int32),
-        rating=np.asarray(ratings["rating"], np.int8),
-    )
-    if ranker is not None:
-        np.savez(folder / "ranker.npz", **ranker.arrays())
-    if taste is not None:
-        np.savez(folder / "taste.npz", **taste.arrays())
+    write_arrays(folder / "ratings.npz", {"user_index": np.asarray(ratings["user_index"], np.int32),
+                                          "anime_index": np.asarray(ratings["anime_index"], np.int32),
+                                          "rating": np.asarray(ratings["rating"], np.int8)})
+    for name, part in (("ranker", ranker), ("taste", taste)):
+        if part is not None:
+            write_arrays(folder / f"{name}.npz", part.arrays())
     info = {
         "format_version": FORMAT_VERSION,
         "project_version": project_version(),
@@ -111,7 +103,7 @@ def _optional_part(path: Path, info: dict, name: str, what: str, shape: tuple[in
     if not (path / f"{name}.npz").is_file():
         raise BundleError(f"{path} is not a complete model artifact: its model_info.json names {what} but "
                           f"{name}.npz is missing. Use the complete folder the train step wrote.")
-    loaded = part.from_arrays(read_npz(path / f"{name}.npz"))
+    loaded = part.from_arrays(read_arrays(path / f"{name}.npz"))
     if loaded.history.shape != shape:
         raise BundleError(f"Model artifact {path} is inconsistent: {name}.npz covers {loaded.history.shape} "
                           f"users x anime, the encoders {shape[0]} x {shape[1]}. Retrain.")
@@ -147,7 +139,7 @@ class ModelBundle:
         info = json.loads((path / "model_info.json").read_text(encoding="utf-8"))
         if info.get("format_version", 0) > FORMAT_VERSION:
             raise BundleError(f"{path} was written by a newer animerec ({info.get('project_version')}); upgrade animerec.")
-        encoders = read_npz(path / "encoders.npz")
+        encoders = read_arrays(path / "encoders.npz")
         user_ids, anime_ids = encoders["user_ids"], encoders["anime_ids"]
         user_emb = np.load(path / "user_embeddings.npy", mmap_mode="r")
         anime_emb = np.load(path / "anime_embeddings.npy", mmap_mode="r")
@@ -171,7 +163,7 @@ class ModelBundle:
             )
         shape = (len(user_ids), len(anime_ids))
         ranker = _optional_part(path, info, "ranker", "a ranking head", shape)
-        weights = read_npz(path / "scorer.npz")
+        weights = read_arrays(path / "scorer.npz")
         scorer = Scorer.from_weights(
             user_emb, anime_emb, weights["kernel"], weights["bias"], info["activation"],
             weights["user_bias"] if "user_bias" in weights else None,
@@ -180,7 +172,7 @@ class ModelBundle:
             ranker,
         )
         taste = _optional_part(path, info, "taste", "a taste index", shape)
-        rows = read_npz(path / "ratings.npz")
+        rows = read_arrays(path / "ratings.npz")
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})
         scale = json.loads((path / "scale.json").read_text(encoding="utf-8"))
         return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings, taste)

@@ -11,7 +11,6 @@ folder. The learning-rate schedule is a function of the epoch, so the epoch is i
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from animerec.artifacts import atomic_write
+from animerec.artifacts import read_arrays, write_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -58,23 +57,22 @@ class EpochCheckpoint:
                 "waited": state.waited, "history": state.history, "stopped": state.stopped,
                 "counts": [len(state.weights), len(state.optimizer),
                            0 if state.best_weights is None else len(state.best_weights)]}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        atomic_write(self.path, lambda handle: np.savez(handle, **arrays))
+        write_arrays(self.path, arrays, meta)
 
     def load(self) -> TrainingState | None:
         if not self.path.is_file():
             return None
-        with np.load(self.path) as data:
-            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
-            n_weights, n_optimizer, n_best = meta["counts"]
-            return TrainingState(
-                epochs_done=int(meta["epochs_done"]),
-                weights=[data[f"w{i}"] for i in range(n_weights)],
-                optimizer=[data[f"o{i}"] for i in range(n_optimizer)],
-                best=float(meta["best"]), best_epoch=int(meta["best_epoch"]),
-                best_weights=[data[f"b{i}"] for i in range(n_best)] if n_best else None,
-                waited=int(meta["waited"]), history=list(meta["history"]), stopped=bool(meta["stopped"]),
-            )
+        data = read_arrays(self.path)
+        meta = data.meta
+        n_weights, n_optimizer, n_best = meta["counts"]
+        return TrainingState(
+            epochs_done=int(meta["epochs_done"]),
+            weights=[data[f"w{i}"] for i in range(n_weights)],
+            optimizer=[data[f"o{i}"] for i in range(n_optimizer)],
+            best=float(meta["best"]), best_epoch=int(meta["best_epoch"]),
+            best_weights=[data[f"b{i}"] for i in range(n_best)] if n_best else None,
+            waited=int(meta["waited"]), history=list(meta["history"]), stopped=bool(meta["stopped"]),
+        )
 
     def clear(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -236,8 +236,9 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
     """
     parser = argparse.ArgumentParser(
         prog=f"components/{step}/run.py",
-        description=f"Run the '{step}' step of the anime recommender pipeline on its own. "
-        f"Every option of config.yaml can be overridden, as with main.py.",
+        description=f"Run the '{step}' step of the anime recommender pipeline on its own: it reads "
+        f"{', '.join(STEPS[step].inputs) or 'no artifact'} (the latest versions, or those pinned with inputs.*) "
+        f"and stores {', '.join(STEPS[step].outputs)}. Every option of config.yaml can be overridden, as with main.py.",
         epilog=f"Example: python components/{step}/run.py --overrides \"data.min_user_ratings=5 wandb.mode=disabled\"",
     )
     parser.add_argument(

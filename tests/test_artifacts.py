@@ -3,7 +3,9 @@ import os
 
 import pytest
 
-from animerec.artifacts import ArtifactError, ArtifactStore
+import numpy as np
+
+from animerec.artifacts import ArtifactError, ArtifactStore, read_arrays, write_arrays
 
 
 def write(store, name="thing", text="x", **kw):
@@ -113,3 +115,22 @@ def test_missing_file_names_the_artifact(tmp_path):
     version = write(ArtifactStore(tmp_path))
     with pytest.raises(ArtifactError, match=r"thing:v1.*no file 'model.keras'.*a.txt"):
         version.file("model.keras")
+
+
+def test_array_container_round_trip_and_atomic_replace(tmp_path, monkeypatch):
+    path = tmp_path / "part.npz"
+    write_arrays(path, {"a": np.arange(3, dtype=np.int32), "skipped": None}, meta={"epochs": 2})
+    first = read_arrays(path)
+    assert list(first) == ["a"] and first["a"].dtype == np.int32 and first.meta == {"epochs": 2}
+
+    def half_then_fail(handle, **arrays):
+        handle.write(b"PK half an npz")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_arrays(path, {"b": np.zeros(2)})
+    monkeypatch.undo()
+    again = read_arrays(path)
+    assert list(again) == ["a"] and again.meta == {"epochs": 2}  # the last complete write, never half of one
+    assert [p.name for p in tmp_path.iterdir()] == ["part.npz"]

@@ -33,9 +33,9 @@ def test_real_sample_with_2020_catalogue(tmp_path):
     assert scale == {"min": float(raw.rating.min()), "max": float(raw.rating.max())}
     np.testing.assert_allclose(every.rating_scaled, (every.rating - scale["min"]) / (scale["max"] - scale["min"]), rtol=1e-6)
     # encoders map indices back to the original IDs
-    from animerec.bundle import read_npz
+    from animerec.artifacts import read_arrays
 
-    enc = read_npz(tmp_path / "encoders.npz")
+    enc = read_arrays(tmp_path / "encoders.npz")
     np.testing.assert_array_equal(enc["user_ids"][every.user_index], every.user_id)
     np.testing.assert_array_equal(enc["anime_ids"][every.anime_index], every.anime_id)
     assert every.user_index.max() + 1 == stats["num_users"] and every.anime_index.max() + 1 == stats["num_anime"]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from animerec.artifacts import ArtifactStore
-from animerec.bundle import BundleError, read_npz
+from animerec.artifacts import read_arrays
+from animerec.bundle import BundleError
 from animerec.pretrained import (PretrainedError, is_wandb_ref, qualified_wandb_name, resolve_model,
                                  update_best_alias)
 from animerec.service import RecommendationService
@@ -118,7 +119,7 @@ def test_mismatched_model_artifact_is_refused(store, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(store.resolve("model:latest").path, broken)
     (broken / "manifest.json").unlink()
-    encoders = read_npz(broken / "encoders.npz")
+    encoders = read_arrays(broken / "encoders.npz")
     np.savez(broken / "encoders.npz", user_ids=encoders["user_ids"][::-1].copy(), anime_ids=encoders["anime_ids"])
     before = store.versions("model")
     with pytest.raises(BundleError, match="encoders.npz is not the one the model was trained with"):

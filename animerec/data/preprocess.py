@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 
+from animerec.artifacts import write_arrays
 from animerec.data.layouts import DataError, WatchStatus, iter_ratings, load_anime
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
     position = pd.Series(np.arange(len(anime_ids), dtype=np.int64), index=anime_ids)
     anime = anime.assign(anime_index=anime["anime_id"].map(position).fillna(-1).astype(np.int64))
     anime.to_parquet(out_dir / "anime.parquet", index=False)
-    np.savez(out_dir / "encoders.npz", user_ids=user_ids, anime_ids=anime_ids.astype(np.int64))
+    write_arrays(out_dir / "encoders.npz", {"user_ids": user_ids, "anime_ids": anime_ids.astype(np.int64)})
     (out_dir / "scale.json").write_text(json.dumps({"min": lo, "max": hi}) + "\n", encoding="utf-8")
 
     split_sizes = {name: int((split == code).sum()) for code, name in enumerate(SPLITS)}

@@ -141,14 +141,15 @@ def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
 def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     import keras
 
-    from animerec.bundle import read_npz, write_bundle
+    from animerec.artifacts import read_arrays
+    from animerec.bundle import write_bundle
     from animerec.model import build_model, scorer_from_model
     from animerec.strategy import make_strategy, trainer_for
     from animerec.trainer import fit, train_data
 
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
-    encoders = read_npz(pre.file("encoders.npz"))
+    encoders = read_arrays(pre.file("encoders.npz"))
     scale = json.loads(pre.file("scale.json").read_text())
     num_users, num_anime = len(encoders["user_ids"]), len(encoders["anime_ids"])
     strategy, decision = make_strategy(train_cfg["strategy"], train_cfg.get("tpu_address"))
