@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import io
 import threading
+import time
 import zipfile
 
 import pytest
@@ -37,6 +38,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, BODY)
         elif self.path == "/flaky.csv":
             self._send(500, b"oops") if count == 1 else self._send(200, BODY)
+        elif self.path == "/busy.csv":
+            self._send(429, b"slow down", {"Retry-After": "1"}) if count == 1 else self._send(200, BODY)
         elif self.path == "/always500.csv":
             self._send(503, b"down")
         elif self.path == "/drop.csv":
@@ -95,6 +98,13 @@ def test_404_is_a_clear_error_without_retries(server, tmp_path):
 def test_500_then_200_is_retried(server, tmp_path):
     path = fetch(f"{server}/flaky.csv", tmp_path / "f.csv", retry=FAST, progress=False)
     assert path.read_bytes() == BODY and Handler.hits["/flaky.csv"] == 2
+
+
+def test_retry_after_is_honoured(server, tmp_path):
+    started = time.monotonic()
+    path = fetch(f"{server}/busy.csv", tmp_path / "b.csv", retry=FAST, progress=False)
+    assert path.read_bytes() == BODY and Handler.hits["/busy.csv"] == 2
+    assert time.monotonic() - started >= 0.9  # the server's 1 s, not FAST's 0.01 s backoff
 
 
 def test_persistent_5xx_gives_up_with_message(server, tmp_path):

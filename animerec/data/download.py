@@ -1,24 +1,28 @@
 """Getting the raw files: HTTP(S)/file URLs, Kaggle, local paths, or the embedded demo set.
 
-HTTP downloads stream to ``<dest>.part`` with a progress bar, retry connection errors and 5xx
-answers with exponential backoff, resume with a ``Range`` request where the server allows it,
+HTTP downloads stream to ``<dest>.part`` with a progress bar; urllib3's ``Retry`` retries
+connection errors and 429 / 5xx answers with exponential backoff (or the server's ``Retry-After``);
+a body cut short is resumed with a ``Range`` request where the server allows it,
 check an optional sha256, and are renamed into place only when complete. Zip archives are
 extracted member by member, refusing any member whose path would land outside the target folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import requests
+from requests.adapters import HTTPAdapter
+from tqdm.auto import tqdm
+from urllib3.util.retry import Retry
 
 from animerec.artifacts import sha256_file
 from animerec.errors import UserError
@@ -35,21 +39,28 @@ class DownloadError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How hard to try: ``attempts`` requests per file at most, ``backoff_s`` doubling between them."""
+
     attempts: int = 5
     backoff_s: float = 1.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
 
-    def sleep(self, attempt: int) -> None:
-        time.sleep(self.backoff_s * (2 ** attempt))
+    def session(self) -> requests.Session:
+        """A session whose requests urllib3 retries: connection errors, and 429 / 5xx answers
+        (waiting what a ``Retry-After`` header asks, else the exponential backoff)."""
+        retries = Retry(total=self.attempts - 1, backoff_factor=self.backoff_s, status_forcelist=RETRY_STATUS,
+                        allowed_methods={"GET"}, respect_retry_after_header=True, raise_on_status=False)
+        session = requests.Session()
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, HTTPAdapter(max_retries=retries))
+        return session
 
 
 def part_path(url: str, dest: Path, part_dir: str | Path | None) -> Path:
     """Where the partial download of ``url`` lives: one name per URL, so reruns find it."""
     if part_dir is None:
         return dest.with_name(dest.name + ".part")
-    import hashlib
-
     folder = Path(part_dir)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{dest.name}.part"
@@ -92,47 +103,47 @@ def fetch(
     if scheme not in ("http", "https"):
         raise DownloadError(f"{url}: unsupported URL scheme {scheme!r}; use http(s):// or file://.")
 
-    session = session or requests.Session()
-    last_error: Exception | None = None
-    for attempt in range(retry.attempts):
+    session = session or retry.session()
+    drops = 0
+    while True:  # urllib3 retries each request; a body cut short is resumed here with a Range request
         try:
             _fetch_once(session, url, part, retry, auth, progress)
-            _finish(part, dest, sha256, url)
-            return dest
-        except _Retryable as err:
-            last_error = err.__cause__ or err
-            if attempt + 1 < retry.attempts:
-                logger.warning("%s: %s; retrying (%d/%d)", url, err, attempt + 1, retry.attempts - 1)
-                retry.sleep(attempt)
-    raise DownloadError(
-        f"{url}: gave up after {retry.attempts} attempts; last error: {last_error}. "
+            break
+        except _Dropped as err:
+            drops += 1
+            if drops >= retry.attempts:
+                raise _gave_up(url, retry.attempts, err, part) from None
+            logger.warning("%s: %s; resuming (%d/%d)", url, err, drops, retry.attempts - 1)
+    _finish(part, dest, sha256, url)
+    return dest
+
+
+class _Dropped(Exception):
+    """The connection ended before the whole body came."""
+
+
+def _gave_up(url: str, attempts: int, last_error: object, part: Path) -> DownloadError:
+    return DownloadError(
+        f"{url}: gave up after {attempts} attempts; last error: {last_error}. "
         f"Check the address and your connection; the partial file {part} is kept so a rerun resumes."
     )
 
 
-class _Retryable(Exception):
-    pass
-
-
 def _fetch_once(session, url, part: Path, retry: RetryPolicy, auth, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        response = session.get(
-            url, stream=True, headers=headers, auth=auth,
-            timeout=(retry.connect_timeout_s, retry.read_timeout_s),
-        )
+        response = session.get(url, stream=True, headers=headers, auth=auth,
+                               timeout=(retry.connect_timeout_s, retry.read_timeout_s))
     except (requests.ConnectionError, requests.Timeout) as err:
-        raise _Retryable(f"connection failed ({type(err).__name__})") from err
+        raise _gave_up(url, retry.attempts, f"connection failed ({type(err).__name__})", part) from None
     with response:
         if response.status_code == 416 and offset:
             # The part file already holds the whole body; a fresh request confirms nothing is left.
             part.unlink()
-            raise _Retryable("range not satisfiable; restarting from the beginning")
+            raise _Dropped("range not satisfiable; restarting from the beginning")
         if response.status_code in RETRY_STATUS:
-            raise _Retryable(f"HTTP {response.status_code}")
+            raise _gave_up(url, retry.attempts, f"HTTP {response.status_code}", part)
         if response.status_code in (401, 403):
             raise DownloadError(f"{url}: HTTP {response.status_code} (not authorised). Check the credentials or the URL.")
         if response.status_code >= 400:
@@ -154,9 +165,9 @@ def _fetch_once(session, url, part: Path, retry: RetryPolicy, auth, progress: bo
                     received += len(block)
                     bar.update(len(block))
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout) as err:
-            raise _Retryable(f"connection dropped after {received} bytes") from err
+            raise _Dropped(f"connection dropped after {received} bytes") from err
         if expected is not None and received < expected:
-            raise _Retryable(f"connection dropped after {received} of {expected} bytes")
+            raise _Dropped(f"connection dropped after {received} of {expected} bytes")
 
 
 def _finish(part: Path, dest: Path, sha256: str | None, url: str) -> None:
