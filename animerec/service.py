@@ -12,12 +12,12 @@ asked. A query names its ``kind`` (``similar_anime``, ``similar_users`` or ``rat
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from animerec.bundle import ModelBundle
 from animerec.reasons import Reasons
@@ -27,12 +27,7 @@ from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilte
 logger = logging.getLogger(__name__)
 
 KINDS = ("similar_anime", "similar_users", "rating_recs")
-FILTER_FIELDS = ("genres", "genre_match", "types", "min_score", "max_score", "sequels", "adult", "min_members",
-                 "popularity_damping")
 DEFAULT_SEQUELS = "hide_unstarted"  # what a query that does not say gets: no later seasons of unstarted shows
-LIST_FIELDS = ("ratings", "likes")  # anyone's list, in place of a user ID
-QUERY_FIELDS = ("kind", "query", "n", *FILTER_FIELDS, "min_rating", "max_rating", *LIST_FIELDS, "exclude",
-                "dropped_as_dislikes")
 
 
 MAL_URL = "https://myanimelist.net/anime/{}"
@@ -59,104 +54,103 @@ def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, 
     return table
 
 
-@dataclass
-class Query:
+class Query(BaseModel):
     """One request. ``query`` is a title or MAL ID (similar_anime) or a user ID (the other kinds).
 
     ``ratings`` or ``likes`` replace the user ID with anyone's list (similar_users, rating_recs).
+    Blank values (None, NaN: a column other rows of a table fill) take the default; one string is
+    a one-item list; ``exclude`` may be comma-separated. :meth:`from_mapping` turns pydantic's
+    validation errors into one message naming the field at fault.
     """
 
-    kind: str
-    query: Any
-    n: int = 10
-    filters: ItemFilter = field(default_factory=ItemFilter)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["similar_anime", "similar_users", "rating_recs"]
+    query: Any = None
+    n: int = Field(10, gt=0)
+    genres: list[str] = []
+    genre_match: str = "any"
+    types: list[str] = []
+    min_score: float | None = None
+    max_score: float | None = None
+    sequels: str = DEFAULT_SEQUELS
+    adult: bool = False
+    min_members: int | None = Field(None, ge=0)
+    popularity_damping: float = 0.0
     min_rating: float | None = None
     max_rating: float | None = None
-    ratings: Any = None
-    likes: Any = None
+    ratings: Any = None  # [{anime_id, rating}, ...] or a DataFrame: anyone's list
+    likes: list[str] | None = None  # titles: anyone's list
     exclude: tuple[int, ...] = ()  # MAL IDs the person is not interested in: never in the answer
     dropped_as_dislikes: bool = True  # a list's dropped anime are dislikes (animerec.foldin.fold_in)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_blanks(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in data.items() if not _absent(v)}
+
+    @field_validator("genres", "types", "likes", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return [p.strip() for p in value.replace(";", ",").split(",") if p.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> "Query":
+        given = [name for name in ("ratings", "likes") if getattr(self, name) is not None]
+        if given and self.kind == "similar_anime":
+            raise ValueError(f"A similar_anime query takes an anime in 'query', not {given[0]!r}.")
+        if len(given) > 1 or (given and self.query is not None):
+            raise ValueError(f"A {self.kind} query takes one of 'query' (a user ID), 'ratings' or 'likes', not several.")
+        if self.query is None and not given:
+            what = ("an anime title or MAL ID" if self.kind == "similar_anime"
+                    else "a user ID, or 'ratings' ([{anime_id, rating}]) or 'likes' ([titles]) for anyone's list")
+            raise ValueError(f"A {self.kind} query needs 'query': {what}.")
+        return self
+
     @classmethod
     def from_mapping(cls, request: Mapping[str, Any]) -> "Query":
-        """Build from a JSON-like mapping, with errors that name the field at fault."""
-        unknown = sorted(set(request) - set(QUERY_FIELDS))
-        if unknown:
-            raise RecommenderError(f"Unknown field(s) {', '.join(unknown)}; a query has {', '.join(QUERY_FIELDS)}.")
-        kind = request.get("kind")
-        if kind not in KINDS:
-            raise RecommenderError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
-        given = [name for name in LIST_FIELDS if not _absent(request.get(name))]
-        if given and kind == "similar_anime":
-            raise RecommenderError(f"A similar_anime query takes an anime in 'query', not {given[0]!r}.")
-        if len(given) > 1 or (given and not is_missing(request.get("query"))):
-            raise RecommenderError(f"A {kind} query takes one of 'query' (a user ID), 'ratings' or 'likes', not "
-                                   f"several.")
-        if is_missing(request.get("query")) and not given:
-            what = ("an anime title or MAL ID" if kind == "similar_anime"
-                    else "a user ID, or 'ratings' ([{anime_id, rating}]) or 'likes' ([titles]) for anyone's list")
-            raise RecommenderError(f"A {kind} query needs 'query': {what}.")
-        n = request.get("n", 10)
-        n = 10 if is_missing(n) else n
+        """Build from a JSON-like mapping, with one error that names the field at fault."""
         try:
-            n = int(n)
-        except (TypeError, ValueError):
-            raise RecommenderError(f"n must be a positive integer, got {n!r}.") from None
+            return cls.model_validate(dict(request))
+        except ValidationError as err:
+            raise RecommenderError(_first_problem(err, request)) from None
 
-        def as_list(name):
-            value = request.get(name)
-            if is_missing(value):
-                return []
-            return [value] if isinstance(value, str) else list(value)
-
-        def as_float(name):
-            value = request.get(name)
-            if is_missing(value):
-                return None
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise RecommenderError(f"{name} must be a number, got {value!r}.") from None
-
-        def as_bool(name, default: bool) -> bool:
-            value = request.get(name)
-            if is_missing(value):
-                return default
-            if isinstance(value, (bool, np.bool_)):
-                return bool(value)
-            text = str(value).strip().lower()
-            if text in ("true", "1", "yes", "on"):
-                return True
-            if text in ("false", "0", "no", "off"):
-                return False
-            raise RecommenderError(f"{name} must be true or false, got {value!r}.")
-
-        genre_match, sequels = request.get("genre_match"), request.get("sequels")
-        min_members, damping = as_float("min_members"), as_float("popularity_damping")
-        if min_members is not None and (min_members < 0 or min_members != int(min_members)):
-            raise RecommenderError(f"min_members must be a whole number >= 0, got {request.get('min_members')!r}.")
-        filters = ItemFilter(genres=as_list("genres"), genre_match="any" if is_missing(genre_match) else genre_match,
-                             types=as_list("types"), min_score=as_float("min_score"), max_score=as_float("max_score"),
-                             sequels=DEFAULT_SEQUELS if is_missing(sequels) else str(sequels),
-                             adult=as_bool("adult", False), popularity_damping=damping or 0.0,
-                             min_members=None if min_members is None else int(min_members))
-        likes = request.get("likes")
-        if isinstance(likes, str):
-            likes = [likes]
-        exclude = request.get("exclude")
-        if isinstance(exclude, str):
-            exclude = [part for part in exclude.replace(";", ",").split(",") if part.strip()]
-        try:
-            exclude = () if _absent(exclude) else tuple(int(str(a).strip()) for a in exclude)
-        except (TypeError, ValueError):
-            raise RecommenderError(f"exclude must be MAL IDs (a list, or comma-separated), got {exclude!r}.") from None
-        return cls(kind, request.get("query"), n, filters, as_float("min_rating"), as_float("max_rating"),
-                   None if _absent(request.get("ratings")) else request.get("ratings"),
-                   None if _absent(likes) else list(likes), exclude, as_bool("dropped_as_dislikes", True))
+    @property
+    def filters(self) -> ItemFilter:
+        return ItemFilter(genres=self.genres, genre_match=self.genre_match, types=self.types,
+                          min_score=self.min_score, max_score=self.max_score, sequels=self.sequels, adult=self.adult,
+                          min_members=self.min_members, popularity_damping=self.popularity_damping)
 
     @property
     def has_list(self) -> bool:
         return self.ratings is not None or self.likes is not None
+
+
+# What each field must be, for the error message ("n must be a positive integer, got 0.").
+_NEEDS = {"kind": "one of " + ", ".join(KINDS), "n": "a positive integer", "min_members": "a whole number >= 0",
+          "exclude": "MAL IDs (a list, or comma-separated)", "adult": "true or false",
+          "dropped_as_dislikes": "true or false", "likes": "a list of titles", "genres": "a list of genres",
+          "types": "a list of types such as [TV, Movie]"}
+
+
+def _first_problem(err: ValidationError, request: Mapping[str, Any]) -> str:
+    errors = err.errors()
+    unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        return f"Unknown field(s) {', '.join(unknown)}; a query has {', '.join(Query.model_fields)}."
+    first = errors[0]
+    if not first["loc"]:  # a rule across fields: its own message
+        return str(first.get("ctx", {}).get("error", first["msg"]))
+    name = str(first["loc"][0])
+    need = _NEEDS.get(name, "a number" if "float" in first["type"] else "text")
+    return f"{name} must be {need}, got {request.get(name)!r}."
 
 
 def _absent(value: Any) -> bool:
