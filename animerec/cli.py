@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from animerec.pretrained import resolve_model
     from animerec.recommenders import FavoriteRule
     from animerec.service import RecommendationService
-    from animerec.trackers import resolve_wandb_mode
+    from animerec.tracking.backends import resolve_wandb_mode
 
     try:
         version = resolve_model(args.model, ArtifactStore(args.store), wandb_mode=resolve_wandb_mode(None),

@@ -117,7 +117,7 @@ def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | N
         return steps, None
     from animerec.artifacts import ArtifactStore
     from animerec.pretrained import is_wandb_ref, resolve_model
-    from animerec.trackers import resolve_wandb_mode
+    from animerec.tracking.backends import resolve_wandb_mode
 
     wandb_cfg = cfg.get("wandb") or {}
     version = resolve_model(ref, ArtifactStore(cfg["main"]["artifact_root"]), wandb_mode=resolve_wandb_mode(

@@ -218,7 +218,7 @@ def test_bad_serving_requests_are_http_400(case, trained):
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from animerec.serving import AnimeRecPyfunc
+    from animerec.pyfunc import AnimeRecPyfunc
     from animerec.service import RecommendationService
 
     cfg, _, _ = trained

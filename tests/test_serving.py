@@ -178,7 +178,7 @@ def test_registry_champion_follows_the_valid_best_model(trained, tmp_path):
 
     from animerec.pretrained import update_best_alias
     from animerec.registry import CHAMPION, MODEL_TAG, register_and_promote, version_of
-    from animerec.serving import log_pyfunc
+    from animerec.pyfunc import log_pyfunc
     from tests.test_pretrained import add_model
 
     cfg, _, result = trained
@@ -219,7 +219,7 @@ def test_a_model_over_the_copy_limit_is_logged_by_reference(trained, tmp_path):
     import pandas as pd
 
     from animerec.artifacts import ArtifactError
-    from animerec.serving import REFERENCE_FILE, log_pyfunc
+    from animerec.pyfunc import REFERENCE_FILE, log_pyfunc
 
     cfg, _, result = trained
     shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")

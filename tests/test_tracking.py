@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from animerec.artifacts import ArtifactStore
-from animerec.trackers import MlflowTracker, Tracker, WandbSettings, WandbTracker, resolve_wandb_mode
-from animerec.tracking import StepRun, default_trackers
+from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker, resolve_wandb_mode
+from animerec.tracking.steprun import StepRun, default_trackers
 
 
 class Recorder(Tracker):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from animerec.artifacts import ArtifactStore
 from animerec.steps import STEPS
-from animerec.trackers import WandbSettings
-from animerec.tracking import StepRun
+from animerec.tracking import StepRun, WandbSettings
 
 
 def store_from(cfg: dict) -> ArtifactStore:

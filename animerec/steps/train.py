@@ -250,7 +250,7 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
 
 
 def log_model_uri(path, copy_max_mb: float | None = None) -> str:
-    from animerec.serving import log_pyfunc
+    from animerec.pyfunc import log_pyfunc
 
     model_uri = log_pyfunc(path, copy_max_mb=copy_max_mb)
     logger.info("MLflow model: %s (serve with: mlflow models serve -m %s --env-manager local)", model_uri, model_uri)

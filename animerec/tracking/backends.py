@@ -1,6 +1,6 @@
 """Tracking backends behind one interface: MLflow always, W&B unless it is disabled.
 
-:class:`animerec.tracking.StepRun` holds a list of :class:`Tracker` objects and calls each in
+:class:`animerec.tracking.steprun.StepRun` holds a list of :class:`Tracker` objects and calls each in
 turn, so no step (and no StepRun method) asks which backends are on. A backend records what it
 can: MLflow copies small artifact files and tags inputs and outputs; W&B logs typed artifacts
 (by reference to the store's immutable files) and declares inputs when it is online.

@@ -4,7 +4,7 @@ Every step does the same things: open its tracking runs (MLflow's, the one ``mlf
 created when launched that way, and a W&B run with ``job_type=<step>`` unless W&B is disabled),
 log its config, resolve its inputs in the local store and record them, write its outputs as new
 store versions and record those. :class:`StepRun` does exactly that over a list of
-:class:`animerec.trackers.Tracker` backends, so the steps only hold their logic and no method
+:class:`animerec.tracking.backends.Tracker` backends, so the steps only hold their logic and no method
 here asks which backends are on.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from animerec.artifacts import ArtifactStore, ArtifactVersion, PendingVersion
-from animerec.trackers import MlflowTracker, Tracker, WandbSettings, WandbTracker, flatten, resolve_wandb_mode
+from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker, flatten, resolve_wandb_mode
 
 logger = logging.getLogger(__name__)
 
