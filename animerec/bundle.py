@@ -17,6 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,7 +44,6 @@ def encoders_fingerprint(user_ids: np.ndarray, anime_ids: np.ndarray) -> str:
 
 
 def project_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("animerec")

@@ -22,8 +22,15 @@ import os
 import sys
 from typing import Sequence
 
+import pandas as pd
+
+from animerec.artifacts import ArtifactStore
 from animerec.config import SEQUEL_MODES
 from animerec.errors import UserError
+from animerec.pretrained import resolve_model
+from animerec.recommenders import FavoriteRule
+from animerec.service import RecommendationService
+from animerec.tracking.backends import resolve_wandb_mode
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +164,6 @@ def request_from(args: argparse.Namespace) -> dict:
 
 
 def print_answer(answer: dict) -> None:
-    import pandas as pd
 
     def table(title: str, rows: list[dict]) -> None:
         frame = pd.DataFrame(rows).drop(columns=["url"], errors="ignore")  # --json has each MyAnimeList link
@@ -189,11 +195,6 @@ def print_answer(answer: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from animerec.artifacts import ArtifactStore
-    from animerec.pretrained import resolve_model
-    from animerec.recommenders import FavoriteRule
-    from animerec.service import RecommendationService
-    from animerec.tracking.backends import resolve_wandb_mode
 
     try:
         version = resolve_model(args.model, ArtifactStore(args.store), wandb_mode=resolve_wandb_mode(None),

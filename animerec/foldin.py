@@ -28,7 +28,7 @@ import numpy as np
 
 from animerec.bundle import ModelBundle
 from animerec.profiles import AnimeList, ListError
-from animerec.scoring import _NORM_EPS, Scorer
+from animerec.scoring import _NORM_EPS, Scorer, _activate
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,6 @@ def fit_user(scorer: Scorer, anime_index: np.ndarray, target: np.ndarray, steps:
     alike (liked titles) say where the person's taste is but not what they dislike: the direction
     is then the mean of the anime vectors, and only the bias is fitted.
     """
-    from animerec.scoring import _activate
 
     # float64 throughout: mixing in float32 would copy [r, d] on every step
     anime = scorer.anime_vectors[anime_index].astype(np.float64)  # [r, d], unit rows
@@ -163,7 +162,6 @@ def fit_user(scorer: Scorer, anime_index: np.ndarray, target: np.ndarray, steps:
 
 def person_scores(scorer: Scorer, person: Person) -> np.ndarray:
     """Scaled predictions ``[num_anime]`` for a folded-in person."""
-    from animerec.scoring import _activate
 
     z = (scorer.anime_vectors @ person.vector) * scorer.kernel + scorer.bias
     if scorer.user_bias is not None:

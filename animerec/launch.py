@@ -16,8 +16,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
 from animerec.config import split_overrides
-from animerec.errors import UserError
+from animerec.errors import ConfigError, UserError
+from animerec.pipeline import compose_config, one_line
 
 # Hydra's own flags: with them the command line is Hydra's business, not a pipeline run.
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -56,7 +61,6 @@ def _fail(message: str) -> None:
 
 def preflight(argv: Sequence[str], config_dir: Path) -> None:
     """Exit 2 with an ``error:`` line when the overrides cannot make a valid configuration."""
-    from animerec.pipeline import compose_config
 
     flags = [a for a in argv if a.startswith("-")]
     if any(flag not in MULTIRUN_FLAGS for flag in flags):
@@ -71,12 +75,7 @@ def preflight(argv: Sequence[str], config_dir: Path) -> None:
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     """The override lists of every job a Hydra sweep over ``overrides`` would run."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
-    from animerec.errors import ConfigError
-    from animerec.pipeline import one_line
 
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))

@@ -10,15 +10,25 @@ thus declared once, with their types, in ``config.yaml``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from animerec.config import check_source, join_overrides, quote_value, split_overrides, validate_config
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from animerec.artifacts import ArtifactStore
+from animerec.config import SCHEMA, check_source, join_overrides, quote_value, split_overrides, validate_config
 from animerec.errors import ConfigError, UserError
+from animerec.pretrained import is_wandb_ref, resolve_model
 from animerec.steps import INPUTS, STEPS, upstream_of
+from animerec.tracking.backends import resolve_wandb_mode
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +71,12 @@ def parse_steps(value: Any) -> list[str]:
 
 
 def to_container(cfg: Any) -> dict:
-    from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
 
 
 def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool = True) -> dict:
     """The pipeline configuration (``config.yaml`` + overrides) as a plain dict, checked against the schema."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
@@ -83,9 +89,7 @@ def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool
 
 def allowed_keys(err: BaseException) -> str:
     """For an unknown key, the keys its section does have (from the schema)."""
-    import re
 
-    from animerec.config import SCHEMA
 
     match = re.search(r"Could not override '([\w.]+)'", str(err)) or re.search(r"full_key: ([\w.]+)", str(err))
     if not match:
@@ -115,9 +119,6 @@ def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | N
     ref = cfg["model"].get("pretrained")
     if not ref:
         return steps, None
-    from animerec.artifacts import ArtifactStore
-    from animerec.pretrained import is_wandb_ref, resolve_model
-    from animerec.tracking.backends import resolve_wandb_mode
 
     wandb_cfg = cfg.get("wandb") or {}
     version = resolve_model(ref, ArtifactStore(cfg["main"]["artifact_root"]), wandb_mode=resolve_wandb_mode(
@@ -217,7 +218,6 @@ class StepFailed(UserError):
 
 def model_summary(version) -> dict:
     """A stored model's reference, its valid metrics (to choose by) and test metrics (to report), flat."""
-    import json
 
     metrics = json.loads(version.file("metrics.json").read_text(encoding="utf-8"))
     row = {"model": version.ref}

@@ -1,24 +1,20 @@
-"""Saving matplotlib figures headlessly (the Agg backend), one helper for every step's charts."""
+"""Saving matplotlib figures headlessly, one helper for every chart (steps' reports, the web page)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
+
+from matplotlib.figure import Figure
 
 
 @contextlib.contextmanager
-def figure(path: Path, ncols: int = 1, figsize: tuple[float, float] = (6, 3.5)) -> Iterator:
-    """``with figure(path) as (fig, axes): ...`` draws, then saves ``path`` at 100 dpi and closes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=figsize)
-    try:
-        yield fig, axes
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+def figure(path: Path | IO[bytes], ncols: int = 1, figsize: tuple[float, float] = (6, 3.5)) -> Iterator:
+    """``with figure(path) as (fig, axes): ...`` draws, then saves a PNG to ``path`` (or a binary file) at
+    100 dpi. A bare :class:`~matplotlib.figure.Figure`: no pyplot, no GUI backend, nothing global to close."""
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, ncols)
+    yield fig, axes
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")

@@ -27,6 +27,7 @@ import shutil
 from pathlib import Path
 
 from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, ArtifactVersion, parse_ref
+from animerec.bundle import ModelBundle
 from animerec.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ def resolve_model(ref: str, store: ArtifactStore, *, wandb_mode: str, project: s
 
     ``run`` (an online W&B run) records a W&B artifact as the run's input.
     """
-    from animerec.bundle import ModelBundle
 
     text = str(ref).strip()
     folder = Path(text).expanduser()
@@ -150,7 +150,6 @@ def cached_model(store: ArtifactStore, **metadata) -> ArtifactVersion | None:
 
 def import_folder(folder: Path, store: ArtifactStore, metadata: dict) -> ArtifactVersion:
     """Copy a model folder that has no store manifest into the store (once per identical folder)."""
-    from animerec.bundle import ModelBundle
 
     bundle = ModelBundle.load(folder)  # check before copying anything
     key = bundle.info.get("encoders_sha256")

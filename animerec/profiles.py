@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, fromstring
 
 from animerec.data.layouts import WatchStatus
 from animerec.errors import UserError
@@ -196,8 +198,6 @@ def read_csv(data: bytes, source: str) -> AnimeList:
 
 def read_mal_xml(data: bytes, source: str) -> AnimeList:
     """A MyAnimeList anime-list export: ``<anime>`` entries with ``series_animedb_id``, ``my_score``, ``my_status``."""
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import ParseError, fromstring
 
     try:
         root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)

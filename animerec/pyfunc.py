@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+
+from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, sha256_file
+from animerec.errors import UserError
+from animerec.service import RecommendationService, is_missing
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +40,10 @@ def bad_request(message: str):
 
 class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from animerec.service import RecommendationService
 
         self.service = RecommendationService.from_path(bundle_folder(Path(context.artifacts["bundle"])))
 
     def predict(self, context, model_input, params=None):
-        from animerec.errors import UserError
-        from animerec.service import is_missing
 
         frame = pd.DataFrame(model_input)
         if "kind" not in frame.columns:
@@ -56,7 +58,6 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
         return answers
 
     def _ratings(self, frame: pd.DataFrame) -> pd.DataFrame:
-        from animerec.errors import UserError
 
         missing = [c for c in ("user_id", "anime_id") if c not in frame.columns]
         if missing:
@@ -81,7 +82,6 @@ def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: floa
     then it holds only a reference (the folder's path and its manifest's sha256), checked when
     the model is loaded, so a multi-GB full-scale model is not stored twice.
     """
-    import tempfile
 
     bundle_dir = Path(bundle_dir).resolve()
     size = sum(f.stat().st_size for f in bundle_dir.rglob("*") if f.is_file())
@@ -111,7 +111,6 @@ def bundle_folder(folder: Path) -> Path:
     reference = Path(folder) / REFERENCE_FILE
     if not reference.is_file():
         return Path(folder)
-    from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, sha256_file
 
     recorded = json.loads(reference.read_text())
     target = Path(recorded["path"])

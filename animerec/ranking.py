@@ -21,14 +21,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from animerec.errors import ConfigError
+from animerec.evaluation import Interactions, UserItems, ranking_metrics
 from animerec.memory import phase
 
 logger = logging.getLogger(__name__)
@@ -56,7 +59,6 @@ def gram_matrix(matrix: sp.spmatrix, *, block: int = _GRAM_BLOCK, workers: int |
     stay small: the whole product at once builds a sparse ``[n, n]`` (2-3 GB at 17.5k anime)
     before the dense one, and computes the upper half for nothing.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     columns = sp.csc_matrix(matrix, dtype=np.float32)
     n, users = columns.shape[1], columns.shape[0]
@@ -86,7 +88,6 @@ def ease_weights(gram: np.ndarray, l2: float, *, overwrite: bool = False) -> np.
     ``potrf``/``potri``), so the peak is two ``[n, n]`` float32 arrays (one with ``overwrite``,
     which consumes ``gram``): 1.2 GB each at 17.5k anime.
     """
-    from scipy.linalg import lapack
 
     if l2 <= 0:
         raise ConfigError(f"model.ranker.l2 values must be > 0, got {l2}.")
@@ -266,7 +267,6 @@ def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame,
 
     Its own function so that the valid split's grouped arrays are freed before the refit.
     """
-    from animerec.evaluation import Interactions, UserItems, ranking_metrics
 
     # the anime each user rated in train: the history's own CSR arrays, not a grouped copy of the frame
     train_i, valid_i = UserItems(data.history.indptr, data.history.indices), Interactions.from_frame(valid)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
+import scipy.sparse as sp
 
 LIKED = 8.0  # a rating this high is "liked"
 
@@ -26,7 +27,6 @@ class Reasons:
     @cached_property
     def _liked_by(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR by anime index: the users who liked each anime (``users[indptr[a]:indptr[a + 1]]``, sorted)."""
-        import scipy.sparse as sp
 
         ratings = self.bundle.ratings
         liked = (ratings["rating"] >= LIKED).to_numpy()

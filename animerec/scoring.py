@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from animerec.config import ACTIVATIONS  # noqa: E402  (one list of activations)
 from animerec.errors import ConfigError
 
-from animerec.config import ACTIVATIONS  # noqa: E402  (one list of activations)
 _NORM_EPS = 1e-12  # keras.ops.normalize's epsilon
 PAIR_CHUNK = 65_536  # (user, anime) pairs scored per block by Scorer.score_pairs
 

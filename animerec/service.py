@@ -20,9 +20,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from animerec.bundle import ModelBundle
+from animerec.foldin import Person, fold_in
+from animerec.profiles import AnimeList, from_records, from_titles, read_list
 from animerec.reasons import Reasons
-from animerec.recommenders import (EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError,
-                                   UserBasedRecommender)
+from animerec.recommenders import EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError, UserBasedRecommender
+from animerec.titles import TitleIndex
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +172,6 @@ def is_missing(value: Any) -> bool:
 
 
 def user_or_person(value: Any):
-    from animerec.foldin import Person
 
     return value if isinstance(value, Person) else user_id_of(value)
 
@@ -215,7 +216,6 @@ class RecommendationService:
     # queries -------------------------------------------------------------------------------------
     @cached_property
     def titles(self):
-        from animerec.titles import TitleIndex
 
         return TitleIndex(self.bundle.anime)
 
@@ -223,8 +223,6 @@ class RecommendationService:
                dropped_as_dislikes: bool = True):
         """Fold anyone's list into the model: ``ratings`` records, liked titles or a list file (its dropped
         anime as dislikes unless ``dropped_as_dislikes`` is false)."""
-        from animerec.foldin import fold_in
-        from animerec.profiles import AnimeList, from_records, from_titles, read_list
 
         if ratings_file is not None:
             anime_list = read_list(ratings_file)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 
@@ -32,7 +33,6 @@ COLUMNS = ("job", "overrides", "status", "error", "model", "valid_ndcg_at_10", "
 
 
 def summary_frame(rows: list[dict]):
-    import pandas as pd
 
     frame = pd.DataFrame(rows)
     ordered = [c for c in COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in COLUMNS]
@@ -69,7 +69,6 @@ class SweepSummary(Callback):
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "summary.csv", frame.to_csv(index=False))
         atomic_write_text(folder / "summary.md", markdown(frame))
-        import pandas as pd
 
         with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4f}".format):
             print(f"\nSweep summary ({len(frame)} jobs; {folder / 'summary.csv'})\n{frame.to_string(index=False)}\n",

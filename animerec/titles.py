@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from rapidfuzz import fuzz, process
 
 from animerec.errors import RecommenderError
 
@@ -77,7 +78,6 @@ class TitleIndex:
 
     def candidates(self, query: str, limit: int = 10) -> list[Match]:
         """The closest anime (one entry each), closest first, then the most popular."""
-        from rapidfuzz import fuzz, process
 
         key = normalise(query)
         if not key:

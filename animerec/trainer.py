@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
 from animerec.model import learning_rate
 from animerec.training.input_pipeline import make_dataset, num_batches, positives_per_batch
@@ -38,7 +40,6 @@ class History:
     trainer: str = "lazy"
 
     def frame(self):
-        import pandas as pd
 
         return pd.DataFrame(self.epochs)
 
@@ -76,7 +77,6 @@ def fit(
 
             raise ConfigError("model.negatives_per_positive > 0 needs the custom loop: use train.trainer=lazy.")
         return _fit_keras(model, train, valid, model_cfg, seed=seed, verbose=verbose, on_epoch_end=on_epoch_end)
-    from tqdm.auto import tqdm
 
     epochs, batch_size, patience = int(model_cfg["epochs"]), int(model_cfg["batch_size"]), int(model_cfg["patience"])
     weights = {"negative_weight": float(model_cfg.get("negative_weight", 1.0)),

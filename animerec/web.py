@@ -25,17 +25,24 @@ import json
 import logging
 import os
 import tempfile
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from animerec.config import TYPES
 from animerec.errors import UserError
+from animerec.plots import figure
+from animerec.profiles import MAX_BYTES, from_records, read_list
+from animerec.recommenders import Catalogue
 from animerec.service import DEFAULT_SEQUELS
+from animerec.titles import normalise
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +115,6 @@ def _answer(query):
 
 def parse_upload(name: str, data: bytes):
     """An uploaded list, read from a temporary file; errors name the upload, not the temporary path."""
-    from animerec.profiles import read_list
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
@@ -168,9 +174,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     """The FastAPI app serving ``service`` (a :class:`RecommendationService`); ``workers`` queries run at once
     (default: the cores) in threads, or with ``processes`` in forked worker processes; ``queue`` more wait;
     uploads over ``max_upload`` bytes are refused."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
 
-    from animerec.recommenders import Catalogue
 
     template = Environment(loader=PackageLoader("animerec", TEMPLATES),
                            autoescape=select_autoescape(default=True)).get_template("page.html")
@@ -275,7 +279,6 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
 
     @app.post("/recommend", response_class=HTMLResponse)
     async def recommend(request: Request):
-        from animerec.profiles import MAX_BYTES, from_records
 
         form = await request.form()
         upload = form.get("ratings_file")
@@ -341,7 +344,6 @@ def list_state(listed) -> str:
 
 def suggestions(titles, query: str, limit: int) -> list[dict]:
     """Titles starting with what was typed (most popular first), then the closest fuzzy matches."""
-    from animerec.titles import normalise
 
     key = normalise(query)
     if len(key) < 2:
@@ -359,7 +361,6 @@ def suggestions(titles, query: str, limit: int) -> list[dict]:
 
 def model_card(bundle, model_path: Path | None) -> str:
     """HTML: data size, test metrics next to the baselines, valid metrics, the loss curve and rating histogram."""
-    from html import escape
 
     metrics = {}
     if model_path is not None and (model_path / "metrics.json").is_file():
@@ -389,22 +390,13 @@ def model_card(bundle, model_path: Path | None) -> str:
 
 
 def rating_histogram(bundle) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     counts = np.bincount(bundle.ratings["rating"].to_numpy().astype(int), minlength=11)[1:]
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(np.arange(1, 11), counts, color="#2e6fba")
-    ax.set_xticks(np.arange(1, 11))
-    ax.set_xlabel("rating")
-    ax.set_ylabel("ratings")
-    fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
+    with figure(buffer, figsize=(6, 3)) as (_fig, ax):
+        ax.bar(np.arange(1, 11), counts, color="#2e6fba")
+        ax.set_xticks(np.arange(1, 11))
+        ax.set_xlabel("rating")
+        ax.set_ylabel("ratings")
     return buffer.getvalue()
 
 
@@ -412,7 +404,6 @@ def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0
           processes: bool | None = None) -> None:
     """Serve the page; queries run in forked worker processes where the OS can fork (``processes`` None), so
     heavy uploads never hold the server's GIL, else in threads."""
-    import uvicorn
 
     service.warm()  # the lazily built tables now, not on the first visitor's query (half a minute at full size)
     logger.warning("Serving %s on http://%s:%d (Ctrl-C stops)", model_ref, host, port)

@@ -13,16 +13,20 @@ the full 109M-row animelist.csv fits in memory as compact numpy arrays.
 
 from __future__ import annotations
 
+import csv
 import enum
 import html
-import re
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from animerec.errors import UserError
 
@@ -97,13 +101,11 @@ def _pick_columns(found: list[str], sources: dict[str, tuple[str, ...]], require
 
 def open_text(path: Path):
     """pyarrow input stream that decompresses .gz/.bz2/.zst by extension."""
-    import pyarrow as pa
 
     return pa.input_stream(str(path), compression="detect")
 
 
 def _header(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
 
     if path.suffix == ".parquet":
         return list(pq.ParquetFile(path).schema_arrow.names)
@@ -111,7 +113,6 @@ def _header(path: Path) -> list[str]:
         first = stream.read(1 << 16).decode("utf-8-sig", errors="replace").splitlines()
     if not first or not first[0].strip():
         raise DataError(f"{path}: the file is empty; expected a CSV with a header row.")
-    import csv
 
     return next(csv.reader([first[0]]))
 
@@ -188,9 +189,6 @@ def ratings_columns(path: str | Path) -> dict[str, str]:
 
 def iter_ratings(path: str | Path, chunk_rows: int = 2_000_000) -> Iterator[RatingBatch]:
     """Stream a ratings file (CSV, CSV.gz or Parquet) in batches of about ``chunk_rows`` rows."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
 
     path = Path(path)
     mapping = ratings_columns(path)

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from animerec.artifacts import write_arrays
 from animerec.data.layouts import DataError, WatchStatus, iter_ratings, load_anime
+from animerec.plots import figure
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +195,6 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
     scaled = ((kept.rating - lo) / span).astype(np.float32)
     split = split_per_user(user_index, options)
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     for code, name in enumerate(SPLITS):
         mask = split == code
@@ -240,7 +240,6 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
 
 
 def plot_histogram(histogram: dict[str, int], path: Path) -> None:
-    from animerec.plots import figure
 
     with figure(path) as (_fig, ax):
         ax.bar([int(k) for k in histogram], list(histogram.values()), color="#2e6fba")

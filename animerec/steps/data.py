@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 from animerec.artifacts import copy_file
+from animerec.config import check_source
 from animerec.data import demo
 from animerec.data.download import fetch_data_file, kaggle_credentials, kaggle_file_url
 from animerec.data.layouts import find_data_file, load_anime
 from animerec.data.preprocess import PreprocessOptions
 from animerec.data.preprocess import preprocess as preprocess_files
-from animerec.config import check_source
 from animerec.errors import ConfigError
 from animerec.steps.common import pinned, step_run
 

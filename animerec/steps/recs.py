@@ -17,6 +17,7 @@ import pandas as pd
 
 from animerec.bundle import ModelBundle
 from animerec.errors import ConfigError
+from animerec.plots import figure
 from animerec.recommenders import FavoriteRule, ItemFilter, RecommenderError
 from animerec.service import RecommendationService
 from animerec.steps.common import pinned, step_run, store_from
@@ -81,7 +82,6 @@ def similar_anime(cfg: dict) -> dict:
 
 
 def bar_chart(counts: pd.Series, title: str, path: Path) -> None:
-    from animerec.plots import figure
 
     top = counts.head(15)[::-1]
     with figure(path, figsize=(7, 0.35 * len(top) + 1.2)) as (_fig, ax):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -10,10 +12,21 @@ import time
 import numpy as np
 import pandas as pd
 
+from animerec.artifacts import read_arrays
+from animerec.bundle import write_bundle
+from animerec.checkpoint import EpochCheckpoint
 from animerec.errors import ConfigError
-from animerec.memory import phase
 from animerec.evaluation import evaluate, valid_metrics
+from animerec.memory import phase
+from animerec.model import build_model, scorer_from_model
+from animerec.plots import figure
+from animerec.pretrained import update_best_alias
+from animerec.pyfunc import log_pyfunc
+from animerec.ranking import fit_ranker
 from animerec.steps.common import pinned, step_run
+from animerec.strategy import make_strategy, trainer_for
+from animerec.taste import fit_taste
+from animerec.trainer import fit, train_data
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +41,6 @@ def load_split(version, name: str) -> pd.DataFrame:
 
 def data_fingerprint(version) -> str:
     """sha256 over the split files' sha256s: equal for models trained on the same data."""
-    import hashlib
 
     files = version.manifest.get("files", {})
     parts = [f"{name}={files[name]['sha256']}" for name in sorted(files)
@@ -37,7 +49,6 @@ def data_fingerprint(version) -> str:
 
 
 def plot_history(history: pd.DataFrame, path) -> None:
-    from animerec.plots import figure
 
     with figure(path, ncols=2, figsize=(10, 3.6)) as (_fig, (ax, ax_lr)):
         ax.plot(history["epoch"], history["loss"], marker="o", label="train")
@@ -53,7 +64,6 @@ def plot_history(history: pd.DataFrame, path) -> None:
 
 def publish(run, model_cfg: dict, version):
     """Move the local ``best`` alias; link the W&B artifact to the registry when online; returns model:best."""
-    from animerec.pretrained import update_best_alias
 
     metric = model_cfg.get("best_metric") or "valid_ndcg_at_10"
     best = update_best_alias(run.store, metric, like=version)
@@ -87,12 +97,10 @@ def attach_ranker(scorer, model_cfg: dict, eval_cfg: dict, train_df, valid_df, n
     the head fitted on train only (taken before the refit on train + valid, then that head is
     dropped), and the ranker's report; ``(None, None)`` without a ranker.
     """
-    import dataclasses
 
     ranker_cfg = model_cfg.get("ranker") or {"kind": "none"}
     if ranker_cfg["kind"] == "none":
         return None, None
-    from animerec.ranking import fit_ranker
 
     def score_tuned(tuned):
         return valid_metrics(dataclasses.replace(scorer, ranker=tuned), bundle_scale, train_df, valid_df, eval_cfg)
@@ -110,7 +118,6 @@ def attach_taste(model_cfg: dict, eval_cfg: dict, train_df, valid_df, num_users:
     taste_cfg = model_cfg.get("taste") or {"kind": "none"}
     if taste_cfg["kind"] == "none":
         return None
-    from animerec.taste import fit_taste
 
     return fit_taste(taste_cfg, train_df, valid_df, num_users, num_anime, anime, k=int(eval_cfg["k"]),
                      relevance_threshold=float(eval_cfg["relevance_threshold"]), seed=seed, verbose=verbose,
@@ -122,9 +129,7 @@ def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
 
     Rerunning the same command finds it and continues; ``train.resume=false`` deletes it first.
     """
-    import hashlib
 
-    from animerec.checkpoint import EpochCheckpoint
 
     if trainer == "keras":
         logger.info("train.trainer=keras: no epoch checkpoints (they need the custom loop: train.trainer=lazy).")
@@ -141,11 +146,6 @@ def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
 def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     import keras
 
-    from animerec.artifacts import read_arrays
-    from animerec.bundle import write_bundle
-    from animerec.model import build_model, scorer_from_model
-    from animerec.strategy import make_strategy, trainer_for
-    from animerec.trainer import fit, train_data
 
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     keras.utils.set_random_seed(int(train_cfg["seed"]))
@@ -250,7 +250,6 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
 
 
 def log_model_uri(path, copy_max_mb: float | None = None) -> str:
-    from animerec.pyfunc import log_pyfunc
 
     model_uri = log_pyfunc(path, copy_max_mb=copy_max_mb)
     logger.info("MLflow model: %s (serve with: mlflow models serve -m %s --env-manager local)", model_uri, model_uri)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from animerec.artifacts import ArtifactStore, ArtifactVersion
 from animerec.config import WANDB_MODES
+from animerec.pretrained import link_to_registry
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +297,6 @@ class WandbTracker(Tracker):
 
     def link_to_registry(self, name: str, registry: str, aliases: list[str]) -> bool:
         """Link the artifact ``name`` logged by this run to the W&B registry (online only)."""
-        from animerec.pretrained import link_to_registry
 
         if not self.online or name not in self.logged:
             return False

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from animerec.artifacts import ArtifactStore, ArtifactVersion, PendingVersion
+from animerec.pretrained import is_wandb_ref, resolve_model
 from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker, flatten, resolve_wandb_mode
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,6 @@ class StepRun:
 
     def use_model(self, ref: str) -> ArtifactVersion:
         """A model by local reference, folder or W&B reference (fetched and cached), recorded as input."""
-        from animerec.pretrained import is_wandb_ref, resolve_model
 
         settings = self.wandb_settings
         wandb = self.wandb
