@@ -26,7 +26,9 @@ import pandas as pd
 
 from animerec.artifacts import read_arrays, write_arrays
 from animerec.errors import UserError
+from animerec.ranking import ItemRanker
 from animerec.scoring import Scorer
+from animerec.taste import TasteIndex
 
 FORMAT_VERSION = 1
 
@@ -96,10 +98,7 @@ def _optional_part(path: Path, info: dict, name: str, what: str, shape: tuple[in
     against the encoders' users x anime; None when the model has none."""
     if not info.get(name):
         return None
-    if name == "ranker":
-        from animerec.ranking import ItemRanker as part
-    else:
-        from animerec.taste import TasteIndex as part
+    part = ItemRanker if name == "ranker" else TasteIndex
     if not (path / f"{name}.npz").is_file():
         raise BundleError(f"{path} is not a complete model artifact: its model_info.json names {what} but "
                           f"{name}.npz is missing. Use the complete folder the train step wrote.")

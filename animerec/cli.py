@@ -27,10 +27,10 @@ import pandas as pd
 from animerec.artifacts import ArtifactStore
 from animerec.config import SEQUEL_MODES
 from animerec.errors import UserError
-from animerec.pretrained import resolve_model
+from animerec.pretrained import resolve_model, resolve_wandb_mode
+from animerec.profiles import read_list
 from animerec.recommenders import FavoriteRule
 from animerec.service import RecommendationService
-from animerec.tracking.backends import resolve_wandb_mode
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,6 @@ def request_from(args: argparse.Namespace) -> dict:
             raise UserError(f"{args.command} needs one of: a user ID, --ratings FILE or --likes TITLE... "
                             f"(got {' and '.join(given) if given else 'none'}).")
         if args.ratings is not None:
-            from animerec.profiles import read_list
 
             request = {"ratings": read_list(args.ratings)}
         elif args.likes is not None:

@@ -18,17 +18,19 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import mlflow
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from animerec.artifacts import ArtifactStore
 from animerec.config import SCHEMA, check_source, join_overrides, quote_value, split_overrides, validate_config
 from animerec.errors import ConfigError, UserError
-from animerec.pretrained import is_wandb_ref, resolve_model
+from animerec.pretrained import is_wandb_ref, resolve_model, resolve_wandb_mode
 from animerec.steps import INPUTS, STEPS, upstream_of
-from animerec.tracking.backends import resolve_wandb_mode
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,6 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
     :class:`UserError` naming the step. Returns a summary: the parent run, and when ``train`` ran,
     the model it stored and that model's test metrics (what a sweep's summary table shows).
     """
-    import mlflow
 
     cfg = validate_config(cfg)
     steps = parse_steps(cfg["main"]["steps"])
@@ -178,7 +179,6 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
             pins.update({f"inputs.{name}": ref for name, ref in outputs.items() if name in INPUTS})
     summary: dict = {"mlflow_run_id": parent_id}
     if "model" in produced and "train" in steps:
-        from animerec.artifacts import ArtifactStore
 
         summary.update(model_summary(ArtifactStore(root).resolve(produced["model"])))
     return summary
@@ -186,8 +186,6 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
 
 def run_step(project_root: Path, step: str, overrides: Sequence[str], experiment_id: str) -> dict[str, str]:
     """One step as an MLflow project run; returns the artifact versions it produced (``name -> ref``)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
 
     submitted = mlflow.projects.run(
         str(project_root / "components" / step),
@@ -253,7 +251,6 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
     try:
         cfg = compose_config(split_overrides(args.overrides), config_dir)
         if args.print_config:
-            import yaml
 
             print(yaml.safe_dump(cfg, sort_keys=False))
             return 0
@@ -270,7 +267,6 @@ def record_error(run_id: str | None, message: str) -> None:
     if not run_id:
         return
     try:
-        from mlflow.tracking import MlflowClient
 
         MlflowClient().set_tag(run_id, ERROR_TAG, message[:4900])
     except Exception as err:  # the message is already on stderr

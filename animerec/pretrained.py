@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, ArtifactVersion, parse_ref
 from animerec.bundle import ModelBundle
+from animerec.config import WANDB_MODES
 from animerec.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,18 @@ LOWER_IS_BETTER = ("rmse", "mae", "loss")  # metric names ending so: lower is be
 
 class PretrainedError(UserError, RuntimeError):
     """A model reference that cannot be used; the message says what to use instead."""
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """``online``/``offline``/``disabled``; unset means online with an API key, offline without."""
+    if mode is None or str(mode).lower() in ("", "none", "null", "auto"):
+        env = os.environ.get("WANDB_MODE")
+        if env in WANDB_MODES:
+            return env
+        if env == "dryrun":
+            return "offline"
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return str(mode).lower()
 
 
 def is_wandb_ref(ref: str) -> bool:

@@ -23,6 +23,8 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST
 
 from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, sha256_file
 from animerec.errors import UserError
@@ -32,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 
 def bad_request(message: str):
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import BAD_REQUEST
 
     return MlflowException(message, error_code=BAD_REQUEST)
 
@@ -88,7 +88,6 @@ def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: floa
     with tempfile.TemporaryDirectory() as tmp:
         source = bundle_dir
         if copy_max_mb is not None and size > float(copy_max_mb) * 2**20:
-            from animerec.artifacts import MANIFEST, sha256_file
 
             source = Path(tmp) / "bundle"
             source.mkdir()

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 
+import mlflow
+from mlflow.tracking import MlflowClient
+
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -23,7 +26,6 @@ STORE_TAG = "animerec.store"
 
 def register(model_uri: str, name: str, model_ref: str, store: str):
     """Register ``model_uri`` (``model_ref`` of the local ``store``) as a new version of ``name``."""
-    import mlflow
 
     version = mlflow.register_model(model_uri, name, tags={MODEL_TAG: model_ref, STORE_TAG: str(store)})
     logger.info("Registered %s as %s version %s", model_ref, name, version.version)
@@ -32,7 +34,6 @@ def register(model_uri: str, name: str, model_ref: str, store: str):
 
 def version_of(name: str, model_ref: str, store: str):
     """The newest registered version of ``name`` logged from ``model_ref`` of ``store``, or None."""
-    from mlflow.tracking import MlflowClient
 
     found = MlflowClient().search_model_versions(f"name = '{name}'")
     matching = [v for v in found
@@ -42,7 +43,6 @@ def version_of(name: str, model_ref: str, store: str):
 
 def move_champion(name: str, best_ref: str, store: str):
     """Point ``name@champion`` at the registered version of ``best_ref`` in ``store``; returns it (None if unregistered)."""
-    from mlflow.tracking import MlflowClient
 
     version = version_of(name, best_ref, store)
     if version is None:

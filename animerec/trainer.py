@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from animerec.checkpoint import TrainingState
+from animerec.errors import ConfigError
 from animerec.model import learning_rate
 from animerec.training.input_pipeline import make_dataset, num_batches, positives_per_batch
 from animerec.training.lazy_adam import LazyAdam
@@ -73,7 +75,6 @@ def fit(
         raise ValueError("The training split is empty: nothing to train on.")
     if trainer == "keras":
         if train.negatives is not None:
-            from animerec.errors import ConfigError
 
             raise ConfigError("model.negatives_per_positive > 0 needs the custom loop: use train.trainer=lazy.")
         return _fit_keras(model, train, valid, model_cfg, seed=seed, verbose=verbose, on_epoch_end=on_epoch_end)
@@ -105,7 +106,6 @@ def fit(
             model.set_weights(saved.weights)
             loop.set_optimizer_state(saved.optimizer)
         except ValueError as err:
-            from animerec.errors import ConfigError
 
             raise ConfigError(f"The checkpoint {checkpoint.path} does not fit this model ({err}). Start over with "
                               f"train.resume=false.") from None
@@ -146,7 +146,6 @@ def fit(
             waited += 1
             stop = waited >= patience
         if checkpoint is not None:
-            from animerec.checkpoint import TrainingState
 
             checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), best,
                                           history.best_epoch, best_weights, waited, history.epochs, stop))

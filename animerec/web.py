@@ -23,8 +23,10 @@ import dataclasses
 import io
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -184,8 +186,6 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     workers = workers or os.cpu_count() or 2
     executor = None
     if processes:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         global _SERVICE
         _SERVICE = service  # the forked workers inherit the loaded model (copy-on-write: not copied)
@@ -408,7 +408,6 @@ def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0
     service.warm()  # the lazily built tables now, not on the first visitor's query (half a minute at full size)
     logger.warning("Serving %s on http://%s:%d (Ctrl-C stops)", model_ref, host, port)
     if processes is None:
-        import multiprocessing
 
         processes = "fork" in multiprocessing.get_all_start_methods()
     uvicorn.run(create_app(service, model_path, model_ref, processes=processes), host=host, port=port,

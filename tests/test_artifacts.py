@@ -1,9 +1,8 @@
 import json
 import os
 
-import pytest
-
 import numpy as np
+import pytest
 
 from animerec.artifacts import ArtifactError, ArtifactStore, read_arrays, write_arrays
 

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from animerec.evaluation import (Interactions, paired_interval, ranking_metrics, similar_item_metrics,
-                                 similar_user_metrics)
+from animerec.evaluation import (
+    Interactions,
+    paired_interval,
+    ranking_metrics,
+    similar_item_metrics,
+    similar_user_metrics,
+)
 
 
 def rows(*triples):

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from animerec.errors import ConfigError
 from animerec.config import validate_config
+from animerec.errors import ConfigError
 from animerec.model import build_model, learning_rate, scorer_from_model
 
 SEED_LR = {"schedule": "rampup_decay", "start_lr": 1e-5, "min_lr": 1e-5, "max_lr": 5e-5,

@@ -11,11 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from animerec.artifacts import ArtifactStore
-from animerec.artifacts import read_arrays
+from animerec.artifacts import ArtifactStore, read_arrays
 from animerec.bundle import BundleError
-from animerec.pretrained import (PretrainedError, is_wandb_ref, qualified_wandb_name, resolve_model,
-                                 update_best_alias)
+from animerec.pretrained import PretrainedError, is_wandb_ref, qualified_wandb_name, resolve_model, update_best_alias
 from animerec.service import RecommendationService
 from tests.conftest import PROJECT_ROOT
 

@@ -6,8 +6,15 @@ import pytest
 import scipy.sparse as sp
 
 from animerec.errors import ConfigError
-from animerec.ranking import (ItemRanker, RankerData, ease_weights, fit_ranker, gram_matrix, interaction_matrix,
-                              like_rates)
+from animerec.ranking import (
+    ItemRanker,
+    RankerData,
+    ease_weights,
+    fit_ranker,
+    gram_matrix,
+    interaction_matrix,
+    like_rates,
+)
 
 
 def random_ratings(num_users=60, num_anime=25, per_user=8, seed=0) -> pd.DataFrame:

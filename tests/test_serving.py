@@ -177,8 +177,8 @@ def test_registry_champion_follows_the_valid_best_model(trained, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from animerec.pretrained import update_best_alias
-    from animerec.registry import CHAMPION, MODEL_TAG, register_and_promote, version_of
     from animerec.pyfunc import log_pyfunc
+    from animerec.registry import CHAMPION, MODEL_TAG, register_and_promote, version_of
     from tests.test_pretrained import add_model
 
     cfg, _, result = trained

@@ -6,8 +6,18 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from animerec.taste import (TasteIndex, blend, content_matrix, ease_neighbours, encode_lists, fit_taste,
-                            fit_taste_model, history_matrix, top_excluding, weight_grid)
+from animerec.taste import (
+    TasteIndex,
+    blend,
+    content_matrix,
+    ease_neighbours,
+    encode_lists,
+    fit_taste,
+    fit_taste_model,
+    history_matrix,
+    top_excluding,
+    weight_grid,
+)
 
 ANIME = pd.DataFrame({
     "anime_id": [1, 2, 3, 4, 99],

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from animerec.artifacts import ArtifactStore
-from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker, resolve_wandb_mode
+from animerec.pretrained import resolve_wandb_mode
+from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker
 from animerec.tracking.steprun import StepRun, default_trackers
 
 

@@ -79,7 +79,7 @@ def _dense_gradients(model, loss_name, features, target):
     """The trainer's objective, differentiated with every gradient made dense (duplicate rows summed by TF)."""
     import tensorflow as tf
 
-    from animerec.trainer import per_example_loss, _loss_fn
+    from animerec.trainer import _loss_fn, per_example_loss
 
     with tf.GradientTape() as tape:
         data = tf.reduce_mean(per_example_loss(_loss_fn(loss_name), model(features, training=True), target))
@@ -200,10 +200,9 @@ def test_recall_is_hits_over_min_k_and_relevant_and_known_anime_are_not_candidat
 
 def test_a_failing_extra_after_training_keeps_the_model(trained, tmp_path, monkeypatch, caplog):
     """Plots and the best alias are extras: when they fail, the model artifact is still stored."""
+    import importlib
     import json
     import shutil
-
-    import importlib
 
     from animerec.artifacts import ArtifactStore
     from animerec.steps import STEPS

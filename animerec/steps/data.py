@@ -6,6 +6,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from animerec.artifacts import copy_file
 from animerec.config import check_source
 from animerec.data import demo
@@ -87,7 +89,6 @@ def preprocess(cfg: dict) -> dict:
             out.metadata.update({k: stats[k] for k in ("num_users", "num_anime", "num_ratings", "splits")})
         run.log_summary({k: v for k, v in stats.items() if k not in ("options",)})
         run.log_image("rating_histogram", out.version.path / "rating_hist.png")
-        import pandas as pd
 
         run.log_table("split_sizes", pd.DataFrame({"split": list(stats["splits"]), "ratings": list(stats["splits"].values())}))
         return {"preprocessed": out.version.ref, "stats": stats}

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from animerec.artifacts import read_arrays
 from animerec.bundle import write_bundle
@@ -23,6 +24,7 @@ from animerec.plots import figure
 from animerec.pretrained import update_best_alias
 from animerec.pyfunc import log_pyfunc
 from animerec.ranking import fit_ranker
+from animerec.registry import register_and_promote
 from animerec.steps.common import pinned, step_run
 from animerec.strategy import make_strategy, trainer_for
 from animerec.taste import fit_taste
@@ -226,7 +228,6 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         frame.to_csv(out.path / "history.csv", index=False)
         optional("the loss-curve plot", plot_history, frame, out.path / "loss_curve.png")
         (out.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        import yaml
 
         (out.path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     if checkpoint is not None:
@@ -241,7 +242,6 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
                              cfg["main"].get("mlflow_copy_max_mb"))
     registered = None
     if model_uri is not None and model_cfg.get("registry_name"):
-        from animerec.registry import register_and_promote
 
         registered = optional("the MLflow Model Registry entry", register_and_promote, model_uri,
                               model_cfg["registry_name"], out.version.ref, best.ref if best is not None else None,

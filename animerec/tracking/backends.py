@@ -15,24 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import mlflow
+
 from animerec.artifacts import ArtifactStore, ArtifactVersion
-from animerec.config import WANDB_MODES
 from animerec.pretrained import link_to_registry
 
 logger = logging.getLogger(__name__)
 
-
-
-def resolve_wandb_mode(mode: str | None) -> str:
-    """``online``/``offline``/``disabled``; unset means online with an API key, offline without."""
-    if mode is None or str(mode).lower() in ("", "none", "null", "auto"):
-        env = os.environ.get("WANDB_MODE")
-        if env in WANDB_MODES:
-            return env
-        if env == "dryrun":
-            return "offline"
-        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    return str(mode).lower()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -54,7 +43,6 @@ def log_folder_to_mlflow(folder: Path, artifact_path: str, max_mb: float | None)
     would otherwise be kept twice, once in the store and once in ``mlruns``. The folder's
     ``manifest.json``, which is copied, records their sizes and sha256s. Returns their names.
     """
-    import mlflow
 
     limit = None if max_mb is None else float(max_mb) * 2**20
     left: list[str] = []
@@ -137,7 +125,6 @@ class MlflowTracker(Tracker):
         self._owns_run = False
 
     def start(self, step: str, config: Mapping[str, Any], run_name: str | None) -> None:
-        import mlflow
 
         run = mlflow.active_run()
         if run is None:
@@ -151,7 +138,6 @@ class MlflowTracker(Tracker):
             mlflow.log_params(params)
 
     def finish(self, failed: bool) -> None:
-        import mlflow
 
         if self._owns_run:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
@@ -163,17 +149,14 @@ class MlflowTracker(Tracker):
         return f"MLflow run {self.run_id}"
 
     def link(self, tags: Mapping[str, str]) -> None:
-        import mlflow
 
         mlflow.set_tags(dict(tags))
 
     def record_input(self, version: ArtifactVersion) -> None:
-        import mlflow
 
         mlflow.set_tag(f"input.{version.name}", version.ref)
 
     def record_output(self, version: ArtifactVersion, description: str) -> None:
-        import mlflow
 
         left = log_folder_to_mlflow(version.path, version.name, self.copy_max_mb)
         mlflow.set_tag(f"output.{version.name}", version.ref)
@@ -184,23 +167,19 @@ class MlflowTracker(Tracker):
                         len(left), self.copy_max_mb, ", ".join(left), version.path)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
 
         mlflow.log_metrics(dict(metrics), step=step)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        import mlflow
 
         numeric = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         mlflow.log_metrics(numeric)
 
     def log_image(self, key: str, path: Path) -> None:
-        import mlflow
 
         mlflow.log_artifact(str(path), artifact_path="plots")
 
     def log_table(self, key: str, frame) -> None:
-        import mlflow
 
         mlflow.log_table(data=frame.reset_index(drop=True), artifact_file=f"tables/{key}.json")
 

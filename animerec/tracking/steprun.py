@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from animerec.artifacts import ArtifactStore, ArtifactVersion, PendingVersion
-from animerec.pretrained import is_wandb_ref, resolve_model
-from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker, flatten, resolve_wandb_mode
+from animerec.pretrained import is_wandb_ref, resolve_model, resolve_wandb_mode
+from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker, flatten
 
 logger = logging.getLogger(__name__)
 
