@@ -1,12 +1,13 @@
 """The one typed schema of the pipeline configuration, and how overrides travel.
 
-``config.yaml`` holds the values and their comments; this module holds their types, ranges and
-choices, once. :func:`validate_config` checks a composed configuration against the schema
-before any step starts (``main.py``, every component, the tests' configs): wrong types,
-out-of-range values, unknown choices and unknown keys all come back together as one
-:class:`~animerec.errors.ConfigError` naming each key, the value given and what is allowed.
-Values are converted where that is lossless (an int where a float is expected, one string
-where a list is expected), so the steps can trust the types they read.
+``config.yaml`` holds the values and their comments; this module holds their types (frozen
+dataclasses, one per section: :class:`Config` down to :class:`LRConfig`), ranges and choices
+(:func:`key`), once. :func:`validate_config` checks a composed configuration once per process
+(``main.py``'s pipeline, every component, the tests' configs): wrong types, out-of-range values,
+unknown choices, unknown and missing keys and the rules across keys all come back together as
+one :class:`~animerec.errors.ConfigError` naming each key, the value given and what is allowed.
+Values are converted where that is lossless (an int where a float is expected, one string where
+a list is expected), and the steps receive the typed :class:`Config` (``cfg.model.lr.max_lr``).
 
 :func:`split_overrides` / :func:`join_overrides` carry Hydra overrides through one string (the
 ``hydra_options`` parameter of ``mlflow run``, a component's ``--overrides``): whitespace inside
@@ -17,7 +18,7 @@ quotes or brackets stays, so ``recs.anime="Cowboy Bebop"`` and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from animerec.errors import ConfigError
@@ -39,201 +40,210 @@ METRICS = ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae") 
 
 
 @dataclass(frozen=True)
-class Spec:
-    """One key: its type, range and choices.
+class Rule:
+    """What a key allows beyond its type (the type is the field's annotation)."""
 
-    Types: ``int``, ``float``, ``bool``, ``str``, ``list`` and ``floats`` (one number or a list of
-    them, stored as a list: a grid to choose from on the valid split).
-    """
-
-    type: str
-    optional: bool = False
     min: float | None = None
     max: float | None = None
     min_open: bool = False  # min itself excluded
     max_open: bool = False
     choices: tuple | None = None
-    items: tuple | None = None  # allowed list items (case-insensitive), for lists
+    items: tuple | None = None  # allowed list items (case-insensitive); for weights, the allowed keys
     help: str = ""
 
-    def allowed(self) -> str:
-        if self.choices:
-            text = "one of " + ", ".join(map(str, self.choices))
-        elif self.type == "floats":
-            bounds = " ".join(filter(None, [f"{'>' if self.min_open else '>='} {self.min:g}" if self.min is not None else "",
-                                            f"{'<' if self.max_open else '<='} {self.max:g}" if self.max is not None else ""]))
-            text = f"a number or a list of numbers such as [100,300]{' each ' + bounds if bounds else ''}"
-        elif self.type == "list":
-            text = "a list such as [A,B]" + (f" of {', '.join(self.items)}" if self.items else "")
-        else:
-            noun = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[self.type]
-            bounds = []
-            if self.min is not None:
-                bounds.append(f"{'>' if self.min_open else '>='} {self.min:g}")
-            if self.max is not None:
-                bounds.append(f"{'<' if self.max_open else '<='} {self.max:g}")
-            text = noun + (" " + " and ".join(bounds) if bounds else "")
-        if self.optional:
-            text += ", or null"
-        return text + (f" ({self.help})" if self.help else "")
+
+def key(**rule: Any) -> Any:
+    """A schema field with a :class:`Rule`: ``l2: float = key(min=0)``."""
+    return field(metadata={"rule": Rule(**rule)})
 
 
-def _int(**kw) -> Spec:
-    return Spec("int", **kw)
-
-
-def _float(**kw) -> Spec:
-    return Spec("float", **kw)
-
-
-def _str(**kw) -> Spec:
-    return Spec("str", **kw)
-
-
-BOOL = Spec("bool")
-OPT_STR = Spec("str", optional=True)
 RATING = dict(min=1, max=10)
+GRID = dict(min=0, help="values to choose from on valid")
+Floats = list[float]  # one number or a list of them, kept as a list: a grid to choose from on valid
 
-# The schema: nested dicts of Spec, mirroring config.yaml. A callable checks a key with its own rule.
-SCHEMA: dict[str, Any] = {
-    "main": {
-        "steps": "steps",
-        "artifact_root": _str(),
-        "experiment_name": _str(),
-        "verify_artifacts": BOOL,
-        "mlflow_copy_max_mb": _float(min=0, optional=True),
-    },
-    "wandb": {
-        "project": _str(),
-        "entity": OPT_STR,
-        "mode": _str(optional=True, choices=WANDB_MODES),
-        "group": OPT_STR,
-        "dir": OPT_STR,
-    },
-    "data": {
-        "source": _str(choices=("demo", "url", "kaggle", "local")),
-        "demo": {
-            "num_users": _int(min=1),
-            "min_ratings_per_user": _int(min=1),
-            "max_ratings_per_user": _int(min=1),
-            "min_members": _int(min=0),
-            "seed": _int(),
-        },
-        "anime_url": OPT_STR,
-        "ratings_url": OPT_STR,
-        "anime_sha256": OPT_STR,
-        "ratings_sha256": OPT_STR,
-        "kaggle_dataset": _str(),
-        "kaggle_anime_file": _str(),
-        "kaggle_ratings_file": _str(),
-        "anime_path": OPT_STR,
-        "ratings_path": OPT_STR,
-        "min_user_ratings": _int(min=1),
-        "min_anime_ratings": _int(min=1),
-        "drop_plan_to_watch": BOOL,
-        "drop_unwatched": BOOL,
-        "drop_half_watched": BOOL,
-        "unknown_anime": _str(choices=("error", "drop")),
-        "test_fraction": _float(min=0, max=1, max_open=True),
-        "valid_fraction": _float(min=0, max=1, max_open=True),
-        "split_seed": _int(),
-        "chunk_rows": _int(min=1000),
-    },
-    "inputs": {artifact: OPT_STR for artifact in INPUTS},  # exact versions to read (animerec/steps)
-    "model": {
-        "name": _str(),
-        "embedding_size": _int(min=1, max=4096),
-        "kernel_initializer": _str(choices=INITIALIZERS),
-        "l2": _float(min=0),
-        "activation": _str(choices=ACTIVATIONS),
-        "loss": _str(choices=LOSSES),
-        "use_bias": BOOL,
-        "negatives_per_positive": _int(min=0, max=1000),
-        "negative_weight": _float(min=0, min_open=True),
-        "batch_size": _int(min=1),
-        "epochs": _int(min=1),
-        "patience": _int(min=1),
-        "lr": {
-            "schedule": _str(choices=SCHEDULES),
-            "start_lr": _float(min=0, min_open=True),
-            "min_lr": _float(min=0, min_open=True),
-            "max_lr": _float(min=0, min_open=True),
-            "rampup_epochs": _int(min=0),
-            "sustain_epochs": _int(min=0),
-            "exp_decay": _float(min=0, max=1, min_open=True),
-        },
-        "ranker": {
-            "kind": _str(choices=("none", "ease"), help="none ranks by the network; ease adds the EASE ranking head"),
-            "l2": Spec("floats", min=0, min_open=True, help="EASE's L2 values to choose from on valid"),
-            "like_weight": Spec("floats", min=0, help="exponents of the like-rate factor to choose from"),
-            "min_item_ratings": _int(min=1),
-            "refit": BOOL,
-            "tune_users": _int(optional=True, min=1),
-        },
-        "taste": {
-            "kind": _str(choices=("none", "blend"),
-                         help="none: similar anime / users by the rating embeddings; blend: animerec/taste.py"),
-            "embedding_size": _int(min=1, max=4096),
-            "dropout": _float(min=0, max=1, max_open=True),
-            "temperature": _float(min=0, min_open=True),
-            "learning_rate": _float(min=0, min_open=True),
-            "batch_size": _int(min=1),
-            "epochs": _int(min=1),
-            "patience": _int(min=1),
-            "shrink": _float(min=0),
-            "ease_l2": Spec("floats", min=0, min_open=True, help="EASE L2 values for the ease part, chosen on valid"),
-            "ease_keep": _int(min=1),
-            "item_weights": {part: Spec("floats", min=0, help="blend weights to choose from on valid")
-                             for part in TASTE_ITEM_PARTS},
-            "user_weights": {part: Spec("floats", min=0, help="blend weights to choose from on valid")
-                             for part in TASTE_USER_PARTS},
-            "tune_users": _int(optional=True, min=1),
-        },
-        "pretrained": OPT_STR,
-        "registry_name": OPT_STR,
-        "best_metric": _str(choices=METRICS),
-    },
-    "train": {
-        "strategy": _str(choices=STRATEGIES),
-        "tpu_address": OPT_STR,
-        "trainer": _str(choices=TRAINERS),
-        "seed": _int(),
-        "verbose": _int(min=0, max=2),
-        "resume": BOOL,
-    },
-    "evaluate": {
-        "k": _int(min=1, max=1000),
-        "relevance_threshold": _float(**RATING),
-        "max_users": _int(optional=True, min=1),
-    },
-    "recs": {
-        "n": _int(min=1, max=10_000),
-        "anime": OPT_STR,
-        "anime_id": _int(optional=True, min=1),
-        "random": BOOL,
-        "seed": _int(),
-        "user_id": _int(optional=True),
-        "ratings_file": OPT_STR,
-        "user_min_ratings": _int(min=1),
-        "user_max_ratings": _int(min=1),
-        "rating_user": _str(choices=("similar_users", "given", "random")),
-        "favorite_fraction": _float(min=0, max=1, min_open=True),
-        "favorite_min_rating": _float(**RATING),
-        "genres": Spec("list"),
-        "genre_match": _str(choices=("any", "all")),
-        "types": Spec("list", items=TYPES),
-        "min_score": _float(optional=True, min=0, max=10),
-        "max_score": _float(optional=True, min=0, max=10),
-        "min_predicted_rating": _float(optional=True, **RATING),
-        "max_predicted_rating": _float(optional=True, **RATING),
-        "sequels": _str(choices=SEQUEL_MODES, help="later entries of franchises: hide_unstarted, hide_all or show"),
-        "adult": BOOL,
-        "min_members": _int(optional=True, min=0),
-        "popularity_damping": _float(min=0, max=2),
-        "exclude": Spec("list", help="MAL IDs never to recommend (not interested)"),
-        "dropped_as_dislikes": BOOL,
-    },
-}
+
+# The schema: frozen dataclasses mirroring config.yaml, one per section. A step reads ``cfg.model.lr.max_lr``.
+@dataclass(frozen=True)
+class MainConfig:
+    steps: str | list[str]  # 'all', [download,preprocess] or a comma-separated string (animerec/steps)
+    artifact_root: str
+    experiment_name: str
+    verify_artifacts: bool
+    mlflow_copy_max_mb: float | None = key(min=0)
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    project: str
+    entity: str | None
+    mode: str | None = key(choices=WANDB_MODES)
+    group: str | None
+    dir: str | None
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    num_users: int = key(min=1)
+    min_ratings_per_user: int = key(min=1)
+    max_ratings_per_user: int = key(min=1)
+    min_members: int = key(min=0)
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = key(choices=("demo", "url", "kaggle", "local"))
+    demo: DemoConfig
+    anime_url: str | None
+    ratings_url: str | None
+    anime_sha256: str | None
+    ratings_sha256: str | None
+    kaggle_dataset: str
+    kaggle_anime_file: str
+    kaggle_ratings_file: str
+    anime_path: str | None
+    ratings_path: str | None
+    min_user_ratings: int = key(min=1)
+    min_anime_ratings: int = key(min=1)
+    drop_plan_to_watch: bool
+    drop_unwatched: bool
+    drop_half_watched: bool
+    unknown_anime: str = key(choices=("error", "drop"))
+    test_fraction: float = key(min=0, max=1, max_open=True)
+    valid_fraction: float = key(min=0, max=1, max_open=True)
+    split_seed: int
+    chunk_rows: int = key(min=1000)
+
+
+InputsConfig = make_dataclass(  # the exact versions to read, one key per artifact a step reads (animerec/steps)
+    "InputsConfig", [(artifact, "str | None") for artifact in INPUTS], frozen=True)
+
+
+@dataclass(frozen=True)
+class LRConfig:
+    schedule: str = key(choices=SCHEDULES)
+    start_lr: float = key(min=0, min_open=True)
+    min_lr: float = key(min=0, min_open=True)
+    max_lr: float = key(min=0, min_open=True)
+    rampup_epochs: int = key(min=0)
+    sustain_epochs: int = key(min=0)
+    exp_decay: float = key(min=0, max=1, min_open=True)
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    kind: str = key(choices=("none", "ease"), help="none ranks by the network; ease adds the EASE ranking head")
+    l2: Floats = key(min=0, min_open=True, help="EASE's L2 values to choose from on valid")
+    like_weight: Floats = key(min=0, help="exponents of the like-rate factor to choose from")
+    min_item_ratings: int = key(min=1)
+    refit: bool
+    tune_users: int | None = key(min=1)
+
+
+@dataclass(frozen=True)
+class TasteConfig:
+    kind: str = key(choices=("none", "blend"),
+                    help="none: similar anime / users by the rating embeddings; blend: animerec/taste.py")
+    embedding_size: int = key(min=1, max=4096)
+    dropout: float = key(min=0, max=1, max_open=True)
+    temperature: float = key(min=0, min_open=True)
+    learning_rate: float = key(min=0, min_open=True)
+    batch_size: int = key(min=1)
+    epochs: int = key(min=1)
+    patience: int = key(min=1)
+    shrink: float = key(min=0)
+    ease_l2: Floats = key(min=0, min_open=True, help="EASE L2 values for the ease part, chosen on valid")
+    ease_keep: int = key(min=1)
+    item_weights: dict[str, Floats] = key(items=TASTE_ITEM_PARTS, **GRID)
+    user_weights: dict[str, Floats] = key(items=TASTE_USER_PARTS, **GRID)
+    tune_users: int | None = key(min=1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    embedding_size: int = key(min=1, max=4096)
+    kernel_initializer: str = key(choices=INITIALIZERS)
+    l2: float = key(min=0)
+    activation: str = key(choices=ACTIVATIONS)
+    loss: str = key(choices=LOSSES)
+    use_bias: bool
+    negatives_per_positive: int = key(min=0, max=1000)
+    negative_weight: float = key(min=0, min_open=True)
+    batch_size: int = key(min=1)
+    epochs: int = key(min=1)
+    patience: int = key(min=1)
+    lr: LRConfig
+    ranker: RankerConfig
+    taste: TasteConfig
+    pretrained: str | None
+    registry_name: str | None
+    best_metric: str = key(choices=METRICS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    strategy: str = key(choices=STRATEGIES)
+    tpu_address: str | None
+    trainer: str = key(choices=TRAINERS)
+    seed: int
+    verbose: int = key(min=0, max=2)
+    resume: bool
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    k: int = key(min=1, max=1000)
+    relevance_threshold: float = key(**RATING)
+    max_users: int | None = key(min=1)
+
+
+@dataclass(frozen=True)
+class RecsConfig:
+    n: int = key(min=1, max=10_000)
+    anime: str | None
+    anime_id: int | None = key(min=1)
+    random: bool
+    seed: int
+    user_id: int | None
+    ratings_file: str | None
+    user_min_ratings: int = key(min=1)
+    user_max_ratings: int = key(min=1)
+    rating_user: str = key(choices=("similar_users", "given", "random"))
+    favorite_fraction: float = key(min=0, max=1, min_open=True)
+    favorite_min_rating: float = key(**RATING)
+    genres: list[str]
+    genre_match: str = key(choices=("any", "all"))
+    types: list[str] = key(items=TYPES)
+    min_score: float | None = key(min=0, max=10)
+    max_score: float | None = key(min=0, max=10)
+    min_predicted_rating: float | None = key(**RATING)
+    max_predicted_rating: float | None = key(**RATING)
+    sequels: str = key(choices=SEQUEL_MODES, help="later entries of franchises: hide_unstarted, hide_all or show")
+    adult: bool
+    min_members: int | None = key(min=0)
+    popularity_damping: float = key(min=0, max=2)
+    exclude: list[str] = key(help="MAL IDs never to recommend (not interested)")
+    dropped_as_dislikes: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pipeline configuration, checked and typed: what every step receives."""
+
+    main: MainConfig
+    wandb: WandbConfig
+    data: DataConfig
+    inputs: InputsConfig
+    model: ModelConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    recs: RecsConfig
+
+    def to_dict(self) -> dict:
+        """Plain nested dicts (for logging, YAML and JSON)."""
+        return asdict(self)
+
 
 # Pairs that must be ordered when both are set: (lower key, upper key).
 ORDERED = (
@@ -245,41 +255,101 @@ ORDERED = (
 )
 
 
-def _check_steps(value: Any) -> tuple[Any, str | None]:
-    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(s, str) for s in value)):
-        return value, None
-    return value, "expected 'all', a list such as [download,preprocess] or a comma-separated string"
+@dataclass(frozen=True)
+class Spec:
+    """One key as the validator sees it: its kind (from the annotation) and its :class:`Rule`."""
+
+    kind: str  # int, float, bool, str, list, floats, weights, steps
+    optional: bool
+    rule: Rule
+
+    def allowed(self) -> str:
+        rule = self.rule
+        bounds = " and ".join(filter(None, [
+            f"{'>' if rule.min_open else '>='} {rule.min:g}" if rule.min is not None else "",
+            f"{'<' if rule.max_open else '<='} {rule.max:g}" if rule.max is not None else ""]))
+        if rule.choices:
+            text = "one of " + ", ".join(map(str, rule.choices))
+        elif self.kind == "steps":
+            text = "'all', a list such as [download,preprocess] or a comma-separated string"
+        elif self.kind == "floats":
+            text = f"a number or a list of numbers such as [100,300]{' each ' + bounds if bounds else ''}"
+        elif self.kind == "weights":
+            text = f"a section with keys {', '.join(rule.items)}, each a number or a list of numbers"
+        elif self.kind == "list":
+            text = "a list such as [A,B]" + (f" of {', '.join(rule.items)}" if rule.items else "")
+        else:
+            noun = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[self.kind]
+            text = noun + (" " + bounds if bounds else "")
+        if self.optional:
+            text += ", or null"
+        return text + (f" ({rule.help})" if rule.help else "")
+
+
+_KINDS = {"int": "int", "float": "float", "bool": "bool", "str": "str", "list[str]": "list", "list[float]": "floats",
+          "Floats": "floats", "dict[str, Floats]": "weights", "str | list[str]": "steps"}
+
+
+def _fields(section: type) -> dict[str, Spec | type]:
+    """A section's keys: a nested section's class, or the :class:`Spec` its annotation and rule make."""
+    out: dict[str, Spec | type] = {}
+    for f in fields(section):
+        annotation = f.type if isinstance(f.type, str) else f.type.__name__
+        if annotation in SECTIONS:
+            out[f.name] = SECTIONS[annotation]
+            continue
+        optional = annotation.endswith(" | None")
+        out[f.name] = Spec(_KINDS[annotation.removesuffix(" | None")], optional, f.metadata.get("rule", Rule()))
+    return out
+
+
+SECTIONS: dict[str, type] = {cls.__name__: cls for cls in (
+    MainConfig, WandbConfig, DemoConfig, DataConfig, InputsConfig, LRConfig, RankerConfig, TasteConfig, ModelConfig,
+    TrainConfig, EvaluateConfig, RecsConfig, Config)}
+
+
+def section_keys(parents: Sequence[str]) -> list[str] | None:
+    """The keys of the section at ``parents`` (``["model", "lr"]``); None when there is no such section."""
+    section: Any = Config
+    for part in parents:
+        section = _fields(section).get(part) if isinstance(section, type) else None
+    return list(_fields(section)) if isinstance(section, type) else None
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _convert(spec: Spec, value: Any) -> tuple[Any, str | None]:
     """(converted value, problem or None)."""
+    rule, kind = spec.rule, spec.kind
     if value is None:
         return (None, None) if spec.optional else (None, f"required; expected {spec.allowed()}")
-    kind = spec.type
     if kind == "bool":
         return (value, None) if isinstance(value, bool) else (value, f"expected {spec.allowed()}")
+    if kind == "steps":
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(s, str) for s in value))
+        return (value, None) if ok else (value, f"expected {spec.allowed()}")
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             return value, f"expected {spec.allowed()}"
     elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _number(value):
             return value, f"expected {spec.allowed()}"
         value = float(value)
     elif kind == "str":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if _number(value):
             value = str(value)  # a title such as 86 or 5 Centimeters per Second
         if not isinstance(value, str):
             return value, f"expected {spec.allowed()}"
     elif kind == "floats":
         values = value if isinstance(value, (list, tuple)) else [value]
-        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                             for v in values):
+        if not values or not all(_number(v) for v in values):
             return value, f"expected {spec.allowed()}"
-        number = Spec("float", min=spec.min, max=spec.max, min_open=spec.min_open, max_open=spec.max_open)
+        number = Spec("float", False, replace(rule, help=""))
         for v in values:
-            _v, problem = _convert(number, v)
-            if problem:
-                return value, f"has {v:g}: {problem}"
+            if _convert(number, v)[1]:
+                return value, f"has {v:g}: {_convert(number, v)[1]}"
         return [float(v) for v in values], None
     elif kind == "list":
         if isinstance(value, str):
@@ -287,97 +357,93 @@ def _convert(spec: Spec, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in value):
             return value, f"expected {spec.allowed()}"
         value = [str(v) for v in value]
-        if spec.items:
-            by_key = {item.lower(): item for item in spec.items}
+        if rule.items:
+            by_key = {item.lower(): item for item in rule.items}
             unknown = [v for v in value if v.lower() not in by_key]
             if unknown:
                 return value, f"has {', '.join(map(repr, unknown))}; expected {spec.allowed()}"
             value = [by_key[v.lower()] for v in value]
         return value, None
-    if spec.choices is not None and value not in spec.choices:
+    if rule.choices is not None and value not in rule.choices:
         return value, f"expected {spec.allowed()}"
     if kind in ("int", "float"):
-        low_bad = spec.min is not None and (value <= spec.min if spec.min_open else value < spec.min)
-        high_bad = spec.max is not None and (value >= spec.max if spec.max_open else value > spec.max)
+        low_bad = rule.min is not None and (value <= rule.min if rule.min_open else value < rule.min)
+        high_bad = rule.max is not None and (value >= rule.max if rule.max_open else value > rule.max)
         if low_bad or high_bad:
             return value, f"out of range; expected {spec.allowed()}"
     return value, None
 
 
-def _walk(schema: Mapping[str, Any], cfg: Any, prefix: str, problems: list[str], partial: bool = False) -> Any:
+def _walk(section: type, cfg: Any, prefix: str, problems: list[str]) -> Any:
+    """``cfg`` checked against ``section``: an instance of it, or None when a problem was found."""
+    keys = _fields(section)
     if not isinstance(cfg, Mapping):
-        problems.append(f"{prefix.rstrip('.')}={cfg!r}: expected a section with keys {', '.join(schema)}")
-        return cfg
-    out = dict(cfg)
-    unknown = sorted(set(cfg) - set(schema))
-    for key in unknown:
-        problems.append(f"{prefix}{key}: unknown key; {prefix.rstrip('.') or 'the config'} has {', '.join(schema)}")
-    for key, spec in schema.items():
-        name = f"{prefix}{key}"
-        if key not in cfg:
-            if not partial:
-                problems.append(f"{name}: missing; add it to config.yaml")
-            continue
-        value = cfg[key]
-        if isinstance(spec, dict):
-            out[key] = _walk(spec, value, name + ".", problems, partial)
-            continue
-        if spec == "steps":
-            out[key], problem = _check_steps(value)
+        problems.append(f"{prefix.rstrip('.')}={cfg!r}: expected a section with keys {', '.join(keys)}")
+        return None
+    for name in sorted(set(cfg) - set(keys)):
+        problems.append(f"{prefix}{name}: unknown key; {prefix.rstrip('.') or 'the config'} has {', '.join(keys)}")
+    values, before = {}, len(problems)
+    for name, spec in keys.items():
+        where = f"{prefix}{name}"
+        if name not in cfg:
+            problems.append(f"{where}: missing; add it to config.yaml")
+        elif isinstance(spec, type):
+            values[name] = _walk(spec, cfg[name], where + ".", problems)
+        elif spec.kind == "weights":  # a section whose keys are the rule's items, each a grid
+            parts = make_dataclass(name, [(part, "Floats", key(min=spec.rule.min, help=spec.rule.help))
+                                          for part in spec.rule.items])
+            checked = _walk(parts, cfg[name], where + ".", problems)
+            values[name] = None if checked is None else asdict(checked)
         else:
-            out[key], problem = _convert(spec, value)
-        if problem:
-            problems.append(f"{name}={_show(value)}: {problem}")
-    return out
+            values[name], problem = _convert(spec, cfg[name])
+            if problem:
+                problems.append(f"{where}={_show(cfg[name])}: {problem}")
+    return section(**values) if len(problems) == before else None
 
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = cfg
+def _get(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+        cfg = getattr(cfg, part, None)
+    return cfg
 
 
-def validate_config(cfg: Mapping[str, Any], sections: Sequence[str] | None = None, *, partial: bool = False) -> dict:
-    """The configuration with its values converted; a ConfigError listing every problem otherwise.
-
-    ``sections`` limits the check to those top-level sections (the rest pass through unchecked);
-    ``partial`` lets keys be absent (checking only those present).
-    """
-    schema = SCHEMA if sections is None else {k: v for k, v in SCHEMA.items() if k in sections}
+def validate_config(cfg: Mapping[str, Any]) -> Config:
+    """The configuration checked and typed; a ConfigError listing every problem otherwise."""
+    if isinstance(cfg, Config):
+        return cfg
     problems: list[str] = []
-    subset = cfg if sections is None else {k: cfg.get(k) for k in schema}
-    checked = _walk(schema, subset, "", problems, partial)
-    for low, high in ORDERED:
-        if low.split(".")[0] not in schema:
-            continue
-        a, b = _get(checked, low), _get(checked, high)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > b:
-            problems.append(f"{low}={a:g} is above {high}={b:g}: expected {low} <= {high}")
-    data = checked.get("data") if isinstance(checked, Mapping) else None
-    if isinstance(data, Mapping):
-        fractions = [data.get(k) for k in ("test_fraction", "valid_fraction")]
-        if all(isinstance(f, float) for f in fractions) and sum(fractions) >= 1:
-            problems.append(f"data.test_fraction + data.valid_fraction = {sum(fractions):g} leaves nothing to "
-                            f"train on; expected a sum below 1")
+    checked = _walk(Config, cfg, "", problems)
+    if checked is not None:
+        for low, high in ORDERED:
+            a, b = _get(checked, low), _get(checked, high)
+            if a is not None and b is not None and a > b:
+                problems.append(f"{low}={a:g} is above {high}={b:g}: expected {low} <= {high}")
+        for name in ("item_weights", "user_weights"):
+            weights = getattr(checked.model.taste, name)
+            if checked.model.taste.kind == "blend" and not any(max(grid) > 0 for grid in weights.values()):
+                problems.append(f"model.taste.{name}={weights}: every weight is 0, so nothing would rank the similar "
+                                f"{'anime' if name == 'item_weights' else 'users'}; give at least one part a weight "
+                                f"above 0 (e.g. model.taste.{name}.cooc=[1.0])")
+        total = checked.data.test_fraction + checked.data.valid_fraction
+        if total >= 1:
+            problems.append(f"data.test_fraction + data.valid_fraction = {total:g} leaves nothing to train on; "
+                            f"expected a sum below 1")
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems) + ".")
-    return {**dict(cfg), **checked} if sections is not None else checked
+    return checked
 
 
-def check_source(data: Mapping[str, Any]) -> None:
+def check_source(data: DataConfig) -> None:
     """What the download step needs from its ``data.source``, checked before anything is fetched."""
-    needs = {"url": ("anime_url", "ratings_url"), "local": ("anime_path", "ratings_path")}.get(data["source"], ())
-    missing = [f"data.{key}" for key in needs if not data.get(key)]
+    needs = {"url": ("anime_url", "ratings_url"), "local": ("anime_path", "ratings_path")}.get(data.source, ())
+    missing = [f"data.{name}" for name in needs if not getattr(data, name)]
     if missing:
-        what = "an http(s):// or file:// URL" if data["source"] == "url" else "a path to the file"
-        raise ConfigError(f"data.source={data['source']} needs {' and '.join(missing)} ({what}).")
+        what = "an http(s):// or file:// URL" if data.source == "url" else "a path to the file"
+        raise ConfigError(f"data.source={data.source} needs {' and '.join(missing)} ({what}).")
 
 
 # Overrides through one string ----------------------------------------------------------------------------

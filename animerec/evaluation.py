@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from animerec.config import EvaluateConfig
+
 
 @dataclass
 class Interactions:
@@ -157,7 +159,7 @@ def random_scorer(num_anime: int, seed: int = 0) -> Callable[[np.ndarray], np.nd
 
 
 # The train step's evaluation: test metrics next to the baselines, and the valid split's ----------------
-def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: dict,
+def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: EvaluateConfig,
              valid: pd.DataFrame | None = None, valid_found: dict | None = None) -> dict:
     """Test metrics next to the popularity baseline's, plus the valid split's as ``valid_*``.
 
@@ -184,24 +186,24 @@ def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame
                                      ranking=False),
     }
     metrics.update(valid_found or {})
-    metrics["relevance_threshold"] = float(eval_cfg["relevance_threshold"])
+    metrics["relevance_threshold"] = float(eval_cfg.relevance_threshold)
     metrics["evaluation"] = evaluation_settings(eval_cfg)
     return metrics
 
 
-def valid_metrics(scorer, bundle_scale: dict, train: pd.DataFrame, valid: pd.DataFrame, eval_cfg: dict) -> dict:
+def valid_metrics(scorer, bundle_scale: dict, train: pd.DataFrame, valid: pd.DataFrame, eval_cfg: EvaluateConfig) -> dict:
     """The valid split's metrics as ``valid_*`` (train anime are never candidates)."""
     found = split_metrics(scorer, bundle_scale, Interactions.from_frame(train), Interactions.from_frame(valid), eval_cfg)
     return {f"valid_{key}": value for key, value in found.items()}
 
 
-def evaluation_settings(eval_cfg: dict) -> dict:
+def evaluation_settings(eval_cfg: EvaluateConfig) -> dict:
     """The settings that make two models' metrics comparable."""
-    return {"k": int(eval_cfg["k"]), "relevance_threshold": float(eval_cfg["relevance_threshold"]),
-            "max_users": eval_cfg.get("max_users")}
+    return {"k": int(eval_cfg.k), "relevance_threshold": float(eval_cfg.relevance_threshold),
+            "max_users": eval_cfg.max_users}
 
 
-def split_metrics(scorer, bundle_scale: dict, known, target, eval_cfg: dict, *, rank=None, predict=None,
+def split_metrics(scorer, bundle_scale: dict, known, target, eval_cfg: EvaluateConfig, *, rank=None, predict=None,
                   ranking: bool = True) -> dict:
     """RMSE/MAE on the 1-10 scale and recall/NDCG@k on ``target``; ``known`` anime are never candidates."""
     lo, hi = bundle_scale["min"], bundle_scale["max"]
@@ -211,9 +213,9 @@ def split_metrics(scorer, bundle_scale: dict, known, target, eval_cfg: dict, *, 
     if predict is not None and len(target.rating):
         found.update(rating_errors(predict(target.user, target.anime), target.rating))
     if ranking:
-        found.update(ranking_metrics(rank or scorer.rank_users, known, target, k=int(eval_cfg["k"]),
-                                     relevance_threshold=float(eval_cfg["relevance_threshold"]),
-                                     max_users=eval_cfg.get("max_users")))
+        found.update(ranking_metrics(rank or scorer.rank_users, known, target, k=int(eval_cfg.k),
+                                     relevance_threshold=float(eval_cfg.relevance_threshold),
+                                     max_users=eval_cfg.max_users))
     return found
 
 

@@ -18,30 +18,31 @@ from typing import Any, Mapping
 
 import keras
 
+from animerec.config import LRConfig, ModelConfig
 from animerec.scoring import Scorer
 
 
-def learning_rate(epoch: int, lr: Mapping[str, Any], epochs: int | None = None) -> float:
+def learning_rate(epoch: int, lr: LRConfig, epochs: int | None = None) -> float:
     """Learning rate for a 0-based epoch.
 
     ``rampup_decay`` (the seed's): linear from ``start_lr`` to ``max_lr`` over ``rampup_epochs``,
     ``max_lr`` for ``sustain_epochs``, then ``(max_lr - min_lr) * exp_decay**k + min_lr``.
     ``cosine``: from ``max_lr`` down to ``min_lr`` over ``epochs``. ``constant``: ``max_lr``.
     """
-    schedule = lr.get("schedule", "rampup_decay")
-    max_lr, min_lr = float(lr["max_lr"]), float(lr["min_lr"])
+    schedule = lr.schedule
+    max_lr, min_lr = float(lr.max_lr), float(lr.min_lr)
     if schedule == "constant":
         return max_lr
     if schedule == "cosine":
         total = max(1, (epochs or 1) - 1)
         return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * min(epoch, total) / total))
-    start_lr = float(lr.get("start_lr", min_lr))
-    rampup, sustain = int(lr.get("rampup_epochs", 0)), int(lr.get("sustain_epochs", 0))
+    start_lr = float(lr.start_lr)
+    rampup, sustain = int(lr.rampup_epochs), int(lr.sustain_epochs)
     if epoch < rampup:
         return (max_lr - start_lr) / rampup * epoch + start_lr
     if epoch < rampup + sustain:
         return max_lr
-    return (max_lr - min_lr) * float(lr.get("exp_decay", 0.8)) ** (epoch - rampup - sustain) + min_lr
+    return (max_lr - min_lr) * float(lr.exp_decay) ** (epoch - rampup - sustain) + min_lr
 
 
 @keras.saving.register_keras_serializable(package="animerec")
@@ -170,16 +171,16 @@ class CollaborativeFilteringModel(keras.Model):
         }
 
 
-def build_model(model_cfg: Mapping[str, Any], num_users: int, num_anime: int) -> CollaborativeFilteringModel:
+def build_model(model_cfg: ModelConfig, num_users: int, num_anime: int) -> CollaborativeFilteringModel:
     model = CollaborativeFilteringModel(
         num_users=num_users,
         num_anime=num_anime,
-        embedding_size=model_cfg["embedding_size"],
-        kernel_initializer=model_cfg["kernel_initializer"],
-        l2=float(model_cfg.get("l2", 0.0)),
-        activation=model_cfg["activation"],
-        use_bias=bool(model_cfg.get("use_bias", False)),
-        preference=int(model_cfg.get("negatives_per_positive", 0)) > 0,
+        embedding_size=model_cfg.embedding_size,
+        kernel_initializer=model_cfg.kernel_initializer,
+        l2=float(model_cfg.l2),
+        activation=model_cfg.activation,
+        use_bias=bool(model_cfg.use_bias),
+        preference=int(model_cfg.negatives_per_positive) > 0,
         name="anime_cf",
     )
     model.build()

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import mlflow
 import yaml
@@ -27,7 +27,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from animerec.artifacts import ArtifactStore
-from animerec.config import SCHEMA, check_source, join_overrides, quote_value, split_overrides, validate_config
+from animerec.config import (
+    Config,
+    check_source,
+    join_overrides,
+    quote_value,
+    section_keys,
+    split_overrides,
+    validate_config,
+)
 from animerec.errors import ConfigError, UserError
 from animerec.pretrained import is_wandb_ref, resolve_model, resolve_wandb_mode
 from animerec.steps import INPUTS, STEPS, upstream_of
@@ -73,13 +81,12 @@ def parse_steps(value: Any) -> list[str]:
 
 
 def to_container(cfg: Any) -> dict:
-
     return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
 
 
-def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool = True) -> dict:
-    """The pipeline configuration (``config.yaml`` + overrides) as a plain dict, checked against the schema."""
-
+def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool = True) -> Config | dict:
+    """The pipeline configuration (``config.yaml`` + overrides), checked against the schema and typed
+    (a :class:`~animerec.config.Config`); with ``validate=False``, the composed plain dict."""
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
@@ -97,13 +104,10 @@ def allowed_keys(err: BaseException) -> str:
     if not match:
         return ""
     *parents, key = match.group(1).split(".")
-    section = SCHEMA
-    for part in parents:
-        section = section.get(part) if isinstance(section, dict) else None
-    if not isinstance(section, dict):
+    keys = section_keys(parents)
+    if keys is None:
         return ""
-    where = ".".join(parents) or "the config"
-    return f" Allowed keys of {where}: {', '.join(section)}."
+    return f" Allowed keys of {'.'.join(parents) or 'the config'}: {', '.join(keys)}."
 
 
 def one_line(err: BaseException) -> str:
@@ -111,20 +115,19 @@ def one_line(err: BaseException) -> str:
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
-def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | None]:
+def skip_for_pretrained(cfg: Config, steps: list[str]) -> tuple[list[str], str | None]:
     """With ``model.pretrained`` set, check the model once and drop the steps that would make one.
 
     A model artifact carries its encoders, anime table and ratings, so the data steps are not
     needed either. Returns the steps left and the exact local version to pin (None for a W&B
     reference, which each step resolves itself so that W&B records it as the run's input).
     """
-    ref = cfg["model"].get("pretrained")
+    ref = cfg.model.pretrained
     if not ref:
         return steps, None
 
-    wandb_cfg = cfg.get("wandb") or {}
-    version = resolve_model(ref, ArtifactStore(cfg["main"]["artifact_root"]), wandb_mode=resolve_wandb_mode(
-        wandb_cfg.get("mode")), project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"))
+    version = resolve_model(ref, ArtifactStore(cfg.main.artifact_root), wandb_mode=resolve_wandb_mode(
+        cfg.wandb.mode), project=cfg.wandb.project, entity=cfg.wandb.entity)
     making = upstream_of("model")
     skipped = [s for s in steps if s in making]
     if skipped:
@@ -136,7 +139,7 @@ def skip_for_pretrained(cfg: dict, steps: list[str]) -> tuple[list[str], str | N
 ERROR_TAG = "animerec.error"
 
 
-def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dict:
+def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], project_root: Path) -> dict:
     """Run the selected steps as MLflow project runs, children of one parent MLflow run.
 
     The configuration is checked against the schema before any step starts. Each step gets the
@@ -147,27 +150,27 @@ def run_pipeline(cfg: dict, overrides: Sequence[str], project_root: Path) -> dic
     """
 
     cfg = validate_config(cfg)
-    steps = parse_steps(cfg["main"]["steps"])
+    steps = parse_steps(cfg.main.steps)
     if "download" in steps:
-        check_source(cfg["data"])
+        check_source(cfg.data)
     steps, pinned_model = skip_for_pretrained(cfg, steps)
     if not steps:
         logger.info("Nothing to run.")
         return {}
     if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        mlflow.set_experiment(cfg["main"]["experiment_name"])
+        mlflow.set_experiment(cfg.main.experiment_name)
     # Steps run inside their component folders: relative paths are made absolute here, so that
     # every step sees the same store and W&B folder as the user's working directory.
-    root = Path(cfg["main"]["artifact_root"]).expanduser().absolute()
-    wandb_dir = Path(cfg["wandb"].get("dir") or ".").expanduser().absolute()
+    root = Path(cfg.main.artifact_root).expanduser().absolute()
+    wandb_dir = Path(cfg.wandb.dir or ".").expanduser().absolute()
     pins: dict[str, str] = {"inputs.model": pinned_model} if pinned_model else {}
     produced: dict[str, str] = {}
     with mlflow.start_run(run_name="pipeline") as parent:
         parent_id = parent.info.run_id
         mlflow.set_tag("animerec.steps", ",".join(steps))
         fixed = {"wandb.group": f"pipeline-{parent_id[:8]}", "main.artifact_root": str(root), "wandb.dir": str(wandb_dir)}
-        if cfg["recs"].get("ratings_file"):
-            fixed["recs.ratings_file"] = str(Path(cfg["recs"]["ratings_file"]).expanduser().absolute())
+        if cfg.recs.ratings_file:
+            fixed["recs.ratings_file"] = str(Path(cfg.recs.ratings_file).expanduser().absolute())
         logger.info("Pipeline run %s: steps %s", parent_id, ", ".join(steps))
         for step in steps:
             logger.info("=== step %s ===", step)
@@ -252,7 +255,7 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
         cfg = compose_config(split_overrides(args.overrides), config_dir)
         if args.print_config:
 
-            print(yaml.safe_dump(cfg, sort_keys=False))
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
         STEPS[step](cfg)
     except UserError as err:

@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from animerec.config import RankerConfig
 from animerec.errors import ConfigError
 from animerec.evaluation import Interactions, UserItems, ranking_metrics
 from animerec.memory import phase
@@ -289,7 +290,7 @@ def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame,
     return l2_best, like_best, tuned, rows
 
 
-def fit_ranker(ranker_cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, num_users: int,
+def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_users: int,
                num_anime: int, *, k: int = 10, relevance_threshold: float = 8.0, seed: int = 0,
                score_tuned: Callable[[ItemRanker], Any] | None = None) -> RankerFit:
     """Choose ``l2`` and ``like_weight`` on ``valid`` (NDCG@k), then refit on train + valid.
@@ -297,10 +298,10 @@ def fit_ranker(ranker_cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.Dat
     Each ``l2`` costs one Cholesky inversion; the ``like_weight`` values re-rank its scores.
     ``score_tuned(tuned)`` runs on the chosen train-only ranker before the refit (see RankerFit).
     """
-    grid_l2 = [float(v) for v in ranker_cfg["l2"]]
-    grid_like = [float(v) for v in ranker_cfg["like_weight"]]
-    min_items = int(ranker_cfg["min_item_ratings"])
-    refit = bool(ranker_cfg.get("refit", True))
+    grid_l2 = [float(v) for v in ranker_cfg.l2]
+    grid_like = [float(v) for v in ranker_cfg.like_weight]
+    min_items = int(ranker_cfg.min_item_ratings)
+    refit = bool(ranker_cfg.refit)
     started = time.perf_counter()
     data = RankerData(train, num_users, num_anime, min_items, relevance_threshold)
     rows: list[dict] = []
@@ -308,7 +309,7 @@ def fit_ranker(ranker_cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.Dat
         with phase("the ranking head's choice on valid"):
             l2_best, like_best, tuned, rows = _choose_on_valid(
                 data, train, valid, grid_l2, grid_like, k=k, relevance_threshold=relevance_threshold,
-                tune_users=ranker_cfg.get("tune_users"), seed=seed)
+                tune_users=ranker_cfg.tune_users, seed=seed)
     else:
         l2_best, like_best = grid_l2[0], grid_like[0]
         tuned = data.ranker(l2_best, like_best, last=not refit)

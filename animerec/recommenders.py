@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from animerec.bundle import ModelBundle
-from animerec.config import TYPES
+from animerec.config import TYPES, RecsConfig
 from animerec.errors import RecommenderError
 from animerec.foldin import Person, person_ranking, person_scores
 from animerec.franchise import franchise_ids, hidden_by_sequels
@@ -59,13 +59,13 @@ class ItemFilter:
     min_members: int | None = None  # MAL members at least this many
 
     @classmethod
-    def from_config(cls, recs: dict) -> "ItemFilter":
+    def from_config(cls, recs: RecsConfig) -> "ItemFilter":
         return cls(
-            genres=list(recs.get("genres") or []), genre_match=recs.get("genre_match", "any"),
-            types=list(recs.get("types") or []), min_score=recs.get("min_score"), max_score=recs.get("max_score"),
-            sequels=recs.get("sequels", "show"), popularity_damping=float(recs.get("popularity_damping") or 0.0),
-            adult=bool(recs.get("adult", True)),
-            min_members=recs.get("min_members"),
+            genres=list(recs.genres or []), genre_match=recs.genre_match,
+            types=list(recs.types or []), min_score=recs.min_score, max_score=recs.max_score,
+            sequels=recs.sequels, popularity_damping=float(recs.popularity_damping or 0.0),
+            adult=bool(recs.adult),
+            min_members=recs.min_members,
         )
 
     def is_empty(self) -> bool:
@@ -163,8 +163,8 @@ class FavoriteRule:
             raise RecommenderError(f"favorite_min_rating must be within 1-10, got {self.min_rating}.")
 
     @classmethod
-    def from_config(cls, recs: dict) -> "FavoriteRule":
-        return cls(float(recs["favorite_fraction"]), float(recs["favorite_min_rating"]))
+    def from_config(cls, recs: RecsConfig) -> "FavoriteRule":
+        return cls(float(recs.favorite_fraction), float(recs.favorite_min_rating))
 
     def mask(self, ratings: np.ndarray) -> np.ndarray:
         """``[n]`` bool: which of one user's ``ratings`` ``[n]`` are favourites."""

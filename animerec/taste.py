@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from animerec.errors import ConfigError
+from animerec.config import TasteConfig
 from animerec.evaluation import Interactions, similar_item_metrics, similar_user_metrics
 from animerec.memory import phase
 from animerec.ranking import ease_weights, gram_matrix
@@ -229,7 +229,7 @@ class TasteFit:
     history: list[dict] = field(default_factory=list)
 
 
-def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cfg: Mapping[str, Any], *,
+def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cfg: TasteConfig, *,
                     seed: int = 42, verbose: int = 0, strategy=None,
                     on_epoch_end: Callable[[dict], None] | None = None) -> TasteFit:
     """Fit the taste model on users' ``train`` lists ``[num_users, num_anime]`` (binary CSR).
@@ -243,11 +243,11 @@ def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cf
     keras.utils.set_random_seed(seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model = build_taste_model(train.shape[1], int(cfg["embedding_size"]), float(cfg["dropout"]),
-                                  float(cfg["temperature"]), seed)
-        model.compile(optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
+        model = build_taste_model(train.shape[1], int(cfg.embedding_size), float(cfg.dropout),
+                                  float(cfg.temperature), seed)
+        model.compile(optimizer=keras.optimizers.Adam(float(cfg.learning_rate)),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True))
-    batch_size = int(cfg["batch_size"])
+    batch_size = int(cfg.batch_size)
     data = _batches(train, None, batch_size, shuffle=True, seed=seed)
     valid = None
     if valid_target is not None and valid_target.nnz:
@@ -271,9 +271,9 @@ def fit_taste_model(train: sp.csr_matrix, valid_target: sp.csr_matrix | None, cf
 
     callbacks = [Record()]
     if valid is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(cfg["patience"]),
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(cfg.patience),
                                                        restore_best_weights=True))
-    model.fit(data, validation_data=valid, epochs=int(cfg["epochs"]), callbacks=callbacks,
+    model.fit(data, validation_data=valid, epochs=int(cfg.epochs), callbacks=callbacks,
               verbose=1 if verbose else 0)
     return TasteFit(np.asarray(model.encoder.get_weights()[0], np.float32),
                     _unit(keras.ops.convert_to_numpy(model.anime_taste)),
@@ -468,7 +468,7 @@ class TasteResult:
     report: dict
 
 
-def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, num_users: int, num_anime: int,
+def fit_taste(cfg: TasteConfig, train: pd.DataFrame, valid: pd.DataFrame, num_users: int, num_anime: int,
               anime: pd.DataFrame, *, k: int = 10, relevance_threshold: float = 8.0, seed: int = 42,
               verbose: int = 0, strategy=None, on_epoch_end=None) -> TasteResult:
     """Fit the taste model on train (early-stopped on valid), choose the blends on valid, refit the rest.
@@ -485,13 +485,8 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
         return history_matrix(users, items, num_users, num_anime)
 
     started = time.perf_counter()
-    item_grid = weight_grid(cfg["item_weights"])
-    user_grid = weight_grid(cfg["user_weights"])
-    for name, grid in (("item_weights", item_grid), ("user_weights", user_grid)):
-        if not grid:
-            raise ConfigError(f"model.taste.{name}={dict(cfg[name])}: every weight is 0, so nothing would rank "
-                              f"the similar {'anime' if name == 'item_weights' else 'users'}; give at least one part a "
-                              f"weight above 0 (e.g. model.taste.{name}.cooc=[1.0]).")
+    item_grid = weight_grid(cfg.item_weights)
+    user_grid = weight_grid(cfg.user_weights)
     learned = any(w.get("learned") for w in item_grid + user_grid)
     x_train = matrix(train)
     fitted = None
@@ -501,17 +496,17 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
                                      strategy=strategy, on_epoch_end=on_epoch_end)
     uses_content = any(w.get("content") for w in item_grid)
     content = content_matrix(anime, num_anime) if uses_content else None
-    ease_l2 = [float(v) for v in cfg["ease_l2"]] if any(w.get("ease") for w in item_grid) else []
+    ease_l2 = [float(v) for v in cfg.ease_l2] if any(w.get("ease") for w in item_grid) else []
     ease = {}
     if ease_l2:
         with phase("EASE neighbours on train"):
-            ease = ease_neighbours(x_train, ease_l2, int(cfg["ease_keep"]))
+            ease = ease_neighbours(x_train, ease_l2, int(cfg.ease_keep))
 
     def index_for(history: sp.csr_matrix, item_weights=None, user_weights=None, ease_rows=None) -> TasteIndex:
         return TasteIndex(history, fitted.anime_vectors if fitted else None,
                           encode_lists(fitted.encoder, history) if fitted else None,
                           fitted.encoder if fitted else None, content, ease_rows,
-                          item_weights or {"cooc": 1.0}, user_weights or {"cooc": 1.0}, float(cfg.get("shrink", 0.0)))
+                          item_weights or {"cooc": 1.0}, user_weights or {"cooc": 1.0}, float(cfg.shrink))
 
     report: dict[str, Any] = {}
     item_weights, user_weights = item_grid[0], user_grid[0]
@@ -520,7 +515,7 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
         item_parts = functools.lru_cache(maxsize=2048)(tuning.item_parts)  # both views query the same anime
         train_i, valid_i = Interactions.from_frame(train), Interactions.from_frame(valid)
         tail = np.argsort(-np.bincount(train_i.anime, minlength=num_anime), kind="stable")[:tail_size(num_anime)]
-        tune_users = cfg.get("tune_users")
+        tune_users = cfg.tune_users
         settings = [(l2, w) for w in item_grid for l2 in (ease_l2 if w.get("ease") else [None])]
         key = lambda w, l2=None: ",".join(f"{n}={v:g}" for n, v in sorted(w.items())) + (  # noqa: E731
             f",ease_l2={l2:g}" if l2 is not None else "")
@@ -572,7 +567,7 @@ def fit_taste(cfg: Mapping[str, Any], train: pd.DataFrame, valid: pd.DataFrame, 
     ease_rows = None
     if chosen_l2 is not None:
         with phase("EASE neighbours on train + valid"):
-            ease_rows = ease_neighbours(both, [chosen_l2], int(cfg["ease_keep"]))[chosen_l2]
+            ease_rows = ease_neighbours(both, [chosen_l2], int(cfg.ease_keep))[chosen_l2]
     final = index_for(both, item_weights, user_weights, ease_rows)
     if not item_weights.get("content"):
         final.content = None  # chosen out: not stored

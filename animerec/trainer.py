@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from animerec.checkpoint import TrainingState
+from animerec.config import ModelConfig
 from animerec.errors import ConfigError
 from animerec.model import learning_rate
 from animerec.training.input_pipeline import make_dataset, num_batches, positives_per_batch
@@ -54,7 +55,7 @@ def fit(
     model,
     train: TrainData,
     valid: TrainData | None,
-    model_cfg: Mapping[str, Any],
+    model_cfg: ModelConfig,
     *,
     trainer: str = "lazy",
     strategy=None,
@@ -79,15 +80,15 @@ def fit(
             raise ConfigError("model.negatives_per_positive > 0 needs the custom loop: use train.trainer=lazy.")
         return _fit_keras(model, train, valid, model_cfg, seed=seed, verbose=verbose, on_epoch_end=on_epoch_end)
 
-    epochs, batch_size, patience = int(model_cfg["epochs"]), int(model_cfg["batch_size"]), int(model_cfg["patience"])
-    weights = {"negative_weight": float(model_cfg.get("negative_weight", 1.0)),
-               "rating_weight": 1.0 + int(model_cfg.get("negatives_per_positive", 0))}
+    epochs, batch_size, patience = int(model_cfg.epochs), int(model_cfg.batch_size), int(model_cfg.patience)
+    weights = {"negative_weight": float(model_cfg.negative_weight),
+               "rating_weight": 1.0 + int(model_cfg.negatives_per_positive)}
     if trainer == "distributed":
         if strategy is None:
             raise ValueError("trainer='distributed' needs a tf.distribute strategy.")
-        loop: _Loop = DistributedTrainer(model, model_cfg["loss"], strategy, **weights)
+        loop: _Loop = DistributedTrainer(model, model_cfg.loss, strategy, **weights)
     else:
-        loop = LazyTrainer(model, model_cfg["loss"], **weights)
+        loop = LazyTrainer(model, model_cfg.loss, **weights)
     drop = is_tpu(strategy)  # TPUs need static batch shapes
 
     def dataset(epoch: int):
@@ -120,7 +121,7 @@ def fit(
         # Each epoch's batches depend only on the seed and the epoch (fresh negatives, its own shuffle),
         # so a run resumed from a checkpoint sees exactly the batches an uninterrupted run would.
         train_ds = dataset(epoch)
-        lr = learning_rate(epoch, model_cfg["lr"], epochs)
+        lr = learning_rate(epoch, model_cfg.lr, epochs)
         loop.set_learning_rate(lr)
         started = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, leave=False, unit="batch") as bar:
@@ -165,11 +166,11 @@ def _fit_keras(model, train, valid, model_cfg, *, seed, verbose, on_epoch_end) -
     """
     import keras
 
-    batch_size = int(model_cfg["batch_size"])
+    batch_size = int(model_cfg.batch_size)
     train_ds = make_dataset(train, batch_size, shuffle=True, seed=seed)
     valid_ds = make_dataset(valid, batch_size, shuffle=False, seed=seed) if valid is not None and len(valid) else None
-    epochs = int(model_cfg["epochs"])
-    model.compile(optimizer=keras.optimizers.Adam(), loss=model_cfg["loss"])
+    epochs = int(model_cfg.epochs)
+    model.compile(optimizer=keras.optimizers.Adam(), loss=model_cfg.loss)
     rows: list[dict] = []
 
     class Record(keras.callbacks.Callback):
@@ -179,19 +180,19 @@ def _fit_keras(model, train, valid, model_cfg, *, seed, verbose, on_epoch_end) -
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.started
             row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": float(logs.get("val_loss", logs["loss"])),
-                   "lr": learning_rate(epoch, model_cfg["lr"], epochs), "seconds": seconds,
+                   "lr": learning_rate(epoch, model_cfg.lr, epochs), "seconds": seconds,
                    "ratings_per_s": len(train) / seconds}
             rows.append(row)
             if on_epoch_end:
                 on_epoch_end(row)
 
     callbacks = [
-        keras.callbacks.LearningRateScheduler(lambda epoch, _lr: learning_rate(epoch, model_cfg["lr"], epochs)),
+        keras.callbacks.LearningRateScheduler(lambda epoch, _lr: learning_rate(epoch, model_cfg.lr, epochs)),
         Record(),
     ]
     if valid_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=int(model_cfg["patience"]), restore_best_weights=True))
+            monitor="val_loss", patience=int(model_cfg.patience), restore_best_weights=True))
     model.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
     history = History(epochs=rows, trainer="keras")
     if rows:

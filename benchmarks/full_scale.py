@@ -181,7 +181,7 @@ def create_experiment(tracking_uri: str, artifacts: Path) -> None:
 
     from animerec.pipeline import compose_config
 
-    name = compose_config([], ROOT)["main"]["experiment_name"]
+    name = compose_config([], ROOT).main.experiment_name
     MlflowClient(tracking_uri).create_experiment(name, artifact_location=artifacts.resolve().as_uri())
 
 

@@ -80,19 +80,21 @@ def train_keras(preset: str, frames, num_users: int, num_anime: int, seed: int, 
     """The train step's fit: the preset's network, then its ranking head (chosen on valid); ``(model, scorer)``."""
     import keras
 
+    from animerec.config import EvaluateConfig
     from animerec.model import build_model, scorer_from_model
     from animerec.pipeline import compose_config
     from animerec.steps.train import attach_ranker
     from animerec.trainer import fit, train_data
 
-    cfg = compose_config([f"model={preset}", *overrides], ROOT)["model"]
+    cfg = compose_config([f"model={preset}", *overrides], ROOT).model
     keras.utils.set_random_seed(seed)
     model = build_model(cfg, num_users, num_anime)
     train, valid = frames["train"], frames["valid"]
     fit(model, train_data(train, cfg, num_anime, seed, known=(valid,)),
         train_data(valid, cfg, num_anime, seed + 1, known=(train,)), cfg, seed=seed, verbose=0)
     scorer = scorer_from_model(model)
-    attach_ranker(scorer, cfg, {"k": K, "relevance_threshold": THRESHOLD}, train, valid, num_users, num_anime, seed)
+    attach_ranker(scorer, cfg, EvaluateConfig(k=K, relevance_threshold=THRESHOLD, max_users=None), train, valid,
+                  num_users, num_anime, seed)
     return model, scorer
 
 
@@ -293,8 +295,8 @@ def similarity_contenders(frames, num_users, num_anime, anime, seed: int = 42):
     train, valid = frames["train"], frames["valid"]
     both = pd.concat([train, valid])
     x_both = history_matrix(both.user_index.to_numpy(), both.anime_index.to_numpy(), num_users, num_anime)
-    cfg = compose_config(["model=best"], ROOT)["model"]
-    found = fit_taste(cfg["taste"], train, valid, num_users, num_anime, anime, k=K, relevance_threshold=THRESHOLD,
+    cfg = compose_config(["model=best"], ROOT).model
+    found = fit_taste(cfg.taste, train, valid, num_users, num_anime, anime, k=K, relevance_threshold=THRESHOLD,
                       seed=seed)
     ours = found.index
     print(f"  best: chose similar anime {found.report['item_weights']}, similar users {found.report['user_weights']}")

@@ -12,6 +12,7 @@ anime, and the peak RSS.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import time
 from pathlib import Path
@@ -31,10 +32,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's model.taste.batch_size")
     args = parser.parse_args()
-    cfg = dict(compose_config(["model=best"], ROOT)["model"]["taste"])
-    cfg.update(epochs=args.epochs, patience=args.epochs)
-    if args.batch_size:
-        cfg["batch_size"] = args.batch_size
+    cfg = compose_config(["model=best"], ROOT).model.taste
+    cfg = dataclasses.replace(cfg, epochs=args.epochs, patience=args.epochs, batch_size=args.batch_size or cfg.batch_size)
     with np.load(args.preprocessed / "encoders.npz") as encoders:
         num_users, num_anime = len(encoders["user_ids"]), len(encoders["anime_ids"])
     columns = ["user_index", "anime_index"]
@@ -43,7 +42,7 @@ def main() -> None:
     x_train = history_matrix(train.user_index.to_numpy(), train.anime_index.to_numpy(), num_users, num_anime)
     x_valid = history_matrix(valid.user_index.to_numpy(), valid.anime_index.to_numpy(), num_users, num_anime)
     del train, valid
-    print(f"users {num_users:,} anime {num_anime:,} train ratings {x_train.nnz:,} batch {cfg['batch_size']}",
+    print(f"users {num_users:,} anime {num_anime:,} train ratings {x_train.nnz:,} batch {cfg.batch_size}",
           flush=True)
     started = time.perf_counter()
     fitted = fit_taste_model(x_train, x_valid, cfg, verbose=0)

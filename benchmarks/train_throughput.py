@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic(num_users: int, num_anime: int, n: int, seed: int = 0):
@@ -27,9 +30,11 @@ def synthetic(num_users: int, num_anime: int, n: int, seed: int = 0):
 
 
 def model_cfg(batch: int, epochs: int):
-    return {"embedding_size": 128, "kernel_initializer": "he_normal", "l2": 1e-6, "activation": "sigmoid",
-            "loss": "binary_crossentropy", "batch_size": batch, "epochs": epochs, "patience": 99,
-            "lr": {"schedule": "constant", "min_lr": 1e-3, "max_lr": 1e-3}}
+    """The seed network (128-d, he_normal, L2 1e-6, sigmoid, binary cross-entropy) at a constant 1e-3."""
+    from animerec.pipeline import compose_config
+
+    return compose_config([f"model.batch_size={batch}", f"model.epochs={epochs}", "model.patience=99",
+                           "model.lr.schedule=constant", "model.lr.min_lr=1e-3", "model.lr.max_lr=1e-3"], ROOT).model
 
 
 def lazy_rate(num_users, num_anime, n, batch) -> float:
@@ -39,7 +44,7 @@ def lazy_rate(num_users, num_anime, n, batch) -> float:
     data = synthetic(num_users, num_anime, n)
     cfg = model_cfg(batch, 1)
     model = build_model(cfg, num_users, num_anime)
-    trainer = LazyTrainer(model, cfg["loss"])
+    trainer = LazyTrainer(model, cfg.loss)
     dataset = make_dataset(data, batch, shuffle=True, seed=0)
     trainer.train_epoch(dataset.take(5), lambda *_: None)  # warm-up: tracing
     started = time.perf_counter()
@@ -56,7 +61,7 @@ def fit_rate(num_users, num_anime, n_batches, batch) -> float:
     data = synthetic(num_users, num_anime, n_batches * batch)
     cfg = model_cfg(batch, 2)
     model = build_model(cfg, num_users, num_anime)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=cfg["loss"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=cfg.loss)
     dataset = make_dataset(data, batch, shuffle=True, seed=0)
     model.fit(dataset.take(3), epochs=1, verbose=0)  # warm-up: tracing
     started = time.perf_counter()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from pathlib import Path
 
 import pytest
+
+from animerec.config import Config, ModelConfig
+from animerec.pipeline import compose_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -30,9 +35,28 @@ def _isolated_tracking(tmp_path_factory):
     yield
 
 
-def make_config(tmp_path: Path, *overrides: str, wandb_mode: str = "disabled") -> dict:
-    from animerec.pipeline import compose_config
+@functools.lru_cache(maxsize=None)
+def composed(*overrides: str) -> Config:
+    """``config.yaml`` with Hydra overrides, checked and typed (composed once per set of overrides)."""
+    return compose_config(list(overrides), PROJECT_ROOT)
 
+
+def model_config(*overrides: str, **changes) -> ModelConfig:
+    """The model section (the seed preset unless ``model=best``) with Hydra overrides, then ``changes``
+    (an ``lr`` dict changes only the keys it names)."""
+    model = composed(*overrides).model
+    if isinstance(changes.get("lr"), dict):
+        changes["lr"] = dataclasses.replace(model.lr, **changes["lr"])
+    return dataclasses.replace(model, **changes)
+
+
+def replaced(cfg: Config, **sections: dict) -> Config:
+    """``cfg`` with some keys of some sections changed: ``replaced(cfg, recs={"anime": "Naruto"})``."""
+    return dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **values)
+                                       for name, values in sections.items()})
+
+
+def make_config(tmp_path: Path, *overrides: str, wandb_mode: str = "disabled") -> Config:
     return compose_config(
         [f"main.artifact_root={tmp_path / 'artifacts'}", f"wandb.mode={wandb_mode}", f"wandb.dir={tmp_path}", *overrides],
         PROJECT_ROOT,

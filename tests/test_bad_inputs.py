@@ -149,7 +149,7 @@ QUERY_CASES = {
 @pytest.mark.parametrize("case", list(QUERY_CASES))
 def test_bad_query_through_recommender_component(case, trained, tmp_path, capsys):
     cfg, _, _ = trained
-    store = Path(cfg["main"]["artifact_root"])
+    store = Path(cfg.main.artifact_root)
     step, overrides, pattern = QUERY_CASES[case]
     before = snapshot(store)
     code = step_main(step, PROJECT_ROOT, ["--overrides", f"main.artifact_root={store} wandb.mode=disabled "
@@ -164,7 +164,7 @@ def test_failed_step_message_reaches_the_top_through_main(trained, tmp_path):
     """A step that fails inside `mlflow run` reports its own message at the top, without a traceback."""
     cfg, _, _ = trained
     store = tmp_path / "store"
-    shutil.copytree(cfg["main"]["artifact_root"], store)
+    shutil.copytree(cfg.main.artifact_root, store)
     before = snapshot(store)
     result = run_main(["main.steps=[similar_anime]", 'recs.anime="Cowboy Bebopp zzz"', f"main.artifact_root={store}"],
                       tmp_path)
@@ -190,7 +190,7 @@ def test_bad_cli_arguments(case, trained, capsys):
     from animerec.cli import main as cli
 
     cfg, _, _ = trained
-    store = Path(cfg["main"]["artifact_root"])
+    store = Path(cfg.main.artifact_root)
     argv, pattern = CLI_CASES[case]
     before = snapshot(store)
     try:
@@ -222,7 +222,7 @@ def test_bad_serving_requests_are_http_400(case, trained):
     from animerec.service import RecommendationService
 
     cfg, _, _ = trained
-    store = Path(cfg["main"]["artifact_root"])
+    store = Path(cfg.main.artifact_root)
     from animerec.artifacts import ArtifactStore
 
     model = AnimeRecPyfunc()

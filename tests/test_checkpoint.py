@@ -57,8 +57,8 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(trained, tmp_pat
     cfg, _, _ = trained
     uninterrupted, killed = tmp_path / "a", tmp_path / "b"
     ignore = shutil.ignore_patterns("model", "similar_*", "rating_recs", ".checkpoints")
-    shutil.copytree(cfg["main"]["artifact_root"], uninterrupted, ignore=ignore)
-    shutil.copytree(cfg["main"]["artifact_root"], killed, ignore=ignore)
+    shutil.copytree(cfg.main.artifact_root, uninterrupted, ignore=ignore)
+    shutil.copytree(cfg.main.artifact_root, killed, ignore=ignore)
     env = {**os.environ, "WANDB_MODE": "disabled"}
 
     process = subprocess.Popen(_train_command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -101,7 +101,7 @@ def test_a_checkpoint_that_does_not_fit_is_an_error_and_resume_false_starts_over
 
     cfg, _, _ = trained
     store = tmp_path / "store"
-    shutil.copytree(cfg["main"]["artifact_root"], store,
+    shutil.copytree(cfg.main.artifact_root, store,
                     ignore=shutil.ignore_patterns("model", "similar_*", "rating_recs", ".checkpoints"))
     overrides = f"main.artifact_root={store} wandb.mode=disabled model.embedding_size=8 model.epochs=1 train.verbose=0"
     composed = compose_config(overrides.split(), PROJECT_ROOT)

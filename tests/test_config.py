@@ -2,7 +2,7 @@
 
 import pytest
 
-from animerec.config import join_overrides, split_overrides, validate_config
+from animerec.config import Config, LRConfig, join_overrides, split_overrides, validate_config
 from animerec.errors import ConfigError
 from animerec.pipeline import compose_config
 from tests.conftest import PROJECT_ROOT
@@ -11,16 +11,16 @@ from tests.conftest import PROJECT_ROOT
 def test_defaults_and_presets_pass_the_schema():
     for preset in ("seed", "best"):
         cfg = compose_config([f"model={preset}"], PROJECT_ROOT)
-        assert cfg["model"]["name"] == preset and isinstance(cfg["model"]["l2"], float)
+        assert cfg.model.name == preset and isinstance(cfg.model.l2, float)
 
 
 def test_lossless_conversions():
     cfg = compose_config(["recs.genres=Action", "recs.types=[tv,movie]", "evaluate.relevance_threshold=8",
                           "recs.anime=86"], PROJECT_ROOT)
-    assert cfg["recs"]["genres"] == ["Action"]  # one string is a one-item list, not the letters of a genre
-    assert cfg["recs"]["types"] == ["TV", "Movie"]  # canonical spelling
-    assert cfg["evaluate"]["relevance_threshold"] == 8.0 and isinstance(cfg["evaluate"]["relevance_threshold"], float)
-    assert cfg["recs"]["anime"] == "86"  # a title that looks like a number stays a title
+    assert cfg.recs.genres == ["Action"]  # one string is a one-item list, not the letters of a genre
+    assert cfg.recs.types == ["TV", "Movie"]  # canonical spelling
+    assert cfg.evaluate.relevance_threshold == 8.0 and isinstance(cfg.evaluate.relevance_threshold, float)
+    assert cfg.recs.anime == "86"  # a title that looks like a number stays a title
 
 
 def test_every_problem_is_reported_at_once():
@@ -37,10 +37,16 @@ def test_every_problem_is_reported_at_once():
         assert part in message, message
 
 
-def test_partial_sections_check_only_what_is_there():
-    validate_config({"model": {"l2": 0.1}}, sections=("model",), partial=True)
-    with pytest.raises(ConfigError, match=r"model.l2=-0.1: out of range"):
-        validate_config({"model": {"l2": -0.1}}, sections=("model",), partial=True)
+def test_steps_receive_a_typed_frozen_config():
+    import dataclasses
+
+    cfg = compose_config(["model=best"], PROJECT_ROOT)
+    assert isinstance(cfg, Config) and isinstance(cfg.model.lr, LRConfig)
+    assert cfg.model.ranker.l2 == [100.0, 300.0] and cfg.model.taste.item_weights["cooc"] == [0.0, 1.0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model.epochs = 3  # read once, never changed behind a step's back
+    assert validate_config(cfg) is cfg  # a checked config is not checked again
+    assert cfg.to_dict()["model"]["lr"]["schedule"] == "cosine"
 
 
 @pytest.mark.parametrize("text, expected", [

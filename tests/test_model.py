@@ -1,22 +1,23 @@
 """The seed architecture, the learning-rate schedule, config validation, save/load, the numpy scorer."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
-from animerec.config import validate_config
+from animerec.config import LRConfig
 from animerec.errors import ConfigError
 from animerec.model import build_model, learning_rate, scorer_from_model
+from animerec.pipeline import compose_config
+from tests.conftest import PROJECT_ROOT, model_config
 
-SEED_LR = {"schedule": "rampup_decay", "start_lr": 1e-5, "min_lr": 1e-5, "max_lr": 5e-5,
-           "rampup_epochs": 5, "sustain_epochs": 0, "exp_decay": 0.8}
+SEED_LR = LRConfig(schedule="rampup_decay", start_lr=1e-5, min_lr=1e-5, max_lr=5e-5, rampup_epochs=5,
+                   sustain_epochs=0, exp_decay=0.8)
 
 
 def cfg(**changes):
-    base = {"embedding_size": 128, "kernel_initializer": "he_normal", "l2": 1e-6, "activation": "sigmoid",
-            "loss": "binary_crossentropy", "batch_size": 10000, "epochs": 20, "patience": 3, "lr": dict(SEED_LR)}
-    base.update(changes)
-    return base
+    return model_config(**{"lr": dataclasses.asdict(SEED_LR), **changes})
 
 
 def test_architecture_layer_by_layer():
@@ -58,31 +59,31 @@ def test_seed_learning_rate_schedule_values():
     assert lr[5] == pytest.approx(5e-5)  # the peak, then exponential decay toward min_lr
     assert lr[6] == pytest.approx((5e-5 - 1e-5) * 0.8 + 1e-5)
     assert lr[8] == pytest.approx((5e-5 - 1e-5) * 0.8 ** 3 + 1e-5)
-    sustained = dict(SEED_LR, sustain_epochs=2)
+    sustained = dataclasses.replace(SEED_LR, sustain_epochs=2)
     assert learning_rate(6, sustained) == pytest.approx(5e-5)
     assert learning_rate(7, sustained) == pytest.approx(5e-5)
     assert learning_rate(8, sustained) == pytest.approx((5e-5 - 1e-5) * 0.8 + 1e-5)
 
 
 def test_other_schedules():
-    cosine = dict(SEED_LR, schedule="cosine")
+    cosine = dataclasses.replace(SEED_LR, schedule="cosine")
     assert learning_rate(0, cosine, epochs=11) == pytest.approx(5e-5)
     assert learning_rate(5, cosine, epochs=11) == pytest.approx((5e-5 + 1e-5) / 2)
     assert learning_rate(10, cosine, epochs=11) == pytest.approx(1e-5)
-    assert learning_rate(3, dict(SEED_LR, schedule="constant")) == pytest.approx(5e-5)
+    assert learning_rate(3, dataclasses.replace(SEED_LR, schedule="constant")) == pytest.approx(5e-5)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"kernel_initializer": "he_nromal"}, r"model.kernel_initializer='he_nromal': expected one of he_normal"),
-    ({"embedding_size": 0}, r"model.embedding_size=0: out of range; expected an integer >= 1"),
-    ({"activation": "softmaxx"}, r"model.activation='softmaxx': expected one of sigmoid"),
-    ({"loss": "hinge"}, r"model.loss='hinge': expected one of binary_crossentropy"),
-    ({"lr": dict(SEED_LR, schedule="warmup")}, r"model.lr.schedule='warmup': expected one of rampup_decay"),
-    ({"lr": dict(SEED_LR, min_lr=1e-2)}, r"model.lr.min_lr=0.01 is above model.lr.max_lr=5e-05"),
+@pytest.mark.parametrize("override, message", [
+    ("model.kernel_initializer=he_nromal", r"model.kernel_initializer='he_nromal': expected one of he_normal"),
+    ("model.embedding_size=0", r"model.embedding_size=0: out of range; expected an integer >= 1"),
+    ("model.activation=softmaxx", r"model.activation='softmaxx': expected one of sigmoid"),
+    ("model.loss=hinge", r"model.loss='hinge': expected one of binary_crossentropy"),
+    ("model.lr.schedule=warmup", r"model.lr.schedule='warmup': expected one of rampup_decay"),
+    ("model.lr.min_lr=1e-2", r"model.lr.min_lr=0.01 is above model.lr.max_lr=0.005"),
 ])
-def test_bad_config_is_rejected_before_training(changes, message):
+def test_bad_config_is_rejected_before_training(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate_config({"model": cfg(**changes)}, sections=("model",), partial=True)
+        compose_config([override], PROJECT_ROOT)
 
 
 def test_pair_scores_are_the_same_in_chunks():

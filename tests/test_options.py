@@ -37,7 +37,7 @@ def taste_frame(num_users=60, num_anime=40, per_user=15, seed=0) -> pd.DataFrame
 
 def model_cfg(*overrides: str) -> dict:
     return compose_config([*overrides, "model.embedding_size=8", "model.batch_size=128", "model.epochs=6",
-                           "model.patience=6"], PROJECT_ROOT)["model"]
+                           "model.patience=6"], PROJECT_ROOT).model
 
 
 OPTIONS = {
@@ -72,7 +72,7 @@ def _demo_splits(trained):
     from animerec.artifacts import ArtifactStore
 
     cfg, _, _ = trained
-    pre = ArtifactStore(cfg["main"]["artifact_root"]).resolve("preprocessed:latest")
+    pre = ArtifactStore(cfg.main.artifact_root).resolve("preprocessed:latest")
     frames = {name: pd.read_parquet(pre.file(f"{name}.parquet")) for name in ("train", "valid", "test")}
     with np.load(pre.file("encoders.npz")) as encoders:
         return frames, len(encoders["user_ids"]), len(encoders["anime_ids"])
@@ -82,7 +82,7 @@ def _ranking(frames, num_users, num_anime, *overrides):
     from animerec.evaluation import Interactions, ranking_metrics
 
     cfg = compose_config([*overrides, "model.embedding_size=32", "model.batch_size=1024", "model.epochs=8",
-                          "model.lr.schedule=constant", "model.lr.max_lr=0.01"], PROJECT_ROOT)["model"]
+                          "model.lr.schedule=constant", "model.lr.max_lr=0.01"], PROJECT_ROOT).model
     keras.utils.set_random_seed(0)
     model = build_model(cfg, num_users, num_anime)
     fit(model, train_data(frames["train"], cfg, num_anime, 0, known=(frames["valid"],)), None, cfg, verbose=0)
@@ -107,7 +107,7 @@ def test_learning_rate_schedule_is_the_one_applied(schedule):
     model = build_model(cfg, 60, 40)
     history = fit(model, train_data(taste_frame(), cfg, 40, seed=0), None, cfg, verbose=0)
     applied = [row["lr"] for row in history.epochs]
-    assert applied == [learning_rate(epoch, cfg["lr"], cfg["epochs"]) for epoch in range(len(applied))]
+    assert applied == [learning_rate(epoch, cfg.lr, cfg.epochs) for epoch in range(len(applied))]
     assert len(set(applied)) == (1 if schedule == "constant" else len(applied))
 
 
@@ -214,12 +214,12 @@ def test_bias_terms_are_saved_and_used_in_predictions(tmp_path):
 
 
 def test_presets_load_by_name():
-    best = compose_config(["model=best"], PROJECT_ROOT)["model"]
-    seed = compose_config([], PROJECT_ROOT)["model"]
-    assert best["name"] == "best" and best["use_bias"] and best["ranker"]["kind"] == "ease"
-    assert seed["name"] == "seed" and not seed["use_bias"] and seed["negatives_per_positive"] == 0
-    assert seed["ranker"]["kind"] == "none"  # the faithful default has no ranking head
-    assert seed["embedding_size"] == 128 and seed["kernel_initializer"] == "he_normal"
+    best = compose_config(["model=best"], PROJECT_ROOT).model
+    seed = compose_config([], PROJECT_ROOT).model
+    assert best.name == "best" and best.use_bias and best.ranker.kind == "ease"
+    assert seed.name == "seed" and not seed.use_bias and seed.negatives_per_positive == 0
+    assert seed.ranker.kind == "none"  # the faithful default has no ranking head
+    assert seed.embedding_size == 128 and seed.kernel_initializer == "he_normal"
     with pytest.raises(ConfigError, match="model"):
         compose_config(["model=fastest"], PROJECT_ROOT)
 
@@ -234,7 +234,7 @@ def test_keras_fit_refuses_sampled_negatives():
 def test_multirun_sweep_writes_a_summary_table(trained, tmp_path):
     cfg, _, _ = trained
     store = tmp_path / "store"
-    shutil.copytree(cfg["main"]["artifact_root"], store, ignore=shutil.ignore_patterns("model", "similar_*", "rating_recs"))
+    shutil.copytree(cfg.main.artifact_root, store, ignore=shutil.ignore_patterns("model", "similar_*", "rating_recs"))
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "WANDB_MODE": "disabled"}
     out = subprocess.run(

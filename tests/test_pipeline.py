@@ -1,5 +1,6 @@
 """The pipeline shell: step selection, component entry points, and `mlflow run .` end to end."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def test_step_table_matches_components_and_config():
         assert f'step_main("{name}"' in (folder / "run.py").read_text()
         assert callable(step.function) and step.function.__name__ == name
     cfg = compose_config([], PROJECT_ROOT)
-    assert set(cfg["inputs"]) == set(INPUTS) == {i for s in STEPS.values() for i in s.inputs}
+    assert {f.name for f in dataclasses.fields(cfg.inputs)} == set(INPUTS) == {i for s in STEPS.values() for i in s.inputs}
     assert upstream_of("model") == ["download", "preprocess", "train"]
     assert upstream_of("rating_recs") == ["download", "preprocess", "train", "similar_users", "rating_recs"]
 

@@ -127,7 +127,7 @@ def run_local(config_factory, tmp_path, anime, ratings, *extra):
     cfg = config_factory("data.source=local", f"data.anime_path={anime}", f"data.ratings_path={ratings}",
                          "data.min_user_ratings=5", *extra)
     STEPS["download"](cfg)
-    store = ArtifactStore(cfg["main"]["artifact_root"])
+    store = ArtifactStore(cfg.main.artifact_root)
     return cfg, store
 
 

@@ -28,7 +28,7 @@ QUERIES = [
 def store(trained, tmp_path):
     """A private copy of the trained store, so these tests can add versions and aliases."""
     cfg, _, _ = trained
-    shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")
+    shutil.copytree(cfg.main.artifact_root, tmp_path / "store")
     return ArtifactStore(tmp_path / "store")
 
 
@@ -158,7 +158,7 @@ def test_best_alias_compares_only_models_of_the_same_data_and_evaluation(store):
 
 def test_train_step_set_best_alias(trained):
     cfg, _, result = trained
-    store = ArtifactStore(cfg["main"]["artifact_root"])
+    store = ArtifactStore(cfg.main.artifact_root)
     assert store.resolve("model:best").ref == result["model"]
 
 

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from animerec.config import RankerConfig
 from animerec.errors import ConfigError
 from animerec.ranking import (
     ItemRanker,
@@ -129,8 +130,8 @@ def split(frame: pd.DataFrame, seed: int = 0):
 
 def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
     train, valid, _test = split(random_ratings(num_users=80, per_user=12))
-    cfg = {"l2": [0.5, 50.0, 5000.0], "like_weight": [0.0, 1.0], "min_item_ratings": 1, "refit": True,
-           "tune_users": None}
+    cfg = RankerConfig(kind="ease", l2=[0.5, 50.0, 5000.0], like_weight=[0.0, 1.0], min_item_ratings=1, refit=True,
+                       tune_users=None)
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5)
     grid = pd.DataFrame(fitted.report["grid"])
     assert len(grid) == 6 and grid["users_evaluated"].gt(0).all()
@@ -154,7 +155,7 @@ def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
 
 def test_fit_ranker_with_one_setting_and_no_refit():
     train, valid, _ = split(random_ratings())
-    cfg = {"l2": [20.0], "like_weight": [0.5], "min_item_ratings": 3, "refit": False, "tune_users": None}
+    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], min_item_ratings=3, refit=False, tune_users=None)
     fitted = fit_ranker(cfg, train, valid, 60, 25)
     assert fitted.ranker is fitted.tuned and fitted.report["grid"] == []
     counts = np.bincount(train["anime_index"], minlength=25)

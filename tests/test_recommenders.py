@@ -9,6 +9,7 @@ from animerec.artifacts import ArtifactStore
 from animerec.bundle import ModelBundle, write_bundle
 from animerec.recommenders import EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError, UserBasedRecommender
 from animerec.titles import TitleIndex
+from tests.conftest import replaced
 
 
 def find_anime(bundle, query: str) -> int:
@@ -295,7 +296,7 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
     from animerec.steps import STEPS
 
     cfg, tmp, _ = trained
-    store = ArtifactStore(cfg["main"]["artifact_root"])
+    store = ArtifactStore(cfg.main.artifact_root)
     import json
 
     metrics = json.loads(store.resolve("model:latest").file("metrics.json").read_text())
@@ -323,7 +324,7 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
                           for i in rng.choice(rated.anime_id, 10)]
     assert np.mean(shared) > 1.5 * np.mean(shared_random), (np.mean(shared), np.mean(shared_random))
 
-    result = STEPS["similar_anime"]({**cfg, "recs": {**cfg["recs"], "anime": "Naruto", "types": ["TV", "Movie"]}})
+    result = STEPS["similar_anime"](replaced(cfg, recs={"anime": "Naruto", "types": ["TV", "Movie"]}))
     assert set(result["table"]["type"]) <= {"TV", "Movie"} and len(result["table"]) == 10
     users = STEPS["similar_users"](cfg)
     recs = STEPS["rating_recs"](cfg)
@@ -336,7 +337,7 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
     listed = rated.head(8)
     path = tmp_path / "my_list.csv"
     pd.DataFrame({"anime_id": listed.anime_id, "rating": np.arange(len(listed)) % 10 + 1}).to_csv(path, index=False)
-    with_list = {**cfg, "recs": {**cfg["recs"], "ratings_file": str(path)}}
+    with_list = replaced(cfg, recs={"ratings_file": str(path)})
     for step, table in (("rating_recs", "table"), ("similar_users", "picks")):
         result = STEPS[step](with_list)
         assert result["list"]["used"] == 8 and not set(result[table]["anime_id"]) & set(listed.anime_id)
@@ -357,10 +358,10 @@ def test_bad_queries_write_no_artifact(trained, step, recs, message):
     from animerec.steps import STEPS
 
     cfg, _, _ = trained
-    store = ArtifactStore(cfg["main"]["artifact_root"])
+    store = ArtifactStore(cfg.main.artifact_root)
     before = store.versions(step)
     with pytest.raises(UserError, match=message):
-        STEPS[step]({**cfg, "recs": {**cfg["recs"], **recs}})
+        STEPS[step](replaced(cfg, recs=recs))
     assert store.versions(step) == before
 
 

@@ -22,7 +22,7 @@ from animerec.service import RecommendationService
 @pytest.fixture(scope="module")
 def served(trained):
     cfg, _, result = trained
-    store = ArtifactStore(cfg["main"]["artifact_root"])
+    store = ArtifactStore(cfg.main.artifact_root)
     service = RecommendationService.from_path(store.resolve(result["model"]).path)
     user = int(service.bundle.user_ids[5])
     requests = [
@@ -120,7 +120,7 @@ def test_cli_matches_the_library(served, trained, capsys, tmp_path):
 
     _, service, requests = served
     cfg, _, _ = trained
-    store = cfg["main"]["artifact_root"]
+    store = cfg.main.artifact_root
     user = requests[2]["query"]
     cases = [
         (["similar-anime", "Naruto", "-n", "5", "--types", "TV"], requests[0]),
@@ -183,11 +183,11 @@ def test_registry_champion_follows_the_valid_best_model(trained, tmp_path):
 
     cfg, _, result = trained
     client = MlflowClient()
-    own_store = str(ArtifactStore(cfg["main"]["artifact_root"]).root)
+    own_store = str(ArtifactStore(cfg.main.artifact_root).root)
     registered = version_of("anime-recommender", result["model"], own_store)
     assert result["registered_uri"] == f"models:/anime-recommender/{registered.version}"  # the train step's
 
-    shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")
+    shutil.copytree(cfg.main.artifact_root, tmp_path / "store")
     store = ArtifactStore(tmp_path / "store")
     name = "registry-test"
     first = store.resolve("model:v1")
@@ -222,7 +222,7 @@ def test_a_model_over_the_copy_limit_is_logged_by_reference(trained, tmp_path):
     from animerec.pyfunc import REFERENCE_FILE, log_pyfunc
 
     cfg, _, result = trained
-    shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")
+    shutil.copytree(cfg.main.artifact_root, tmp_path / "store")
     version = ArtifactStore(tmp_path / "store").resolve(result["model"])
     with mlflow.start_run():
         uri = log_pyfunc(version.path, copy_max_mb=0)

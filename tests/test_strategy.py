@@ -11,6 +11,7 @@ import pytest
 
 from animerec.errors import ConfigError
 from animerec.strategy import decide, make_strategy, trainer_for
+from tests.conftest import PROJECT_ROOT
 
 
 @pytest.mark.parametrize("requested, tpu, gpus, tf_config, kind", [
@@ -64,6 +65,8 @@ def _free_ports(n):
     return ports
 
 
+SMALL = ("model.embedding_size=8 model.batch_size=64 model.epochs=1 model.patience=5 model.lr.schedule=constant "
+         "model.lr.min_lr=1e-2 model.lr.max_lr=1e-2")
 WORKER = r"""
 import json, os, sys
 import numpy as np
@@ -74,9 +77,8 @@ import keras
 keras.utils.set_random_seed(7)
 strategy, decision = make_strategy("multi_worker")
 trainer = trainer_for("lazy", strategy, decision)
-cfg = {"embedding_size": 8, "kernel_initializer": "he_normal", "l2": 1e-6, "activation": "sigmoid",
-       "loss": "binary_crossentropy", "batch_size": 64, "epochs": 1, "patience": 5,
-       "lr": {"schedule": "constant", "min_lr": 1e-2, "max_lr": 1e-2}}
+from animerec.pipeline import compose_config
+cfg = compose_config(sys.argv[2].split(), sys.argv[3]).model
 rng = np.random.default_rng(0)
 data = TrainData(rng.integers(0, 30, 1024), rng.integers(0, 20, 1024), rng.random(1024).astype("float32"))
 with strategy.scope():
@@ -98,7 +100,7 @@ def test_two_multi_worker_workers_train_the_same_model(tmp_path):
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
                "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"w{index}")], env=env,
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"w{index}"), SMALL, str(PROJECT_ROOT)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outputs):
@@ -114,11 +116,10 @@ def test_two_multi_worker_workers_train_the_same_model(tmp_path):
     import keras
 
     from animerec.model import build_model
+    from animerec.pipeline import compose_config
     from animerec.trainer import TrainData, fit
 
-    cfg = {"embedding_size": 8, "kernel_initializer": "he_normal", "l2": 1e-6, "activation": "sigmoid",
-           "loss": "binary_crossentropy", "batch_size": 64, "epochs": 1, "patience": 5,
-           "lr": {"schedule": "constant", "min_lr": 1e-2, "max_lr": 1e-2}}
+    cfg = compose_config(SMALL.split(), PROJECT_ROOT).model
     rng = np.random.default_rng(0)
     data = TrainData(rng.integers(0, 30, 1024), rng.integers(0, 20, 1024), rng.random(1024).astype("float32"))
     reference = build_model(cfg, 30, 20)

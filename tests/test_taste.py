@@ -1,11 +1,14 @@
 """The taste index (animerec/taste.py): exact co-occurrence and content similarity, EASE neighbours,
 the Keras taste model on block-structured lists, the blend chosen on valid, and storage."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from animerec.pipeline import compose_config
 from animerec.taste import (
     TasteIndex,
     blend,
@@ -18,6 +21,7 @@ from animerec.taste import (
     top_excluding,
     weight_grid,
 )
+from tests.conftest import PROJECT_ROOT, model_config
 
 ANIME = pd.DataFrame({
     "anime_id": [1, 2, 3, 4, 99],
@@ -26,6 +30,10 @@ ANIME = pd.DataFrame({
     "source": ["Original", "Original", "Manga", "Manga", None],
     "anime_index": [0, 1, 2, 3, -1],  # 99: in the catalogue, never rated
 })
+
+
+def taste_config(**changes):
+    return dataclasses.replace(model_config("model=best").taste, **changes)
 
 
 def block_lists(users_per_block=40, items_per_block=10, seed=0):
@@ -92,9 +100,8 @@ def test_blend_weights_grid_and_top_excluding():
 
 def test_taste_model_puts_anime_watched_by_the_same_people_together():
     lists = block_lists()
-    fitted = fit_taste_model(lists, None, {"embedding_size": 8, "dropout": 0.2, "temperature": 0.4,
-                                           "learning_rate": 0.01, "batch_size": 16, "epochs": 15, "patience": 3},
-                             seed=1)
+    fitted = fit_taste_model(lists, None, taste_config(embedding_size=8, dropout=0.2, temperature=0.4,
+                                                       learning_rate=0.01, batch_size=16, epochs=15, patience=3), seed=1)
     assert len(fitted.history) == 15 and fitted.history[-1]["taste_loss"] < fitted.history[0]["taste_loss"]
     sims = fitted.anime_vectors @ fitted.anime_vectors.T
     same = np.kron(np.eye(2), np.ones((10, 10))).astype(bool)
@@ -123,15 +130,15 @@ def test_fit_taste_chooses_the_blends_on_valid_and_knows_train_and_valid():
     train, valid, _test = frames_of(lists)
     anime = pd.DataFrame({"anime_id": np.arange(24) + 1, "genres": ["Action"] * 12 + ["Romance"] * 12,
                           "type": "TV", "source": None, "anime_index": np.arange(24)})
-    cfg = {"embedding_size": 8, "dropout": 0.2, "temperature": 0.4, "learning_rate": 0.01, "batch_size": 16,
-           "epochs": 5, "patience": 2, "shrink": 0.0, "ease_l2": [10.0, 100.0], "ease_keep": 5, "tune_users": None,
-           "item_weights": {"learned": [0.0, 0.5], "cooc": [1.0], "content": [0.0, 0.1], "ease": [0.0, 1.0]},
-           "user_weights": {"learned": [0.0, 0.5], "cooc": [1.0]}}
+    cfg = taste_config(embedding_size=8, dropout=0.2, temperature=0.4, learning_rate=0.01, batch_size=16, epochs=5,
+                       patience=2, shrink=0.0, ease_l2=[10.0, 100.0], ease_keep=5, tune_users=None,
+                       item_weights={"learned": [0.0, 0.5], "cooc": [1.0], "content": [0.0, 0.1], "ease": [0.0, 1.0]},
+                       user_weights={"learned": [0.0, 0.5], "cooc": [1.0]})
     found = fit_taste(cfg, train, valid, 60, 24, anime, seed=3)
     report = found.index, found.report
     index, report = report
-    assert report["item_weights"] in weight_grid(cfg["item_weights"])
-    assert report["user_weights"] in weight_grid(cfg["user_weights"])
+    assert report["item_weights"] in weight_grid(cfg.item_weights)
+    assert report["user_weights"] in weight_grid(cfg.user_weights)
     assert len(report["item_grid"]) == 4 + 4 * 2  # without ease: 4 settings; with it: 4 x 2 L2 values
     assert (report["ease_l2"] is None) == (not report["item_weights"]["ease"])
     both = pd.concat([train, valid])
@@ -143,8 +150,8 @@ def test_fit_taste_chooses_the_blends_on_valid_and_knows_train_and_valid():
 
 def test_arrays_round_trip_with_every_part():
     lists = block_lists(10, 6)
-    fitted = fit_taste_model(lists, None, {"embedding_size": 4, "dropout": 0.0, "temperature": 0.4,
-                                           "learning_rate": 0.01, "batch_size": 8, "epochs": 2, "patience": 1})
+    fitted = fit_taste_model(lists, None, taste_config(embedding_size=4, dropout=0.0, temperature=0.4,
+                                                       learning_rate=0.01, batch_size=8, epochs=2, patience=1))
     anime = pd.DataFrame({"anime_id": np.arange(12) + 1, "genres": ["Action"] * 6 + ["Romance"] * 6, "type": "TV",
                           "source": None, "anime_index": np.arange(12)})
     index = TasteIndex(lists, fitted.anime_vectors, encode_lists(fitted.encoder, lists), fitted.encoder,
@@ -163,8 +170,7 @@ def test_an_all_zero_grid_is_a_config_error_naming_the_key():
     from animerec.errors import ConfigError
 
     assert weight_grid({"cooc": [0.0], "learned": [0.0]}) == []
-    train, valid, _ = frames_of(block_lists(5, 4))
-    cfg = {"item_weights": {"learned": [0.0], "cooc": [0.0], "content": [0.0], "ease": [0.0]},
-           "user_weights": {"learned": [0.0], "cooc": [1.0]}}
-    with pytest.raises(ConfigError, match="model.taste.item_weights"):
-        fit_taste(cfg, train, valid, 10, 8, ANIME)
+    zeros = [f"model.taste.item_weights.{part}=[0]" for part in ("learned", "cooc", "content", "ease")]
+    with pytest.raises(ConfigError, match=r"model.taste.item_weights=.*every weight is 0.*item_weights.cooc=\[1.0\]"):
+        compose_config(["model=best", *zeros], PROJECT_ROOT)
+    compose_config(["model=seed", *zeros], PROJECT_ROOT)  # no blend, no rule: the seed preset ignores the weights

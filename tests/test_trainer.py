@@ -6,7 +6,7 @@ import pytest
 from animerec.evaluation import Interactions, random_scorer, ranking_metrics
 from animerec.model import build_model, scorer_from_model
 from animerec.trainer import LazyAdam, LazyTrainer, TrainData, fit, make_dataset
-from tests.test_model import cfg
+from tests.conftest import model_config, replaced
 
 
 def toy(n=6000, users=200, anime=80, seed=0):
@@ -19,10 +19,8 @@ def toy(n=6000, users=200, anime=80, seed=0):
 
 
 def small_cfg(**changes):
-    settings = {"embedding_size": 16, "batch_size": 256, "epochs": 6, "patience": 3,
-                "lr": {"schedule": "constant", "min_lr": 0.02, "max_lr": 0.02}}
-    settings.update(changes)
-    return cfg(**settings)
+    return model_config(**{"embedding_size": 16, "batch_size": 256, "epochs": 6, "patience": 3,
+                           "lr": {"schedule": "constant", "min_lr": 0.02, "max_lr": 0.02}, **changes})
 
 
 def test_lazy_and_fit_reach_comparable_loss():
@@ -210,9 +208,9 @@ def test_a_failing_extra_after_training_keeps_the_model(trained, tmp_path, monke
     train_step = importlib.import_module("animerec.steps.train")  # the module (animerec.steps.train is the function)
 
     cfg, _, _ = trained
-    shutil.copytree(cfg["main"]["artifact_root"], tmp_path / "store")  # the shared store stays as it is
-    cfg = {**cfg, "main": {**cfg["main"], "artifact_root": str(tmp_path / "store")}}
-    store = ArtifactStore(cfg["main"]["artifact_root"])
+    shutil.copytree(cfg.main.artifact_root, tmp_path / "store")  # the shared store stays as it is
+    cfg = replaced(cfg, main={"artifact_root": str(tmp_path / "store")})
+    store = ArtifactStore(cfg.main.artifact_root)
     before = store.versions("model")
 
     def broken(*_args, **_kwargs):
@@ -220,7 +218,7 @@ def test_a_failing_extra_after_training_keeps_the_model(trained, tmp_path, monke
 
     monkeypatch.setattr(train_step, "plot_history", broken)
     monkeypatch.setattr(train_step, "publish", broken)
-    result = STEPS["train"]({**cfg, "model": {**cfg["model"], "epochs": 1}})
+    result = STEPS["train"](replaced(cfg, model={"epochs": 1}))
     after = store.versions("model")
     assert len(after) == len(before) + 1 and result["model"] == f"model:v{after[-1]}"
     version = store.resolve(result["model"])

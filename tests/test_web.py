@@ -26,7 +26,7 @@ def site(trained):
     from animerec.web import create_app
 
     cfg, _, result = trained
-    version = ArtifactStore(cfg["main"]["artifact_root"]).resolve(result["model"])
+    version = ArtifactStore(cfg.main.artifact_root).resolve(result["model"])
     service = RecommendationService.from_path(version.path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

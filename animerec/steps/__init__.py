@@ -22,10 +22,10 @@ class Step:
     logs: tuple[str, ...]  # config sections logged as the run's parameters
 
     @property
-    def function(self) -> Callable[[dict], Any]:
+    def function(self) -> Callable[[Any], Any]:  # takes an animerec.config.Config (which reads this table)
         return getattr(import_module(f"animerec.steps.{self.module}"), self.name)
 
-    def __call__(self, cfg: dict) -> Any:
+    def __call__(self, cfg: Any) -> Any:
         return self.function(cfg)
 
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from animerec.artifacts import ArtifactStore
+from animerec.config import Config
 from animerec.steps import STEPS
 from animerec.tracking import StepRun, WandbSettings
 
 
-def store_from(cfg: dict) -> ArtifactStore:
-    return ArtifactStore(cfg["main"]["artifact_root"], verify=bool(cfg["main"].get("verify_artifacts")))
+def store_from(cfg: Config) -> ArtifactStore:
+    return ArtifactStore(cfg.main.artifact_root, verify=bool(cfg.main.verify_artifacts))
 
 
-def step_run(step: str, cfg: dict) -> StepRun:
+def step_run(step: str, cfg: Config) -> StepRun:
     """A StepRun logging the config sections the step table names for this step."""
-    logged = {name: cfg[name] for name in STEPS[step].logs if name in cfg}
-    return StepRun(step, logged, store_from(cfg), WandbSettings.from_config(cfg.get("wandb")),
-                   mlflow_copy_max_mb=cfg["main"].get("mlflow_copy_max_mb"))
+    logged = {name: asdict(getattr(cfg, name)) for name in STEPS[step].logs}
+    return StepRun(step, logged, store_from(cfg), WandbSettings.from_config(cfg.wandb),
+                   mlflow_copy_max_mb=cfg.main.mlflow_copy_max_mb)
 
 
-def pinned(cfg: dict, artifact: str) -> str:
+def pinned(cfg: Config, artifact: str) -> str:
     """The exact version the pipeline pinned for ``artifact`` (``inputs.<artifact>``), else its latest."""
-    return cfg["inputs"].get(artifact) or f"{artifact}:latest"
+    return getattr(cfg.inputs, artifact) or f"{artifact}:latest"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pandas as pd
 
 from animerec.artifacts import copy_file
-from animerec.config import check_source
+from animerec.config import Config, check_source
 from animerec.data import demo
 from animerec.data.download import fetch_data_file, kaggle_credentials, kaggle_file_url
 from animerec.data.layouts import find_data_file, load_anime
@@ -35,31 +36,31 @@ def _copy_local(source: Path, folder: Path) -> Path:
 
 def _fill_raw(data: dict, anime_dir: Path, ratings_dir: Path, part_dir: Path) -> None:
     """Fill the two staging folders; partial downloads live in ``part_dir`` so a rerun resumes them."""
-    source = data["source"]
+    source = data.source
     if source == "demo":
         shutil.copyfile(demo.catalogue_path(), anime_dir / "anime.csv.gz")
-        spec = demo.DemoSpec(**data["demo"])
+        spec = demo.DemoSpec(**asdict(data.demo))
         ratings = demo.make_ratings(load_anime(anime_dir / "anime.csv.gz"), spec)
         ratings.to_csv(ratings_dir / "animelist.csv", index=False)
     elif source == "url":
-        fetch_data_file(data["anime_url"], anime_dir, sha256=data.get("anime_sha256"), part_dir=part_dir)
-        fetch_data_file(data["ratings_url"], ratings_dir, sha256=data.get("ratings_sha256"), part_dir=part_dir)
+        fetch_data_file(data.anime_url, anime_dir, sha256=data.anime_sha256, part_dir=part_dir)
+        fetch_data_file(data.ratings_url, ratings_dir, sha256=data.ratings_sha256, part_dir=part_dir)
     elif source == "kaggle":
         auth = kaggle_credentials()
-        dataset = data["kaggle_dataset"]
-        for name, folder in ((data["kaggle_anime_file"], anime_dir), (data["kaggle_ratings_file"], ratings_dir)):
+        dataset = data.kaggle_dataset
+        for name, folder in ((data.kaggle_anime_file, anime_dir), (data.kaggle_ratings_file, ratings_dir)):
             fetch_data_file(kaggle_file_url(dataset, name), folder, auth=auth, want=name, part_dir=part_dir)
     else:  # local
-        _copy_local(data["anime_path"], anime_dir)
-        _copy_local(data["ratings_path"], ratings_dir)
+        _copy_local(data.anime_path, anime_dir)
+        _copy_local(data.ratings_path, ratings_dir)
 
 
-def download(cfg: dict) -> dict:
+def download(cfg: Config) -> dict:
     """Get the raw anime and ratings files and store them as ``raw_anime`` and ``raw_ratings``."""
-    data = cfg["data"]
+    data = cfg.data
     check_source(data)
     with step_run("download", cfg) as run:
-        meta = {"source": data["source"]}
+        meta = {"source": data.source}
         with run.output("raw_anime", "raw_data", description="MyAnimeList catalogue", metadata=meta) as anime, \
                 run.output("raw_ratings", "raw_data", description="MyAnimeList user ratings", metadata=meta) as ratings:
             _fill_raw(data, anime.path, ratings.path, run.store.root / ".downloads")
@@ -72,11 +73,10 @@ def download(cfg: dict) -> dict:
         return {"raw_anime": anime.version.ref, "raw_ratings": ratings.version.ref}
 
 
-def preprocess(cfg: dict) -> dict:
+def preprocess(cfg: Config) -> dict:
     """Clean, filter, scale, encode and split the latest raw data into ``preprocessed``."""
-    data = cfg["data"]
-    fields = PreprocessOptions.__dataclass_fields__
-    options = PreprocessOptions(**{k: data[k] for k in fields if k in data})
+    data = cfg.data
+    options = PreprocessOptions(**{f.name: getattr(data, f.name) for f in fields(PreprocessOptions)})
     with step_run("preprocess", cfg) as run:
         raw_anime = run.use(pinned(cfg, "raw_anime"))
         raw_ratings = run.use(pinned(cfg, "raw_ratings"))

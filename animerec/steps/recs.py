@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from animerec.bundle import ModelBundle
+from animerec.config import Config
 from animerec.errors import ConfigError
 from animerec.plots import figure
 from animerec.recommenders import FavoriteRule, ItemFilter, RecommenderError
@@ -24,15 +25,15 @@ from animerec.steps.common import pinned, step_run, store_from
 
 logger = logging.getLogger(__name__)
 
-def model_ref(cfg: dict) -> str:
+def model_ref(cfg: Config) -> str:
     """The pipeline's pinned model (``inputs.model``), else ``model.pretrained``, else ``model:latest``."""
-    return cfg["inputs"].get("model") or cfg["model"].get("pretrained") or "model:latest"
+    return cfg.inputs.model or cfg.model.pretrained or "model:latest"
 
 
 def load_service(run, cfg: dict) -> RecommendationService:
     """The model named by ``model.pretrained`` (local or W&B), else ``model:latest``, as a service."""
     bundle = ModelBundle.load(run.use_model(model_ref(cfg)).path)
-    return RecommendationService(bundle, favorites=FavoriteRule.from_config(cfg["recs"]))
+    return RecommendationService(bundle, favorites=FavoriteRule.from_config(cfg.recs))
 
 
 def show(title: str, table: pd.DataFrame) -> None:
@@ -48,30 +49,30 @@ def pick_random_anime(bundle: ModelBundle, seed: int) -> int:
 
 
 def pick_random_user(rec, recs: dict) -> int:
-    lo, hi = int(recs["user_min_ratings"]), int(recs["user_max_ratings"])
+    lo, hi = int(recs.user_min_ratings), int(recs.user_max_ratings)
     eligible = np.flatnonzero((rec.rating_counts >= lo) & (rec.rating_counts <= hi))
     if len(eligible) == 0:
         raise RecommenderError(
             f"No user has between recs.user_min_ratings={lo} and recs.user_max_ratings={hi} ratings; widen the range."
         )
-    return int(rec.bundle.user_ids[np.random.default_rng(int(recs["seed"])).choice(eligible)])
+    return int(rec.bundle.user_ids[np.random.default_rng(int(recs.seed)).choice(eligible)])
 
 
-def similar_anime(cfg: dict) -> dict:
-    recs = cfg["recs"]
+def similar_anime(cfg: Config) -> dict:
+    recs = cfg.recs
     filters = ItemFilter.from_config(recs)
     with step_run("similar_anime", cfg) as run:
         service = load_service(run, cfg)
         bundle = service.bundle
-        if recs.get("anime_id") is not None:
-            query = int(recs["anime_id"])
-        elif recs.get("anime"):
-            query = str(recs["anime"])
+        if recs.anime_id is not None:
+            query = int(recs.anime_id)
+        elif recs.anime:
+            query = str(recs.anime)
         else:
-            if not recs.get("random"):
-                logger.info("No recs.anime / recs.anime_id given: picking a random anime (recs.seed=%s)", recs["seed"])
-            query = pick_random_anime(bundle, int(recs["seed"]))
-        anime_id, table = service.similar_anime(query, int(recs["n"]), filters, recs.get("exclude") or ())
+            if not recs.random:
+                logger.info("No recs.anime / recs.anime_id given: picking a random anime (recs.seed=%s)", recs.seed)
+            query = pick_random_anime(bundle, int(recs.seed))
+        anime_id, table = service.similar_anime(query, int(recs.n), filters, recs.exclude or ())
         row = bundle.anime.loc[bundle.anime["anime_id"] == anime_id].iloc[0]
         show(f"Anime similar to {row['name']} (MAL {anime_id}; {row['genres']}; {row['type']})", table)
         with run.output("similar_anime", "recommendations", metadata={"anime_id": anime_id}) as out:
@@ -90,8 +91,8 @@ def bar_chart(counts: pd.Series, title: str, path: Path) -> None:
         ax.set_xlabel("favourite anime")
 
 
-def similar_users(cfg: dict) -> dict:
-    recs = cfg["recs"]
+def similar_users(cfg: Config) -> dict:
+    recs = cfg.recs
     filters = ItemFilter.from_config(recs)
     with step_run("similar_users", cfg) as run:
         service = load_service(run, cfg)
@@ -99,11 +100,11 @@ def similar_users(cfg: dict) -> dict:
         if user is None:
             user = pick_random_user(service.by_users, recs)
             query, who = {"user_id": user}, f"user {user}"
-        result = service.similar_users(user, int(recs["n"]), filters, recs.get("exclude") or ())
+        result = service.similar_users(user, int(recs.n), filters, recs.exclude or ())
         users_table, picks, genres, sources = result["users"], result["picks"], result["genres"], result["sources"]
         show(f"Training users most similar to {who}", users_table)
-        show(f"Favourite genres of {who} (favourites: the top {recs['favorite_fraction']:.0%} by rating, "
-             f"rated >= {recs['favorite_min_rating']:g})",
+        show(f"Favourite genres of {who} (favourites: the top {recs.favorite_fraction:.0%} by rating, "
+             f"rated >= {recs.favorite_min_rating:g})",
              genres.head(10).rename_axis("genre").reset_index(name="favourites"))
         show(f"Anime that users similar to {who} love, {unseen_by(who)}", picks)
         with run.output("similar_users", "recommendations", metadata=query_metadata(query)) as out:
@@ -128,12 +129,12 @@ def similar_users(cfg: dict) -> dict:
 
 def step_user(service, recs: dict):
     """``(user, query, who)`` for recs.ratings_file (a folded-in person) or recs.user_id; Nones for neither."""
-    if recs.get("ratings_file"):
-        person = service.person(ratings_file=recs["ratings_file"],
-                                dropped_as_dislikes=bool(recs.get("dropped_as_dislikes", True)))
-        return person, {"ratings_file": recs["ratings_file"], "list": person.summary()}, "the list in recs.ratings_file"
-    if recs.get("user_id") is not None:
-        return int(recs["user_id"]), {"user_id": int(recs["user_id"])}, f"user {int(recs['user_id'])}"
+    if recs.ratings_file:
+        person = service.person(ratings_file=recs.ratings_file,
+                                dropped_as_dislikes=bool(recs.dropped_as_dislikes))
+        return person, {"ratings_file": recs.ratings_file, "list": person.summary()}, "the list in recs.ratings_file"
+    if recs.user_id is not None:
+        return int(recs.user_id), {"user_id": int(recs.user_id)}, f"user {int(recs.user_id)}"
     return None, None, None
 
 
@@ -146,17 +147,17 @@ def query_metadata(query: dict) -> dict:
                                                                     **query["list"]}
 
 
-def rating_user(cfg: dict, rec, run) -> int:
-    recs = cfg["recs"]
-    mode = recs.get("rating_user", "similar_users")
-    if mode == "given" or (recs.get("user_id") is not None and mode != "random"):
-        if recs.get("user_id") is None:
+def rating_user(cfg: Config, rec, run) -> int:
+    recs = cfg.recs
+    mode = recs.rating_user
+    if mode == "given" or (recs.user_id is not None and mode != "random"):
+        if recs.user_id is None:
             raise ConfigError("recs.rating_user=given needs recs.user_id.")
-        return int(recs["user_id"])
+        return int(recs.user_id)
     if mode == "random":
         return pick_random_user(rec, recs)
     # recs.rating_user=similar_users: the user the last similar_users run was asked about
-    if cfg["inputs"]["similar_users"] is None and not store_from(cfg).versions("similar_users"):
+    if cfg.inputs.similar_users is None and not store_from(cfg).versions("similar_users"):
         logger.info("No similar_users result yet: picking a random user")
         return pick_random_user(rec, recs)
     query = json.loads(run.use(pinned(cfg, "similar_users")).file("query.json").read_text())
@@ -167,18 +168,18 @@ def rating_user(cfg: dict, rec, run) -> int:
     return int(query["user_id"])
 
 
-def rating_recs(cfg: dict) -> dict:
-    recs = cfg["recs"]
+def rating_recs(cfg: Config) -> dict:
+    recs = cfg.recs
     filters = ItemFilter.from_config(recs)
     with step_run("rating_recs", cfg) as run:
         service = load_service(run, cfg)
-        if recs.get("ratings_file"):
+        if recs.ratings_file:
             user, query, who = step_user(service, recs)
         else:
             user = rating_user(cfg, service.by_rating, run)
             query, who = {"user_id": user}, f"user {user}"
-        table = service.rating_recs(user, int(recs["n"]), filters, recs.get("min_predicted_rating"),
-                                    recs.get("max_predicted_rating"), recs.get("exclude") or ())
+        table = service.rating_recs(user, int(recs.n), filters, recs.min_predicted_rating,
+                                    recs.max_predicted_rating, recs.exclude or ())
         show(f"Recommended for {who}, {unseen_by(who)}", table)
         with run.output("rating_recs", "recommendations", metadata=query_metadata(query)) as out:
             table.to_csv(out.path / "rating_recs.csv", index=False)

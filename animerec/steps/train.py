@@ -16,6 +16,7 @@ import yaml
 from animerec.artifacts import read_arrays
 from animerec.bundle import write_bundle
 from animerec.checkpoint import EpochCheckpoint
+from animerec.config import Config, EvaluateConfig, ModelConfig
 from animerec.errors import ConfigError
 from animerec.evaluation import evaluate, valid_metrics
 from animerec.memory import phase
@@ -64,20 +65,20 @@ def plot_history(history: pd.DataFrame, path) -> None:
         ax_lr.set_title("Learning rate")
 
 
-def publish(run, model_cfg: dict, version):
+def publish(run, model_cfg: ModelConfig, version):
     """Move the local ``best`` alias; link the W&B artifact to the registry when online; returns model:best."""
 
-    metric = model_cfg.get("best_metric") or "valid_ndcg_at_10"
+    metric = model_cfg.best_metric
     best = update_best_alias(run.store, metric, like=version)
     if best is None:
         logger.warning("No stored model has metric %r in its metrics.json; model:best is not set.", metric)
     aliases = ["latest"] + (["best"] if best is not None and best.version == version.version else [])
-    if run.wandb is not None and model_cfg.get("registry_name"):
-        run.wandb.link_to_registry("model", model_cfg["registry_name"], aliases)  # online only
+    if run.wandb is not None and model_cfg.registry_name:
+        run.wandb.link_to_registry("model", model_cfg.registry_name, aliases)  # online only
     return best
 
 
-def train(cfg: dict) -> dict:
+def train(cfg: Config) -> dict:
     """Train and evaluate; stores ``model`` and returns its reference and metrics."""
     with step_run("train", cfg) as run:
         pre = run.use(pinned(cfg, "preprocessed"))
@@ -91,7 +92,7 @@ def train(cfg: dict) -> dict:
         return fit_and_store(run, cfg, pre, train_df, valid_df, test_df)
 
 
-def attach_ranker(scorer, model_cfg: dict, eval_cfg: dict, train_df, valid_df, num_users: int, num_anime: int,
+def attach_ranker(scorer, model_cfg: ModelConfig, eval_cfg: EvaluateConfig, train_df, valid_df, num_users: int, num_anime: int,
                   seed: int, bundle_scale: dict | None = None):
     """Fit the ranking head the model config asks for onto ``scorer`` (chosen on valid).
 
@@ -100,33 +101,33 @@ def attach_ranker(scorer, model_cfg: dict, eval_cfg: dict, train_df, valid_df, n
     dropped), and the ranker's report; ``(None, None)`` without a ranker.
     """
 
-    ranker_cfg = model_cfg.get("ranker") or {"kind": "none"}
-    if ranker_cfg["kind"] == "none":
+    ranker_cfg = model_cfg.ranker
+    if ranker_cfg.kind == "none":
         return None, None
 
     def score_tuned(tuned):
         return valid_metrics(dataclasses.replace(scorer, ranker=tuned), bundle_scale, train_df, valid_df, eval_cfg)
 
-    fitted = fit_ranker(ranker_cfg, train_df, valid_df, num_users, num_anime, k=int(eval_cfg["k"]),
-                        relevance_threshold=float(eval_cfg["relevance_threshold"]), seed=seed,
+    fitted = fit_ranker(ranker_cfg, train_df, valid_df, num_users, num_anime, k=int(eval_cfg.k),
+                        relevance_threshold=float(eval_cfg.relevance_threshold), seed=seed,
                         score_tuned=score_tuned if bundle_scale is not None and len(valid_df) else None)
     scorer.ranker = fitted.ranker
     return fitted.tuned_result, fitted.report
 
 
-def attach_taste(model_cfg: dict, eval_cfg: dict, train_df, valid_df, num_users: int, num_anime: int,
+def attach_taste(model_cfg: ModelConfig, eval_cfg: EvaluateConfig, train_df, valid_df, num_users: int, num_anime: int,
                  anime: pd.DataFrame, seed: int, *, strategy=None, verbose: int = 0, on_epoch_end=None):
     """Fit the similar-anime / similar-users index the model config asks for (``model.taste``), or None."""
-    taste_cfg = model_cfg.get("taste") or {"kind": "none"}
-    if taste_cfg["kind"] == "none":
+    taste_cfg = model_cfg.taste
+    if taste_cfg.kind == "none":
         return None
 
-    return fit_taste(taste_cfg, train_df, valid_df, num_users, num_anime, anime, k=int(eval_cfg["k"]),
-                     relevance_threshold=float(eval_cfg["relevance_threshold"]), seed=seed, verbose=verbose,
+    return fit_taste(taste_cfg, train_df, valid_df, num_users, num_anime, anime, k=int(eval_cfg.k),
+                     relevance_threshold=float(eval_cfg.relevance_threshold), seed=seed, verbose=verbose,
                      strategy=strategy, on_epoch_end=on_epoch_end)
 
 
-def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
+def epoch_checkpoint(store, pre, cfg: Config, trainer: str):
     """The checkpoint of this exact training (input version, model and train settings), or None.
 
     Rerunning the same command finds it and continues; ``train.resume=false`` deletes it first.
@@ -136,39 +137,39 @@ def epoch_checkpoint(store, pre, cfg: dict, trainer: str):
     if trainer == "keras":
         logger.info("train.trainer=keras: no epoch checkpoints (they need the custom loop: train.trainer=lazy).")
         return None
-    train_cfg = {k: v for k, v in cfg["train"].items() if k not in ("verbose", "resume")}
-    key = json.dumps({"input": str(pre.path), "model": cfg["model"], "train": train_cfg, "trainer": trainer},
+    train_cfg = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("verbose", "resume")}
+    key = json.dumps({"input": str(pre.path), "model": dataclasses.asdict(cfg.model), "train": train_cfg, "trainer": trainer},
                      sort_keys=True, default=str)
     checkpoint = EpochCheckpoint(store.root / ".checkpoints" / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
-    if not cfg["train"]["resume"]:
+    if not cfg.train.resume:
         checkpoint.clear()
     return checkpoint
 
 
-def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
+def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
     import keras
 
 
-    model_cfg, train_cfg = cfg["model"], cfg["train"]
-    keras.utils.set_random_seed(int(train_cfg["seed"]))
+    model_cfg, train_cfg = cfg.model, cfg.train
+    keras.utils.set_random_seed(int(train_cfg.seed))
     encoders = read_arrays(pre.file("encoders.npz"))
     scale = json.loads(pre.file("scale.json").read_text())
     num_users, num_anime = len(encoders["user_ids"]), len(encoders["anime_ids"])
-    strategy, decision = make_strategy(train_cfg["strategy"], train_cfg.get("tpu_address"))
-    trainer = trainer_for(train_cfg["trainer"], strategy, decision)
+    strategy, decision = make_strategy(train_cfg.strategy, train_cfg.tpu_address)
+    trainer = trainer_for(train_cfg.trainer, strategy, decision)
     run.log_summary({"strategy": decision.kind, "trainer": trainer})
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = build_model(model_cfg, num_users, num_anime)
 
     started = time.perf_counter()
-    seed = int(train_cfg["seed"])
+    seed = int(train_cfg.seed)
     train_split = train_data(train_df, model_cfg, num_anime, seed, known=(valid_df,))
     valid_split = train_data(valid_df, model_cfg, num_anime, seed + 1, known=(train_df,))
     checkpoint = epoch_checkpoint(run.store, pre, cfg, trainer)
     with phase("training"):
         history = fit(model, train_split, valid_split, model_cfg, trainer=trainer, strategy=strategy,
-                      seed=int(train_cfg["seed"]), verbose=int(train_cfg.get("verbose", 1)),
+                      seed=int(train_cfg.seed), verbose=int(train_cfg.verbose),
                       on_epoch_end=lambda row: run.log_metrics(
                           {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
                       checkpoint=checkpoint)
@@ -177,16 +178,16 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     # The taste index before the ranking head: each builds an anime x anime matrix, and this way the
     # head's (1.2 GB at full size) is not held while the taste index builds its own.
     anime_table = pd.read_parquet(pre.file("anime.parquet"))
-    taste = attach_taste(model_cfg, cfg["evaluate"], train_df, valid_df, num_users, num_anime, anime_table, seed,
-                         strategy=strategy, verbose=int(train_cfg.get("verbose", 1)),
+    taste = attach_taste(model_cfg, cfg.evaluate, train_df, valid_df, num_users, num_anime, anime_table, seed,
+                         strategy=strategy, verbose=int(train_cfg.verbose),
                          on_epoch_end=lambda row: run.log_metrics(
                              {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
     with phase("the ranking head"):
-        valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg["evaluate"], train_df, valid_df, num_users,
+        valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg.evaluate, train_df, valid_df, num_users,
                                                    num_anime, seed, scale)
     train_seconds = time.perf_counter() - started
     with phase("evaluation"):
-        metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg["evaluate"], valid=valid_df,
+        metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg.evaluate, valid=valid_df,
                            valid_found=valid_found)
     metrics.update({"data_fingerprint": data_fingerprint(pre), "train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                     "trainer": trainer, "strategy": decision.kind})
@@ -200,10 +201,10 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         metrics.update({f"ranker_{key}": ranker_report[key] for key in ("l2", "like_weight")})
     logger.info(
         "Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
-        metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg["evaluate"]["k"],
-        metrics[f"recall_at_{cfg['evaluate']['k']}"], cfg["evaluate"]["k"], metrics[f"ndcg_at_{cfg['evaluate']['k']}"],
-        metrics["baselines"]["popularity"][f"recall_at_{cfg['evaluate']['k']}"],
-        metrics["baselines"]["popularity"][f"ndcg_at_{cfg['evaluate']['k']}"],
+        metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg.evaluate.k,
+        metrics[f"recall_at_{cfg.evaluate.k}"], cfg.evaluate.k, metrics[f"ndcg_at_{cfg.evaluate.k}"],
+        metrics["baselines"]["popularity"][f"recall_at_{cfg.evaluate.k}"],
+        metrics["baselines"]["popularity"][f"ndcg_at_{cfg.evaluate.k}"],
     )
     frames = (train_df, valid_df, test_df)
     ratings = {name: np.concatenate([f[name].to_numpy() for f in frames]) for name in ("user_index", "anime_index", "rating")}
@@ -221,7 +222,7 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
             anime_emb=model.anime_embedding.get_weights()[0], activation=model.activation,
             user_ids=encoders["user_ids"], anime_ids=encoders["anime_ids"], scale=scale,
             anime=anime_table, ratings=ratings,
-            extra_info={"trained_on": pre.ref, "model_name": model_cfg.get("name", "custom")},
+            extra_info={"trained_on": pre.ref, "model_name": model_cfg.name},
             ranker=scorer.ranker, taste=taste.index if taste is not None else None,
         )
         frame = history.frame()
@@ -229,7 +230,7 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
         optional("the loss-curve plot", plot_history, frame, out.path / "loss_curve.png")
         (out.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
-        (out.path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        (out.path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if checkpoint is not None:
         checkpoint.clear()  # the model is stored: a rerun trains a new one
     # The model is stored: from here on a failure only costs an extra, never the trained model.
@@ -239,12 +240,12 @@ def fit_and_store(run, cfg, pre, train_df, valid_df, test_df) -> dict:
     best = optional("the best alias and registry link", publish, run, model_cfg, out.version)
     with phase("the MLflow pyfunc model"):
         model_uri = optional("the MLflow pyfunc model", log_model_uri, out.version.path,
-                             cfg["main"].get("mlflow_copy_max_mb"))
+                             cfg.main.mlflow_copy_max_mb)
     registered = None
-    if model_uri is not None and model_cfg.get("registry_name"):
+    if model_uri is not None and model_cfg.registry_name:
 
         registered = optional("the MLflow Model Registry entry", register_and_promote, model_uri,
-                              model_cfg["registry_name"], out.version.ref, best.ref if best is not None else None,
+                              model_cfg.registry_name, out.version.ref, best.ref if best is not None else None,
                               str(run.store.root))
     return {"model": out.version.ref, "metrics": metrics, "model_uri": model_uri, "registered_uri": registered}
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import mlflow
 
 from animerec.artifacts import ArtifactStore, ArtifactVersion
+from animerec.config import WandbConfig
 from animerec.pretrained import link_to_registry
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,8 @@ class WandbSettings:
     dir: str | None = None
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "WandbSettings":
-        cfg = dict(cfg or {})
-        return cls(**{k: cfg.get(k) for k in ("project", "entity", "mode", "group", "dir") if cfg.get(k) is not None})
+    def from_config(cls, cfg: WandbConfig) -> "WandbSettings":
+        return cls(**asdict(cfg))
 
 
 class Tracker:

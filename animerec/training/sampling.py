@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import numpy as np
+
+from animerec.config import ModelConfig
 
 
 class NegativeSampler:
@@ -64,7 +65,7 @@ class TrainData:
         return len(self.target)
 
 
-def train_data(frame, model_cfg: Mapping[str, Any], num_anime: int, seed: int, known=()) -> TrainData:
+def train_data(frame, model_cfg: ModelConfig, num_anime: int, seed: int, known=()) -> TrainData:
     """A preprocessed split (``user_index``, ``anime_index``, ``rating_scaled``) as TrainData.
 
     With ``model.negatives_per_positive`` > 0 it samples negatives, never one of the pairs in
@@ -72,7 +73,7 @@ def train_data(frame, model_cfg: Mapping[str, Any], num_anime: int, seed: int, k
     """
     data = TrainData(frame["user_index"].to_numpy(np.int32), frame["anime_index"].to_numpy(np.int32),
                      frame["rating_scaled"].to_numpy(np.float32))
-    per_positive = int(model_cfg.get("negatives_per_positive", 0))
+    per_positive = int(model_cfg.negatives_per_positive)
     if per_positive > 0:
         frames = [frame, *known]
         data.negatives = NegativeSampler(np.concatenate([f["user_index"].to_numpy() for f in frames]),
