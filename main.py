@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from animerec.errors import UserError
 from animerec.launch import prepare_argv, preflight
-from animerec.pipeline import run_pipeline, setup_logging, to_container
+from animerec.pipeline import Summary, run_pipeline, setup_logging, to_container
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> dict:
     except UserError as err:  # bad input or config: the message says what to do, no traceback
         print(f"\nerror: {err}", file=sys.stderr, flush=True)
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep goes on; its summary lists this job as failed
-            return {"error": str(err)}
+            return Summary({"error": str(err)})
         sys.exit(2)
 
 

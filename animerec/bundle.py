@@ -46,7 +46,6 @@ def encoders_fingerprint(user_ids: np.ndarray, anime_ids: np.ndarray) -> str:
 
 
 def project_version() -> str:
-
     try:
         return version("animerec")
     except PackageNotFoundError:

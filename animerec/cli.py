@@ -144,7 +144,6 @@ def request_from(args: argparse.Namespace) -> dict:
             raise UserError(f"{args.command} needs one of: a user ID, --ratings FILE or --likes TITLE... "
                             f"(got {' and '.join(given) if given else 'none'}).")
         if args.ratings is not None:
-
             request = {"ratings": read_list(args.ratings)}
         elif args.likes is not None:
             request = {"likes": args.likes}
@@ -163,7 +162,6 @@ def request_from(args: argparse.Namespace) -> dict:
 
 
 def print_answer(answer: dict) -> None:
-
     def table(title: str, rows: list[dict]) -> None:
         frame = pd.DataFrame(rows).drop(columns=["url"], errors="ignore")  # --json has each MyAnimeList link
         if "reason" in frame:  # why, right after the title

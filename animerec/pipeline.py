@@ -146,7 +146,8 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
     exact versions the earlier steps of this run produced (``inputs.*``), never ``:latest``. A
     step that fails on a user error records its message on its MLflow run; it comes back here as a
     :class:`UserError` naming the step. Returns a summary: the parent run, and when ``train`` ran,
-    the model it stored and that model's test metrics (what a sweep's summary table shows).
+    the model it stored and that model's test metrics (what a sweep's summary table shows), as a
+    :class:`Summary` whose float value is the objective of an Optuna sweep.
     """
 
     cfg = validate_config(cfg)
@@ -156,7 +157,7 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
     steps, pinned_model = skip_for_pretrained(cfg, steps)
     if not steps:
         logger.info("Nothing to run.")
-        return {}
+        return Summary(objective=cfg.model.best_metric)
     if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
         mlflow.set_experiment(cfg.main.experiment_name)
     # Steps run inside their component folders: relative paths are made absolute here, so that
@@ -180,11 +181,24 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
             outputs = run_step(project_root, step, step_overrides, parent.info.experiment_id)
             produced.update(outputs)
             pins.update({f"inputs.{name}": ref for name, ref in outputs.items() if name in INPUTS})
-    summary: dict = {"mlflow_run_id": parent_id}
+    summary = Summary({"mlflow_run_id": parent_id}, objective=cfg.model.best_metric)
     if "model" in produced and "train" in steps:
-
         summary.update(model_summary(ArtifactStore(root).resolve(produced["model"])))
     return summary
+
+
+class Summary(dict):
+    """What one pipeline run returns: a dict for the sweep's summary table (:mod:`animerec.sweep`), and,
+    as a float, its ``objective`` (``model.best_metric``, a valid metric) for Hydra's Optuna sweeper:
+    NaN when the run trained no model or failed on a user error, which Optuna records as a failed trial."""
+
+    def __init__(self, values: Mapping[str, Any] = (), objective: str = "valid_ndcg_at_10") -> None:
+        super().__init__(values)
+        self.objective = objective
+
+    def __float__(self) -> float:
+        value = self.get(self.objective)
+        return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def run_step(project_root: Path, step: str, overrides: Sequence[str], experiment_id: str) -> dict[str, str]:
@@ -254,7 +268,6 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
     try:
         cfg = compose_config(split_overrides(args.overrides), config_dir)
         if args.print_config:
-
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
         STEPS[step](cfg)

@@ -34,17 +34,14 @@ logger = logging.getLogger(__name__)
 
 
 def bad_request(message: str):
-
     return MlflowException(message, error_code=BAD_REQUEST)
 
 
 class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-
         self.service = RecommendationService.from_path(bundle_folder(Path(context.artifacts["bundle"])))
 
     def predict(self, context, model_input, params=None):
-
         frame = pd.DataFrame(model_input)
         if "kind" not in frame.columns:
             return self._ratings(frame)
@@ -58,7 +55,6 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
         return answers
 
     def _ratings(self, frame: pd.DataFrame) -> pd.DataFrame:
-
         missing = [c for c in ("user_id", "anime_id") if c not in frame.columns]
         if missing:
             raise bad_request(
@@ -88,7 +84,6 @@ def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: floa
     with tempfile.TemporaryDirectory() as tmp:
         source = bundle_dir
         if copy_max_mb is not None and size > float(copy_max_mb) * 2**20:
-
             source = Path(tmp) / "bundle"
             source.mkdir()
             (source / REFERENCE_FILE).write_text(json.dumps({

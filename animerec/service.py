@@ -172,7 +172,6 @@ def is_missing(value: Any) -> bool:
 
 
 def user_or_person(value: Any):
-
     return value if isinstance(value, Person) else user_id_of(value)
 
 
@@ -216,7 +215,6 @@ class RecommendationService:
     # queries -------------------------------------------------------------------------------------
     @cached_property
     def titles(self):
-
         return TitleIndex(self.bundle.anime)
 
     def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None,

@@ -33,7 +33,6 @@ COLUMNS = ("job", "overrides", "status", "error", "model", "valid_ndcg_at_10", "
 
 
 def summary_frame(rows: list[dict]):
-
     frame = pd.DataFrame(rows)
     ordered = [c for c in COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in COLUMNS]
     return frame[ordered]

@@ -43,7 +43,6 @@ class History:
     trainer: str = "lazy"
 
     def frame(self):
-
         return pd.DataFrame(self.epochs)
 
 
@@ -76,7 +75,6 @@ def fit(
         raise ValueError("The training split is empty: nothing to train on.")
     if trainer == "keras":
         if train.negatives is not None:
-
             raise ConfigError("model.negatives_per_positive > 0 needs the custom loop: use train.trainer=lazy.")
         return _fit_keras(model, train, valid, model_cfg, seed=seed, verbose=verbose, on_epoch_end=on_epoch_end)
 
@@ -107,7 +105,6 @@ def fit(
             model.set_weights(saved.weights)
             loop.set_optimizer_state(saved.optimizer)
         except ValueError as err:
-
             raise ConfigError(f"The checkpoint {checkpoint.path} does not fit this model ({err}). Start over with "
                               f"train.resume=false.") from None
         best, best_weights, waited, start = saved.best, saved.best_weights, saved.waited, saved.epochs_done
@@ -147,7 +144,6 @@ def fit(
             waited += 1
             stop = waited >= patience
         if checkpoint is not None:
-
             checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), best,
                                           history.best_epoch, best_weights, waited, history.epochs, stop))
         if stop:

@@ -186,7 +186,6 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     workers = workers or os.cpu_count() or 2
     executor = None
     if processes:
-
         global _SERVICE
         _SERVICE = service  # the forked workers inherit the loaded model (copy-on-write: not copied)
         executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
@@ -279,7 +278,6 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
 
     @app.post("/recommend", response_class=HTMLResponse)
     async def recommend(request: Request):
-
         form = await request.form()
         upload = form.get("ratings_file")
         likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
@@ -408,7 +406,6 @@ def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0
     service.warm()  # the lazily built tables now, not on the first visitor's query (half a minute at full size)
     logger.warning("Serving %s on http://%s:%d (Ctrl-C stops)", model_ref, host, port)
     if processes is None:
-
         processes = "fork" in multiprocessing.get_all_start_methods()
     uvicorn.run(create_app(service, model_path, model_ref, processes=processes), host=host, port=port,
                 log_level="warning")

@@ -251,6 +251,34 @@ def test_multirun_sweep_writes_a_summary_table(trained, tmp_path):
     assert "Sweep summary" in out.stdout and (sweep_dir / "summary.md").read_text().startswith("| job |")
 
 
+@pytest.mark.slow
+def test_optuna_sweep_optimises_a_valid_metric_and_lists_its_trials(trained, tmp_path):
+    """hydra/sweeper=tune: Hydra's Optuna sweeper; each trial is a pipeline run (an MLflow parent run); the objective
+    is model.best_metric on valid; the summary table lists the trials with the values Optuna saw."""
+    import mlflow
+    import yaml
+
+    cfg, _, _ = trained
+    store = tmp_path / "store"
+    shutil.copytree(cfg.main.artifact_root, store, ignore=shutil.ignore_patterns("model", "similar_*", "rating_recs"))
+    sweep_dir, tracking = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "WANDB_MODE": "disabled", "MLFLOW_TRACKING_URI": tracking}
+    out = subprocess.run(
+        [sys.executable, "main.py", "-m", "hydra/sweeper=tune", "hydra.sweeper.n_trials=3", "main.steps=[train]",
+         "model.epochs=2", "model.embedding_size=16", "train.verbose=0", "model.best_metric=valid_recall_at_10",
+         f"main.artifact_root={store}", f"wandb.dir={tmp_path}", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert list(summary["status"]) == ["completed"] * 3 and summary["overrides"].str.contains("model.l2=").all()
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(summary["valid_recall_at_10"].max())  # the objective is the valid metric
+    mlflow.set_tracking_uri(tracking)
+    parents = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'pipeline'")
+    assert set(summary["mlflow_run_id"]) <= set(parents["run_id"])  # each trial is its own MLflow pipeline run
+
+
 def _quality():
     sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
     try:

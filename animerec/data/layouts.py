@@ -106,7 +106,6 @@ def open_text(path: Path):
 
 
 def _header(path: Path) -> list[str]:
-
     if path.suffix == ".parquet":
         return list(pq.ParquetFile(path).schema_arrow.names)
     with open_text(path) as stream:

@@ -240,7 +240,6 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
 
 
 def plot_histogram(histogram: dict[str, int], path: Path) -> None:
-
     with figure(path) as (_fig, ax):
         ax.bar([int(k) for k in histogram], list(histogram.values()), color="#2e6fba")
         ax.set_xlabel("rating")

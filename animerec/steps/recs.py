@@ -83,7 +83,6 @@ def similar_anime(cfg: Config) -> dict:
 
 
 def bar_chart(counts: pd.Series, title: str, path: Path) -> None:
-
     top = counts.head(15)[::-1]
     with figure(path, figsize=(7, 0.35 * len(top) + 1.2)) as (_fig, ax):
         ax.barh(top.index.astype(str), top.to_numpy(), color="#2e6fba")

@@ -52,7 +52,6 @@ def data_fingerprint(version) -> str:
 
 
 def plot_history(history: pd.DataFrame, path) -> None:
-
     with figure(path, ncols=2, figsize=(10, 3.6)) as (_fig, (ax, ax_lr)):
         ax.plot(history["epoch"], history["loss"], marker="o", label="train")
         ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
@@ -243,7 +242,6 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
                              cfg.main.mlflow_copy_max_mb)
     registered = None
     if model_uri is not None and model_cfg.registry_name:
-
         registered = optional("the MLflow Model Registry entry", register_and_promote, model_uri,
                               model_cfg.registry_name, out.version.ref, best.ref if best is not None else None,
                               str(run.store.root))
@@ -251,7 +249,6 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
 
 
 def log_model_uri(path, copy_max_mb: float | None = None) -> str:
-
     model_uri = log_pyfunc(path, copy_max_mb=copy_max_mb)
     logger.info("MLflow model: %s (serve with: mlflow models serve -m %s --env-manager local)", model_uri, model_uri)
     return model_uri

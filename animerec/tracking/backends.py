@@ -125,7 +125,6 @@ class MlflowTracker(Tracker):
         self._owns_run = False
 
     def start(self, step: str, config: Mapping[str, Any], run_name: str | None) -> None:
-
         run = mlflow.active_run()
         if run is None:
             # Under `mlflow run`, MLFLOW_RUN_ID names the run made for this step and start_run resumes it.
@@ -138,7 +137,6 @@ class MlflowTracker(Tracker):
             mlflow.log_params(params)
 
     def finish(self, failed: bool) -> None:
-
         if self._owns_run:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
@@ -149,15 +147,12 @@ class MlflowTracker(Tracker):
         return f"MLflow run {self.run_id}"
 
     def link(self, tags: Mapping[str, str]) -> None:
-
         mlflow.set_tags(dict(tags))
 
     def record_input(self, version: ArtifactVersion) -> None:
-
         mlflow.set_tag(f"input.{version.name}", version.ref)
 
     def record_output(self, version: ArtifactVersion, description: str) -> None:
-
         left = log_folder_to_mlflow(version.path, version.name, self.copy_max_mb)
         mlflow.set_tag(f"output.{version.name}", version.ref)
         if left:
@@ -167,20 +162,16 @@ class MlflowTracker(Tracker):
                         len(left), self.copy_max_mb, ", ".join(left), version.path)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-
         mlflow.log_metrics(dict(metrics), step=step)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-
         numeric = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         mlflow.log_metrics(numeric)
 
     def log_image(self, key: str, path: Path) -> None:
-
         mlflow.log_artifact(str(path), artifact_path="plots")
 
     def log_table(self, key: str, frame) -> None:
-
         mlflow.log_table(data=frame.reset_index(drop=True), artifact_file=f"tables/{key}.json")
 
 
