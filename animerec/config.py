@@ -135,6 +135,7 @@ class RankerConfig:
     kind: str = key(choices=("none", "ease"), help="none ranks by the network; ease adds the EASE ranking head")
     l2: Floats = key(min=0, min_open=True, help="EASE's L2 values to choose from on valid")
     like_weight: Floats = key(min=0, help="exponents of the like-rate factor to choose from")
+    rating_power: Floats = key(min=0, help="exponents of the network's predicted rating to choose from")
     min_item_ratings: int = key(min=1)
     refit: bool
     tune_users: int | None = key(min=1)

@@ -16,7 +16,7 @@ gain from noise over the same users.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -107,11 +107,13 @@ def ranking_metrics(
     max_users: int | None = None,
     seed: int = 0,
     batch_users: int = 512,
-) -> dict[str, float]:
+    per_user: bool = False,
+) -> dict[str, Any]:
     """Mean recall@k and NDCG@k over test users that have relevant items.
 
     ``train`` holds every rating the model may know of (pass train and valid together): those
-    anime are never candidates. recall@k = hits / min(k, relevant).
+    anime are never candidates. recall@k = hits / min(k, relevant). With ``per_user``, also each
+    user's values (``users``, ``recall_values``, ``ndcg_values``: for paired intervals between models).
     """
     relevant = _relevant_by_user(test, relevance_threshold)
     users = np.array(sorted(relevant), dtype=np.int64)
@@ -135,8 +137,11 @@ def ranking_metrics(
             recalls.append(hits.sum() / min(k, len(rel)))
             ideal = discounts[: min(len(rel), k)].sum()
             ndcgs.append(float((hits * discounts[: len(hits)]).sum() / ideal))
-    return {f"recall_at_{k}": float(np.mean(recalls)), f"ndcg_at_{k}": float(np.mean(ndcgs)),
-            "users_evaluated": int(len(users))}
+    found = {f"recall_at_{k}": float(np.mean(recalls)), f"ndcg_at_{k}": float(np.mean(ndcgs)),
+             "users_evaluated": int(len(users))}
+    if per_user:
+        found.update(users=users, recall_values=np.array(recalls), ndcg_values=np.array(ndcgs))
+    return found
 
 
 def popularity_scorer(train: Interactions, num_anime: int) -> Callable[[np.ndarray], np.ndarray]:

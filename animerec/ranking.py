@@ -8,7 +8,9 @@ product over the anime they list, so folding anyone in is exact and needs no tra
 
 On MyAnimeList the relevant anime are the ones a user will rate 8 or more, so the score is then
 multiplied by ``like_rate ** like_weight``: the anime's shrunk share of ratings >= the relevance
-threshold in the training data (``like_weight`` 0 turns it off).
+threshold in the training data (``like_weight`` 0 turns it off), and by the rating network's
+predicted (scaled) rating of the anime for this user to the power ``rating_power``: EASE says
+whether a user will rate an anime, the network how they will rate it (0 turns it off).
 
 :func:`fit_ranker` picks ``l2`` and ``like_weight`` from their grids on the valid split (NDCG@k of
 a ranker fitted on train; the test split is never read), then refits on train and valid together
@@ -18,6 +20,7 @@ known anime last.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -144,6 +147,7 @@ class ItemRanker:
     weights: np.ndarray
     item_factor: np.ndarray
     history: sp.csr_matrix
+    rating_power: float = 0.0  # exponent of the network's predicted rating (see personalise)
 
     @property
     def num_anime(self) -> int:
@@ -164,6 +168,13 @@ class ItemRanker:
         scores[row_of, rows.indices] = -np.inf
         return scores
 
+    def personalise(self, scores: np.ndarray, predicted: Callable[[], np.ndarray]) -> np.ndarray:
+        """``scores`` (of :meth:`rank_users` or :meth:`fold_in`) times ``predicted() ** rating_power``: the
+        network's scaled predicted ratings for the same users (``[n, num_anime]`` or ``[num_anime]``)."""
+        if not self.rating_power:
+            return scores
+        return scores * np.power(predicted(), np.float32(self.rating_power), dtype=np.float32)
+
     def fold_in(self, anime_index: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Scores ``[num_anime]`` for someone who rated ``anime_index`` (not a known user); those get -inf.
 
@@ -183,7 +194,8 @@ class ItemRanker:
         return {"items": self.items.astype(np.int32), "weights": self.weights, "item_factor": self.item_factor,
                 "history_indptr": self.history.indptr.astype(np.int64),
                 "history_indices": self.history.indices.astype(np.int32),
-                "history_shape": np.array(self.history.shape, dtype=np.int64)}
+                "history_shape": np.array(self.history.shape, dtype=np.int64),
+                "rating_power": np.float32(self.rating_power)}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "ItemRanker":
@@ -191,7 +203,7 @@ class ItemRanker:
         history = sp.csr_matrix((np.ones(len(indices), np.float32), indices, arrays["history_indptr"]),
                                 shape=tuple(int(x) for x in arrays["history_shape"]))
         return cls(arrays["items"].astype(np.int64), np.asarray(arrays["weights"], np.float32),
-                   np.asarray(arrays["item_factor"], np.float32), history)
+                   np.asarray(arrays["item_factor"], np.float32), history, float(arrays.get("rating_power", 0.0)))
 
 
 class RankerData:
@@ -263,56 +275,65 @@ def _memoised(score: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
 
 
 def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame, grid_l2: list[float],
-                     grid_like: list[float], *, k: int, relevance_threshold: float, tune_users, seed: int):
-    """``(l2, like_weight, ranker, rows)``: the setting with the best valid NDCG@k, its ranker fitted on train.
+                     grid_like: list[float], grid_power: list[float], predicted, *, k: int,
+                     relevance_threshold: float, tune_users, seed: int):
+    """``(l2, like_weight, rating_power, ranker, rows)``: the setting with the best valid NDCG@k, its ranker
+    fitted on train.
 
     Its own function so that the valid split's grouped arrays are freed before the refit.
     """
 
     # the anime each user rated in train: the history's own CSR arrays, not a grouped copy of the frame
     train_i, valid_i = UserItems(data.history.indptr, data.history.indices), Interactions.from_frame(valid)
-    best_score, tuned, rows = -np.inf, None, []
+    best_score, best, rows = -np.inf, None, []
+    predicted = _memoised(predicted) if predicted is not None else None
     for number, l2 in enumerate(grid_l2):
         base = data.ranker(l2, 0.0, last=number == len(grid_l2) - 1)
         raw = _memoised(base.rank_users)
         for like_weight in grid_like:
             factor = (data.rates ** np.float32(like_weight)).astype(np.float32)
-            found = ranking_metrics(lambda users: raw(users) * factor[None, :], train_i, valid_i, k=k,
-                                    relevance_threshold=relevance_threshold, max_users=tune_users, seed=seed)
-            rows.append({"l2": l2, "like_weight": like_weight, **found})
-            logger.info("ranker l2=%g like_weight=%g: valid NDCG@%d %.4f recall@%d %.4f", l2, like_weight, k,
-                        found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
-            score = np.nan_to_num(found[f"ndcg_at_{k}"], nan=-1.0)
-            if score > best_score:  # ties keep the smaller l2 and like_weight (listed first)
-                best_score, l2_best, like_best = score, l2, like_weight
-                tuned = ItemRanker(base.items, base.weights, factor, base.history)
-        base = raw = None  # free this l2's weights before the next inversion
-    return l2_best, like_best, tuned, rows
+            for power in grid_power:
+                head = ItemRanker(base.items, base.weights, factor, base.history, power)
+                found = ranking_metrics(
+                    lambda users: head.personalise(raw(users) * factor[None, :], lambda: predicted(users)),
+                    train_i, valid_i, k=k, relevance_threshold=relevance_threshold, max_users=tune_users, seed=seed)
+                rows.append({"l2": l2, "like_weight": like_weight, "rating_power": power, **found})
+                logger.info("ranker l2=%g like_weight=%g rating_power=%g: valid NDCG@%d %.4f recall@%d %.4f", l2,
+                            like_weight, power, k, found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
+                score = np.nan_to_num(found[f"ndcg_at_{k}"], nan=-1.0)
+                if score > best_score:  # ties keep the smaller values (listed first)
+                    best_score, best = score, (l2, like_weight, power, head)
+        base = raw = head = None  # free this l2's weights before the next inversion
+    return (*best, rows)
 
 
 def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_users: int,
                num_anime: int, *, k: int = 10, relevance_threshold: float = 8.0, seed: int = 0,
-               score_tuned: Callable[[ItemRanker], Any] | None = None) -> RankerFit:
-    """Choose ``l2`` and ``like_weight`` on ``valid`` (NDCG@k), then refit on train + valid.
+               score_tuned: Callable[[ItemRanker], Any] | None = None,
+               predicted: Callable[[np.ndarray], np.ndarray] | None = None) -> RankerFit:
+    """Choose ``l2``, ``like_weight`` and ``rating_power`` on ``valid`` (NDCG@k), then refit on train + valid.
 
-    Each ``l2`` costs one Cholesky inversion; the ``like_weight`` values re-rank its scores.
-    ``score_tuned(tuned)`` runs on the chosen train-only ranker before the refit (see RankerFit).
+    Each ``l2`` costs one Cholesky inversion; the other values re-rank its scores. ``predicted(users)``
+    gives the rating network's scaled predictions ``[n, num_anime]`` (trained on train); without it the
+    ``rating_power`` grid is [0]. ``score_tuned(tuned)`` runs on the chosen train-only ranker before the
+    refit (see RankerFit).
     """
     grid_l2 = [float(v) for v in ranker_cfg.l2]
     grid_like = [float(v) for v in ranker_cfg.like_weight]
+    grid_power = [float(v) for v in ranker_cfg.rating_power] if predicted is not None else [0.0]
     min_items = int(ranker_cfg.min_item_ratings)
     refit = bool(ranker_cfg.refit)
     started = time.perf_counter()
     data = RankerData(train, num_users, num_anime, min_items, relevance_threshold)
     rows: list[dict] = []
-    if (len(grid_l2) > 1 or len(grid_like) > 1) and len(valid):
+    if (len(grid_l2) > 1 or len(grid_like) > 1 or len(grid_power) > 1) and len(valid):
         with phase("the ranking head's choice on valid"):
-            l2_best, like_best, tuned, rows = _choose_on_valid(
-                data, train, valid, grid_l2, grid_like, k=k, relevance_threshold=relevance_threshold,
-                tune_users=ranker_cfg.tune_users, seed=seed)
+            l2_best, like_best, power_best, tuned, rows = _choose_on_valid(
+                data, train, valid, grid_l2, grid_like, grid_power, predicted, k=k,
+                relevance_threshold=relevance_threshold, tune_users=ranker_cfg.tune_users, seed=seed)
     else:
-        l2_best, like_best = grid_l2[0], grid_like[0]
-        tuned = data.ranker(l2_best, like_best, last=not refit)
+        l2_best, like_best, power_best = grid_l2[0], grid_like[0], grid_power[0]
+        tuned = dataclasses.replace(data.ranker(l2_best, like_best, last=not refit), rating_power=power_best)
     del data
     tuned_result = None
     if score_tuned is not None:
@@ -321,13 +342,14 @@ def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFram
             tuned = None
     if refit:
         with phase("the ranking head's refit"):
-            ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
-                l2_best, like_best, last=True)
+            ranker = dataclasses.replace(RankerData([train, valid], num_users, num_anime, min_items,
+                                                    relevance_threshold).ranker(l2_best, like_best, last=True),
+                                         rating_power=power_best)
     else:
         ranker = tuned
-    report = {"l2": l2_best, "like_weight": like_best, "items": int(len(ranker.items)),
+    report = {"l2": l2_best, "like_weight": like_best, "rating_power": power_best, "items": int(len(ranker.items)),
               "fit_seconds": time.perf_counter() - started, "grid": rows,
               "refit_on": "train+valid" if refit else "train"}
-    logger.info("Ranker: EASE l2=%g, like_weight=%g over %d anime (chosen on valid), fitted on %s in %.1f s",
-                l2_best, like_best, len(ranker.items), report["refit_on"], report["fit_seconds"])
+    logger.info("Ranker: EASE l2=%g, like_weight=%g, rating_power=%g over %d anime (chosen on valid), fitted on %s "
+                "in %.1f s", l2_best, like_best, power_best, len(ranker.items), report["refit_on"], report["fit_seconds"])
     return RankerFit(ranker, tuned, report, tuned_result)

@@ -93,8 +93,11 @@ def train_keras(preset: str, frames, num_users: int, num_anime: int, seed: int, 
     fit(model, train_data(train, cfg, num_anime, seed, known=(valid,)),
         train_data(valid, cfg, num_anime, seed + 1, known=(train,)), cfg, seed=seed, verbose=0)
     scorer = scorer_from_model(model)
-    attach_ranker(scorer, cfg, EvaluateConfig(k=K, relevance_threshold=THRESHOLD, max_users=None), train, valid,
-                  num_users, num_anime, seed)
+    _found, chose = attach_ranker(scorer, cfg, EvaluateConfig(k=K, relevance_threshold=THRESHOLD, max_users=None),
+                                  train, valid, num_users, num_anime, seed)
+    if chose:
+        print(f"  {preset}: the ranking head chose l2 {chose['l2']:g}, like_weight {chose['like_weight']:g}, "
+              f"rating_power {chose['rating_power']:g} on valid")
     return model, scorer
 
 
@@ -260,7 +263,7 @@ def evaluate(frames, num_users, num_anime, names) -> pd.DataFrame:
     """Each contender trained on train (tuned on valid), scored once on test; train and valid anime are not candidates."""
     known = Interactions.from_frame(pd.concat([frames["train"], frames["valid"]]))
     test = Interactions.from_frame(frames["test"])
-    rows = []
+    rows, per_user = [], {}
     for name in names:
         started = time.perf_counter()
         try:
@@ -270,9 +273,18 @@ def evaluate(frames, num_users, num_anime, names) -> pd.DataFrame:
             continue
         row = {"model": name}
         row["rmse"] = rating_errors(predict(test.user, test.anime), test.rating)["rmse"] if predict else float("nan")
-        row.update(ranking_metrics(score, known, test, k=K, relevance_threshold=THRESHOLD))
+        found = ranking_metrics(score, known, test, k=K, relevance_threshold=THRESHOLD, per_user=True)
+        per_user[name] = {key: found.pop(key) for key in ("users", "recall_values", "ndcg_values")}
+        row.update(found)
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
+    if "best" in per_user:  # best minus each EASE peer: paired over the same test users
+        for peer in [p for p in ("EASE refit", "EASE") if p in per_user]:
+            for metric in ("recall", "ndcg"):
+                ours, theirs = per_user["best"][f"{metric}_values"], per_user[peer][f"{metric}_values"]
+                mean, low, high = paired_interval(ours, theirs)
+                print(f"  best - {peer} {metric}@{K}: {mean:+.4f} [{low:+.4f}, {high:+.4f}] (paired bootstrap 95% over "
+                      f"{len(ours)} users; {ours.mean() / theirs.mean() - 1:+.1%})")
     return pd.DataFrame(rows).drop(columns=["users_evaluated"])
 
 

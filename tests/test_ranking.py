@@ -130,7 +130,7 @@ def split(frame: pd.DataFrame, seed: int = 0):
 
 def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
     train, valid, _test = split(random_ratings(num_users=80, per_user=12))
-    cfg = RankerConfig(kind="ease", l2=[0.5, 50.0, 5000.0], like_weight=[0.0, 1.0], min_item_ratings=1, refit=True,
+    cfg = RankerConfig(kind="ease", l2=[0.5, 50.0, 5000.0], like_weight=[0.0, 1.0], rating_power=[0.0], min_item_ratings=1, refit=True,
                        tune_users=None)
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5)
     grid = pd.DataFrame(fitted.report["grid"])
@@ -155,7 +155,7 @@ def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
 
 def test_fit_ranker_with_one_setting_and_no_refit():
     train, valid, _ = split(random_ratings())
-    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], min_item_ratings=3, refit=False, tune_users=None)
+    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], rating_power=[0.0], min_item_ratings=3, refit=False, tune_users=None)
     fitted = fit_ranker(cfg, train, valid, 60, 25)
     assert fitted.ranker is fitted.tuned and fitted.report["grid"] == []
     counts = np.bincount(train["anime_index"], minlength=25)
@@ -165,3 +165,24 @@ def test_fit_ranker_with_one_setting_and_no_refit():
 def test_interaction_matrix_is_binary():
     matrix = interaction_matrix(np.array([0, 0, 1]), np.array([2, 2, 0]), 2, 3)
     assert isinstance(matrix, sp.csr_matrix) and matrix.toarray().tolist() == [[0, 0, 1], [1, 0, 0]]
+
+
+def test_rating_power_multiplies_by_the_networks_prediction_and_is_chosen_on_valid():
+    head = ItemRanker(np.arange(3), np.zeros((3, 3), np.float32), np.ones(3, np.float32),
+                      sp.csr_matrix((2, 3), dtype=np.float32), rating_power=2.0)
+    scores = np.array([[2.0, 0.0, -np.inf]], np.float32)
+    np.testing.assert_allclose(head.personalise(scores, lambda: np.array([[0.5, 1.0, 1.0]])), [[0.5, 0.0, -np.inf]])
+    assert ItemRanker.from_arrays(head.arrays()).rating_power == 2.0
+    off = ItemRanker.from_arrays({k: v for k, v in head.arrays().items() if k != "rating_power"})
+    assert off.personalise(scores, lambda: 1 / 0) is scores  # an older head: no factor, the network is not asked
+
+    train, valid, _ = split(random_ratings(num_users=80, per_user=12))
+    liked = np.full((80, 25), 0.1, np.float32)  # a network that knows which anime each user rated in valid
+    liked[valid["user_index"], valid["anime_index"]] = 1.0
+    cfg = RankerConfig(kind="ease", l2=[50.0], like_weight=[0.0], rating_power=[0.0, 2.0], min_item_ratings=1,
+                       refit=True, tune_users=None)
+    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, predicted=lambda users: liked[users])
+    grid = pd.DataFrame(fitted.report["grid"]).set_index("rating_power")
+    assert grid.loc[2.0, "ndcg_at_5"] > grid.loc[0.0, "ndcg_at_5"] and fitted.report["rating_power"] == 2.0
+    assert fitted.ranker.rating_power == fitted.tuned.rating_power == 2.0
+    assert fit_ranker(cfg, train, valid, 80, 25, k=5).report["rating_power"] == 0.0  # no network: the grid is [0]

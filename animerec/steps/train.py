@@ -109,7 +109,8 @@ def attach_ranker(scorer, model_cfg: ModelConfig, eval_cfg: EvaluateConfig, trai
 
     fitted = fit_ranker(ranker_cfg, train_df, valid_df, num_users, num_anime, k=int(eval_cfg.k),
                         relevance_threshold=float(eval_cfg.relevance_threshold), seed=seed,
-                        score_tuned=score_tuned if bundle_scale is not None and len(valid_df) else None)
+                        score_tuned=score_tuned if bundle_scale is not None and len(valid_df) else None,
+                        predicted=scorer.score_users)
     scorer.ranker = fitted.ranker
     return fitted.tuned_result, fitted.report
 
@@ -197,7 +198,7 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
             metrics["taste_epochs_run"] = taste.report["model_epochs_run"]
     if ranker_report is not None:
         metrics["ranker"] = ranker_report
-        metrics.update({f"ranker_{key}": ranker_report[key] for key in ("l2", "like_weight")})
+        metrics.update({f"ranker_{key}": ranker_report[key] for key in ("l2", "like_weight", "rating_power")})
     logger.info(
         "Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
         metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg.evaluate.k,
