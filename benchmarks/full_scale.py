@@ -8,12 +8,15 @@
    Vectorised over users; a few minutes at full size.
 2. Runs the real commands as separate processes, stage by stage: ``python main.py`` with
    ``data.source=local`` for download + preprocess, ``train`` with the seed model for one epoch,
-   ``train`` with ``model=best`` for one epoch, and the three recommender steps.
+   ``train`` with ``model=best`` for one epoch, ``train`` with ``model=best`` to early stopping (every
+   epoch the preset allows, the taste index and the ranking head: the time to a trained model), and
+   the three recommender steps.
 3. Prints ``stage=<name> seconds=<s> peak_rss_mb=<m>`` per stage (the peak of the stage's
    largest process, children included), the ratings count, ``seed_epoch_seconds``,
    ``best_epoch_seconds`` (the network's epoch), ``best_taste_epoch_seconds`` and ``best_taste_fit_seconds``
    (the taste model's epoch and the taste index's whole fit), ``best_ranker_fit_seconds`` (the EASE head's
-   whole closed-form fit), ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
+   whole closed-form fit), ``best_train_to_stop_seconds`` with the epochs the network and the taste
+   model ran, ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
 
     python benchmarks/full_scale.py                                  # full size (long: see the README)
     python benchmarks/full_scale.py --users 20000 --ratings 3500000  # a smaller run for development
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs one command and reports the peak RSS of its largest descendant (they are all waited for).
@@ -99,12 +103,14 @@ def run_stage(name: str, command: list[str], env: dict, log: Path) -> dict:
 def epoch_seconds(store: Path) -> tuple[float, float | None, dict | None]:
     """The newest model's first epoch (its own seconds in the history), its ranking head's whole fit, if any,
     and its taste index's report (the taste model's epoch and the whole fit), if any."""
-    import pandas as pd
-
-    versions = sorted((store / "model").glob("v*"), key=lambda p: int(p.name[1:]))
-    history = pd.read_csv(versions[-1] / "history.csv")
-    metrics = json.loads((versions[-1] / "metrics.json").read_text())
+    newest = newest_model(store)
+    history = pd.read_csv(newest / "history.csv")
+    metrics = json.loads((newest / "metrics.json").read_text())
     return float(history["seconds"].iloc[0]), (metrics.get("ranker") or {}).get("fit_seconds"), metrics.get("taste")
+
+
+def newest_model(store: Path) -> Path:
+    return max((store / "model").glob("v*"), key=lambda p: int(p.name[1:]))
 
 
 def folder_mb(path: Path) -> float:
@@ -118,8 +124,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=325_000)
     parser.add_argument("--ratings", type=int, default=57_600_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/animerec-full-scale"))
-    parser.add_argument("--stages", nargs="+", default=["data", "seed", "best", "recs"],
-                        choices=["data", "seed", "best", "recs"])
+    parser.add_argument("--stages", nargs="+", default=["data", "seed", "best", "best_to_stop", "recs"],
+                        choices=["data", "seed", "best", "best_to_stop", "recs"])
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -147,6 +153,8 @@ def main() -> None:
         # preset's 256, which suits a few hundred users); the taste blend chosen on 300 valid users
         "best": ["main.steps=[train]", "model=best", "model.epochs=1", "model.taste.epochs=1",
                  "model.taste.batch_size=1024", "model.taste.tune_users=300"],
+        # the time to a trained model=best: every epoch early stopping allows, then the taste index and ranking head
+        "best_to_stop": ["main.steps=[train]", "model=best", "model.taste.batch_size=1024", "model.taste.tune_users=300"],
         "recs": ["main.steps=[similar_anime,similar_users,rating_recs]", 'recs.anime="Cowboy Bebop"'],
     }
     rows, log = [], work / "full_scale.log"
@@ -156,8 +164,9 @@ def main() -> None:
         rows.append(row)
         if row["rc"] != 0:
             break
-        if name in ("seed", "best"):
+        if name in ("seed", "best", "best_to_stop"):
             row["epoch_seconds"], row["ranker_seconds"], row["taste"] = epoch_seconds(work / "artifacts")
+            row["epochs"] = len(pd.read_csv(newest_model(work / "artifacts") / "history.csv"))
     print(f"ratings: {count}")
     for name in ("seed", "best"):
         found = [r for r in rows if r["stage"] == name and "epoch_seconds" in r]
@@ -169,6 +178,11 @@ def main() -> None:
             if "model_epoch_seconds" in taste:
                 print(f"{name}_taste_epoch_seconds: {taste['model_epoch_seconds']:.1f}")
             print(f"{name}_taste_fit_seconds: {taste['fit_seconds']:.1f}")
+    stop = [r for r in rows if r["stage"] == "best_to_stop" and "epochs" in r]
+    if stop:
+        taste_epochs = (stop[0]["taste"] or {}).get("model_epochs_run", 0)
+        print(f"best_train_to_stop_seconds: {stop[0]['seconds']:.1f} (network {stop[0]['epochs']} epochs, taste model "
+              f"{taste_epochs} epochs, the ranking head {stop[0]['ranker_seconds'] or 0:.0f} s; evaluation included)")
     print(f"max_peak_rss_mb: {max(r['peak_rss_mb'] for r in rows):.0f}")
     disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(work / "mlruns"),
             "wandb": folder_mb(work / "wandb")}
