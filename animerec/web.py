@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -357,34 +356,20 @@ def suggestions(titles, query: str, limit: int) -> list[dict]:
     return [{"anime_id": anime_id, "title": title} for anime_id, title in list(found.items())[:limit]]
 
 
-def model_card(bundle, model_path: Path | None) -> str:
-    """HTML: data size, test metrics next to the baselines, valid metrics, the loss curve and rating histogram."""
-
+def model_card(bundle, model_path: Path | None) -> dict:
+    """What the model page shows (``templates/page.html`` lays it out): the data's size, the test metrics next to
+    the baselines and the valid ones, and whether there is a loss curve."""
     metrics = {}
     if model_path is not None and (model_path / "metrics.json").is_file():
         metrics = json.loads((model_path / "metrics.json").read_text(encoding="utf-8"))
-    info = bundle.info
-    rows = [("users", f"{len(bundle.user_ids):,}"), ("anime", f"{len(bundle.anime_ids):,}"),
+    info, baselines = bundle.info, metrics.get("baselines", {})
+    data = [("users", f"{len(bundle.user_ids):,}"), ("anime", f"{len(bundle.anime_ids):,}"),
             ("ratings", f"{len(bundle.ratings):,}"), ("model", info.get("model_name", "?")),
             ("ranking head", info.get("ranker") or "none"), ("trained on", info.get("trained_on", "?"))]
-    html = ["<h2>Data</h2><table id='data'>"]
-    html += [f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows]
-    html.append("</table>")
-    if metrics:
-        popularity = metrics.get("baselines", {}).get("popularity", {})
-        mean = metrics.get("baselines", {}).get("global_mean", {})
-        html.append("<h2>Test metrics next to the baselines</h2><table id='metrics'><tr><th>metric</th><th>model</th>"
-                    "<th>popularity</th><th>global mean</th><th>valid (the split models are chosen on)</th></tr>")
-        for key in ("rmse", "mae", "recall_at_10", "ndcg_at_10"):
-            cells = [metrics.get(key), popularity.get(key), mean.get(key), metrics.get(f"valid_{key}")]
-            html.append(f"<tr><th>{key}</th>" + "".join(
-                f"<td>{value:.4f}</td>" if isinstance(value, (int, float)) else "<td>—</td>" for value in cells)
-                + "</tr>")
-        html.append("</table>")
-    if model_path is not None and (model_path / "loss_curve.png").is_file():
-        html.append("<h2>Loss curve</h2><img src='/model/loss_curve.png' alt='loss curve'>")
-    html.append("<h2>Ratings the model knows</h2><img src='/model/ratings.png' alt='rating histogram'>")
-    return "".join(html)
+    rows = [(key, [metrics.get(key), baselines.get("popularity", {}).get(key), baselines.get("global_mean", {}).get(key),
+                   metrics.get(f"valid_{key}")]) for key in ("rmse", "mae", "recall_at_10", "ndcg_at_10")]
+    return {"data": data, "metrics": rows if metrics else [],
+            "loss_curve": model_path is not None and (model_path / "loss_curve.png").is_file()}
 
 
 def rating_histogram(bundle) -> bytes:

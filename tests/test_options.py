@@ -255,8 +255,8 @@ def test_multirun_sweep_writes_a_summary_table(trained, tmp_path):
 def test_optuna_sweep_optimises_a_valid_metric_and_lists_its_trials(trained, tmp_path):
     """hydra/sweeper=tune: Hydra's Optuna sweeper; each trial is a pipeline run (an MLflow parent run); the objective
     is model.best_metric on valid; the summary table lists the trials with the values Optuna saw."""
-    import mlflow
     import yaml
+    from mlflow.tracking import MlflowClient
 
     cfg, _, _ = trained
     store = tmp_path / "store"
@@ -274,9 +274,10 @@ def test_optuna_sweep_optimises_a_valid_metric_and_lists_its_trials(trained, tmp
     assert list(summary["status"]) == ["completed"] * 3 and summary["overrides"].str.contains("model.l2=").all()
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(summary["valid_recall_at_10"].max())  # the objective is the valid metric
-    mlflow.set_tracking_uri(tracking)
-    parents = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'pipeline'")
-    assert set(summary["mlflow_run_id"]) <= set(parents["run_id"])  # each trial is its own MLflow pipeline run
+    client = MlflowClient(tracking_uri=tracking)  # the sweep's own store; the session's tracking URI is left alone
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = {r.info.run_id for r in client.search_runs(experiments, "attributes.run_name = 'pipeline'")}
+    assert set(summary["mlflow_run_id"]) <= parents  # each trial is its own MLflow pipeline run
 
 
 def _quality():
