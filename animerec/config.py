@@ -18,7 +18,8 @@ quotes or brackets stays, so ``recs.anime="Cowboy Bebop"`` and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, make_dataclass, replace
+from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
 from animerec.errors import ConfigError
@@ -349,8 +350,8 @@ def _convert(spec: Spec, value: Any) -> tuple[Any, str | None]:
             return value, f"expected {spec.allowed()}"
         number = Spec("float", False, replace(rule, help=""))
         for v in values:
-            if _convert(number, v)[1]:
-                return value, f"has {v:g}: {_convert(number, v)[1]}"
+            if problem := _convert(number, v)[1]:
+                return value, f"has {v:g}: {problem}"
         return [float(v) for v in values], None
     elif kind == "list":
         if isinstance(value, str):
@@ -376,7 +377,8 @@ def _convert(spec: Spec, value: Any) -> tuple[Any, str | None]:
 
 
 def _walk(section: type, cfg: Any, prefix: str, problems: list[str]) -> Any:
-    """``cfg`` checked against ``section``: an instance of it, or None when a problem was found."""
+    """``cfg`` checked against ``section``: an instance of it; when a problem was found below it, a namespace
+    of what could be read (the rules across keys still run on it, so every problem is reported at once)."""
     keys = _fields(section)
     if not isinstance(cfg, Mapping):
         problems.append(f"{prefix.rstrip('.')}={cfg!r}: expected a section with keys {', '.join(keys)}")
@@ -394,12 +396,12 @@ def _walk(section: type, cfg: Any, prefix: str, problems: list[str]) -> Any:
             parts = make_dataclass(name, [(part, "Floats", key(min=spec.rule.min, help=spec.rule.help))
                                           for part in spec.rule.items])
             checked = _walk(parts, cfg[name], where + ".", problems)
-            values[name] = None if checked is None else asdict(checked)
+            values[name] = asdict(checked) if is_dataclass(checked) else vars(checked) if checked else None
         else:
             values[name], problem = _convert(spec, cfg[name])
             if problem:
                 problems.append(f"{where}={_show(cfg[name])}: {problem}")
-    return section(**values) if len(problems) == before else None
+    return section(**values) if len(problems) == before else SimpleNamespace(**values)
 
 
 def _show(value: Any) -> str:
@@ -418,21 +420,23 @@ def validate_config(cfg: Mapping[str, Any]) -> Config:
         return cfg
     problems: list[str] = []
     checked = _walk(Config, cfg, "", problems)
-    if checked is not None:
-        for low, high in ORDERED:
-            a, b = _get(checked, low), _get(checked, high)
-            if a is not None and b is not None and a > b:
-                problems.append(f"{low}={a:g} is above {high}={b:g}: expected {low} <= {high}")
-        for name in ("item_weights", "user_weights"):
-            weights = getattr(checked.model.taste, name)
-            if checked.model.taste.kind == "blend" and not any(max(grid) > 0 for grid in weights.values()):
-                problems.append(f"model.taste.{name}={weights}: every weight is 0, so nothing would rank the similar "
-                                f"{'anime' if name == 'item_weights' else 'users'}; give at least one part a weight "
-                                f"above 0 (e.g. model.taste.{name}.cooc=[1.0])")
-        total = checked.data.test_fraction + checked.data.valid_fraction
-        if total >= 1:
-            problems.append(f"data.test_fraction + data.valid_fraction = {total:g} leaves nothing to train on; "
-                            f"expected a sum below 1")
+    # the rules across keys, on the values that passed their own checks
+    for low, high in ORDERED:
+        a, b = _get(checked, low), _get(checked, high)
+        if _number(a) and _number(b) and a > b:
+            problems.append(f"{low}={a:g} is above {high}={b:g}: expected {low} <= {high}")
+    for name in ("item_weights", "user_weights"):
+        weights = _get(checked, f"model.taste.{name}")
+        grids = weights.values() if isinstance(weights, Mapping) else [[]]
+        if (_get(checked, "model.taste.kind") == "blend" and all(grid and all(map(_number, grid)) for grid in grids)
+                and not any(max(grid) > 0 for grid in grids)):
+            problems.append(f"model.taste.{name}={weights}: every weight is 0, so nothing would rank the similar "
+                            f"{'anime' if name == 'item_weights' else 'users'}; give at least one part a weight "
+                            f"above 0 (e.g. model.taste.{name}.cooc=[1.0])")
+    fractions = _get(checked, "data.test_fraction"), _get(checked, "data.valid_fraction")
+    if all(map(_number, fractions)) and sum(fractions) >= 1:
+        problems.append(f"data.test_fraction + data.valid_fraction = {sum(fractions):g} leaves nothing to train on; "
+                        f"expected a sum below 1")
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems) + ".")
     return checked

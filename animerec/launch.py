@@ -76,7 +76,6 @@ def preflight(argv: Sequence[str], config_dir: Path) -> None:
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     """The override lists of every job a Hydra sweep over ``overrides`` would run."""
 
-
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
         batches = BasicSweeper.split_arguments(parsed, None)

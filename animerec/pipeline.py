@@ -68,7 +68,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def parse_steps(value: Any) -> list[str]:
     """``"all"``, ``"download,preprocess"`` or a list -> the steps in pipeline order."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+    if isinstance(value, str) and value.strip().lower() == "all":
         return list(STEPS)
     names = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
     names = [n for n in names if n]
@@ -98,7 +98,6 @@ def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool
 
 def allowed_keys(err: BaseException) -> str:
     """For an unknown key, the keys its section does have (from the schema)."""
-
 
     match = re.search(r"Could not override '([\w.]+)'", str(err)) or re.search(r"full_key: ([\w.]+)", str(err))
     if not match:
@@ -192,12 +191,12 @@ class Summary(dict):
     as a float, its ``objective`` (``model.best_metric``, a valid metric) for Hydra's Optuna sweeper:
     NaN when the run trained no model or failed on a user error, which Optuna records as a failed trial."""
 
-    def __init__(self, values: Mapping[str, Any] = (), objective: str = "valid_ndcg_at_10") -> None:
+    def __init__(self, values: Mapping[str, Any] = (), objective: str | None = None) -> None:
         super().__init__(values)
         self.objective = objective
 
     def __float__(self) -> float:
-        value = self.get(self.objective)
+        value = self.get(self.objective) if self.objective else None
         return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
@@ -283,7 +282,6 @@ def record_error(run_id: str | None, message: str) -> None:
     if not run_id:
         return
     try:
-
         MlflowClient().set_tag(run_id, ERROR_TAG, message[:4900])
     except Exception as err:  # the message is already on stderr
         logger.warning("Could not record the error on MLflow run %s: %s", run_id, err)

@@ -20,7 +20,6 @@ known anime last.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -232,7 +231,7 @@ class RankerData:
                         time.perf_counter() - started)
         return self._gram
 
-    def ranker(self, l2: float, like_weight: float, *, last: bool = False) -> ItemRanker:
+    def ranker(self, l2: float, like_weight: float, rating_power: float = 0.0, *, last: bool = False) -> ItemRanker:
         """The ranker for one setting; ``last`` lets EASE consume the cached Gram matrix."""
         gram = self.gram()
         started = time.perf_counter()
@@ -241,7 +240,8 @@ class RankerData:
         logger.info("EASE: weights for l2=%g in %.1f s", l2, time.perf_counter() - started)
         if last:
             self._gram = None
-        return ItemRanker(self.items, weights, (self.rates ** np.float32(like_weight)).astype(np.float32), self.history)
+        return ItemRanker(self.items, weights, (self.rates ** np.float32(like_weight)).astype(np.float32), self.history,
+                          rating_power)
 
 
 @dataclass
@@ -334,7 +334,7 @@ def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFram
                 relevance_threshold=relevance_threshold, tune_users=ranker_cfg.tune_users, seed=seed)
     else:
         l2_best, like_best, power_best = grid_l2[0], grid_like[0], grid_power[0]
-        tuned = dataclasses.replace(data.ranker(l2_best, like_best, last=not refit), rating_power=power_best)
+        tuned = data.ranker(l2_best, like_best, power_best, last=not refit)
     del data
     tuned_result = None
     if score_tuned is not None:
@@ -343,9 +343,8 @@ def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFram
             tuned = None
     if refit:
         with phase("the ranking head's refit"):
-            ranker = dataclasses.replace(RankerData([train, valid], num_users, num_anime, min_items,
-                                                    relevance_threshold).ranker(l2_best, like_best, last=True),
-                                         rating_power=power_best)
+            ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
+                l2_best, like_best, power_best, last=True)
     else:
         ranker = tuned
     report = {"l2": l2_best, "like_weight": like_best, "rating_power": power_best, "items": int(len(ranker.items)),

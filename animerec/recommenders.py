@@ -61,11 +61,9 @@ class ItemFilter:
     @classmethod
     def from_config(cls, recs: RecsConfig) -> "ItemFilter":
         return cls(
-            genres=list(recs.genres or []), genre_match=recs.genre_match,
-            types=list(recs.types or []), min_score=recs.min_score, max_score=recs.max_score,
-            sequels=recs.sequels, popularity_damping=float(recs.popularity_damping or 0.0),
-            adult=bool(recs.adult),
-            min_members=recs.min_members,
+            genres=list(recs.genres), genre_match=recs.genre_match, types=list(recs.types), min_score=recs.min_score,
+            max_score=recs.max_score, sequels=recs.sequels, popularity_damping=recs.popularity_damping,
+            adult=recs.adult, min_members=recs.min_members,
         )
 
     def is_empty(self) -> bool:

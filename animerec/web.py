@@ -176,7 +176,6 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
     (default: the cores) in threads, or with ``processes`` in forked worker processes; ``queue`` more wait;
     uploads over ``max_upload`` bytes are refused."""
 
-
     template = Environment(loader=PackageLoader("animerec", TEMPLATES),
                            autoescape=select_autoescape(default=True)).get_template("page.html")
     genres = sorted(Catalogue.from_bundle(service.bundle).known_genres.values())

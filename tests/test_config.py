@@ -80,3 +80,15 @@ def test_rules_the_schema_alone_enforces(override, message):
     """The library no longer restates these rules: the schema's message is the only one, checked once."""
     with pytest.raises(ConfigError, match=message):
         compose_config([override], PROJECT_ROOT)
+
+
+def test_rules_across_keys_are_reported_with_the_other_problems():
+    with pytest.raises(ConfigError) as raised:
+        compose_config(["recs.n=abc", "recs.min_score=9", "recs.max_score=3", "data.test_fraction=0.95"], PROJECT_ROOT)
+    message = str(raised.value)
+    for part in ("recs.n='abc': expected an integer", "recs.min_score=9 is above recs.max_score=3",
+                 "data.test_fraction + data.valid_fraction = 1.05"):
+        assert part in message, message
+    with pytest.raises(ConfigError) as raised:  # a bad value is not compared: only its own problem is reported
+        compose_config(["recs.min_score=x", "recs.max_score=3"], PROJECT_ROOT)
+    assert "recs.min_score='x': expected a number" in str(raised.value) and "is above" not in str(raised.value)

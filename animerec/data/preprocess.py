@@ -195,7 +195,6 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
     scaled = ((kept.rating - lo) / span).astype(np.float32)
     split = split_per_user(user_index, options)
 
-
     for code, name in enumerate(SPLITS):
         mask = split == code
         table = pa.table({

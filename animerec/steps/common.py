@@ -11,7 +11,7 @@ from animerec.tracking import StepRun, WandbSettings
 
 
 def store_from(cfg: Config) -> ArtifactStore:
-    return ArtifactStore(cfg.main.artifact_root, verify=bool(cfg.main.verify_artifacts))
+    return ArtifactStore(cfg.main.artifact_root, verify=cfg.main.verify_artifacts)
 
 
 def step_run(step: str, cfg: Config) -> StepRun:

@@ -72,7 +72,7 @@ def similar_anime(cfg: Config) -> dict:
             if not recs.random:
                 logger.info("No recs.anime / recs.anime_id given: picking a random anime (recs.seed=%s)", recs.seed)
             query = pick_random_anime(bundle, int(recs.seed))
-        anime_id, table = service.similar_anime(query, int(recs.n), filters, recs.exclude or ())
+        anime_id, table = service.similar_anime(query, int(recs.n), filters, recs.exclude)
         row = bundle.anime.loc[bundle.anime["anime_id"] == anime_id].iloc[0]
         show(f"Anime similar to {row['name']} (MAL {anime_id}; {row['genres']}; {row['type']})", table)
         with run.output("similar_anime", "recommendations", metadata={"anime_id": anime_id}) as out:
@@ -99,7 +99,7 @@ def similar_users(cfg: Config) -> dict:
         if user is None:
             user = pick_random_user(service.by_users, recs)
             query, who = {"user_id": user}, f"user {user}"
-        result = service.similar_users(user, int(recs.n), filters, recs.exclude or ())
+        result = service.similar_users(user, int(recs.n), filters, recs.exclude)
         users_table, picks, genres, sources = result["users"], result["picks"], result["genres"], result["sources"]
         show(f"Training users most similar to {who}", users_table)
         show(f"Favourite genres of {who} (favourites: the top {recs.favorite_fraction:.0%} by rating, "
@@ -178,7 +178,7 @@ def rating_recs(cfg: Config) -> dict:
             user = rating_user(cfg, service.by_rating, run)
             query, who = {"user_id": user}, f"user {user}"
         table = service.rating_recs(user, int(recs.n), filters, recs.min_predicted_rating,
-                                    recs.max_predicted_rating, recs.exclude or ())
+                                    recs.max_predicted_rating, recs.exclude)
         show(f"Recommended for {who}, {unseen_by(who)}", table)
         with run.output("rating_recs", "recommendations", metadata=query_metadata(query)) as out:
             table.to_csv(out.path / "rating_recs.csv", index=False)

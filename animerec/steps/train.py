@@ -133,7 +133,6 @@ def epoch_checkpoint(store, pre, cfg: Config, trainer: str):
     Rerunning the same command finds it and continues; ``train.resume=false`` deletes it first.
     """
 
-
     if trainer == "keras":
         logger.info("train.trainer=keras: no epoch checkpoints (they need the custom loop: train.trainer=lazy).")
         return None
@@ -148,7 +147,6 @@ def epoch_checkpoint(store, pre, cfg: Config, trainer: str):
 
 def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
     import keras
-
 
     model_cfg, train_cfg = cfg.model, cfg.train
     keras.utils.set_random_seed(int(train_cfg.seed))
