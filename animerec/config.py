@@ -140,6 +140,7 @@ class RankerConfig:
     min_item_ratings: int = key(min=1)
     refit: bool
     tune_users: int | None = key(min=1)
+    tune_items: int | None = key(min=1, help="the L2 grid is scored on valid over the most-rated anime only (null = all)")
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class TasteConfig:
     shrink: float = key(min=0)
     ease_l2: Floats = key(min=0, min_open=True, help="EASE L2 values for the ease part, chosen on valid")
     ease_keep: int = key(min=1)
+    ease_items: int | None = key(min=1, help="only the most-rated anime get EASE neighbours (null = all)")
+    max_users: int | None = key(min=1, help="users whose lists train the taste model (a seeded sample; null = all)")
     item_weights: dict[str, Floats] = key(items=TASTE_ITEM_PARTS, **GRID)
     user_weights: dict[str, Floats] = key(items=TASTE_USER_PARTS, **GRID)
     tune_users: int | None = key(min=1)
@@ -175,6 +178,8 @@ class ModelConfig:
     batch_size: int = key(min=1)
     epochs: int = key(min=1)
     patience: int = key(min=1)
+    min_delta: float = key(min=0, max=1, max_open=True,
+                           help="the share by which val_loss must fall to count as better (early stopping)")
     lr: LRConfig
     ranker: RankerConfig
     taste: TasteConfig

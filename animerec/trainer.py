@@ -50,6 +50,11 @@ def is_tpu(strategy) -> bool:
     return strategy is not None and type(strategy).__name__.startswith("TPU")
 
 
+def improved(val_loss: float, best: float, min_delta: float) -> bool:
+    """Early stopping's rule: ``val_loss`` is better than ``best`` when it is lower by ``min_delta`` of ``best``."""
+    return not np.isfinite(best) or val_loss < best - max(1e-7, min_delta * abs(best))
+
+
 def fit(
     model,
     train: TrainData,
@@ -138,7 +143,7 @@ def fit(
         if on_epoch_end:
             on_epoch_end(row)
         stop = False
-        if val_loss < best - 1e-7:
+        if improved(val_loss, best, float(model_cfg.min_delta)):
             best, best_weights, waited, history.best_epoch = val_loss, model.get_weights(), 0, epoch + 1
         else:
             waited += 1
@@ -147,7 +152,8 @@ def fit(
             checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), best,
                                           history.best_epoch, best_weights, waited, history.epochs, stop))
         if stop:
-            logger.info("Early stopping after epoch %d: val_loss has not improved for %d epochs", epoch + 1, patience)
+            logger.info("Early stopping after epoch %d: val_loss has not improved by %g of its best for %d epochs",
+                        epoch + 1, float(model_cfg.min_delta), patience)
             break
     if best_weights is not None:
         model.set_weights(best_weights)
@@ -186,11 +192,17 @@ def _fit_keras(model, train, valid, model_cfg, *, seed, verbose, on_epoch_end) -
         keras.callbacks.LearningRateScheduler(lambda epoch, _lr: learning_rate(epoch, model_cfg.lr, epochs)),
         Record(),
     ]
+
+    class Stopping(keras.callbacks.EarlyStopping):
+        def _is_improvement(self, value, reference):  # the custom loop's rule: a share of the best
+            return reference is None or improved(float(value), float(reference), float(model_cfg.min_delta))
+
+    stopping = None
     if valid_ds is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=int(model_cfg.patience), restore_best_weights=True))
+        stopping = Stopping(monitor="val_loss", patience=int(model_cfg.patience), restore_best_weights=True)
+        callbacks.append(stopping)
     model.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
     history = History(epochs=rows, trainer="keras")
-    if rows:
-        history.best_epoch = int(np.argmin([r["val_loss"] for r in rows])) + 1
+    if rows:  # the epoch whose weights were restored
+        history.best_epoch = stopping.best_epoch + 1 if stopping is not None else len(rows)
     return history

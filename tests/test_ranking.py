@@ -1,5 +1,7 @@
 """The EASE ranking head: exact weights, fold-in, like-rates, the valid-only choice and storage."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,11 +53,12 @@ def test_ease_weights_match_the_closed_form():
     np.testing.assert_allclose(consumed, reference_ease(before, 5.0), atol=1e-5)
 
 
-@pytest.mark.parametrize("block, workers", [(3, 1), (3, 2), (64, 2)])
-def test_gram_matrix_is_the_lower_triangle_of_the_co_rating_counts(block, workers):
+@pytest.mark.parametrize("anime", [11, 300])  # 300: every row band and core gets rows
+def test_gram_matrix_is_the_lower_triangle_of_the_co_rating_counts(anime):
     rng = np.random.default_rng(2)
-    x = sp.csr_matrix((rng.random((50, 11)) < 0.35).astype(np.float32))
-    gram = gram_matrix(x, block=block, workers=workers)
+    x = sp.csr_matrix((rng.random((50, anime)) < 0.35).astype(np.float32))
+    x = x[:, rng.permutation(anime)]  # indices unsorted within rows
+    gram = gram_matrix(x)
     dense = x.toarray().T @ x.toarray()
     np.testing.assert_array_equal(gram, np.tril(dense))  # the upper triangle stays 0: Cholesky reads the lower
     assert gram.dtype == np.float32
@@ -131,7 +134,7 @@ def split(frame: pd.DataFrame, seed: int = 0):
 def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
     train, valid, _test = split(random_ratings(num_users=80, per_user=12))
     cfg = RankerConfig(kind="ease", l2=[0.5, 50.0, 5000.0], like_weight=[0.0, 1.0], rating_power=[0.0], min_item_ratings=1, refit=True,
-                       tune_users=None)
+                       tune_users=None, tune_items=None)
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5)
     grid = pd.DataFrame(fitted.report["grid"])
     assert len(grid) == 6 and grid["users_evaluated"].gt(0).all()
@@ -155,11 +158,34 @@ def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
 
 def test_fit_ranker_with_one_setting_and_no_refit():
     train, valid, _ = split(random_ratings())
-    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], rating_power=[0.0], min_item_ratings=3, refit=False, tune_users=None)
+    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], rating_power=[0.0], min_item_ratings=3, refit=False, tune_users=None, tune_items=None)
     fitted = fit_ranker(cfg, train, valid, 60, 25)
     assert fitted.ranker is fitted.tuned and fitted.report["grid"] == []
     counts = np.bincount(train["anime_index"], minlength=25)
-    np.testing.assert_array_equal(fitted.ranker.items, np.flatnonzero(counts >= 3))
+    np.testing.assert_array_equal(np.sort(fitted.ranker.items), np.flatnonzero(counts >= 3))
+    assert np.all(np.diff(counts[fitted.ranker.items]) <= 0)  # most-rated first: the Gram matrix builds fastest
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_the_grid_can_be_scored_over_the_most_rated_anime_only(refit):
+    train, valid, _ = split(random_ratings(num_users=80, per_user=12))
+    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0], like_weight=[0.0], rating_power=[0.0], min_item_ratings=1,
+                       refit=refit, tune_users=None, tune_items=10)
+    seen = []
+    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, score_tuned=seen.append)
+    counts = np.bincount(train["anime_index"], minlength=25)
+    assert fitted.report["tuned_items"] == 10 and len(seen) == 1
+    if refit:  # the grid's train-only heads, and the one whose valid metrics are reported, cover the 10 most-rated
+        np.testing.assert_array_equal(seen[0].items, np.argsort(-counts, kind="stable")[:10])
+        rows = seen[0].rank_users(np.arange(80))
+        assert np.all(rows[:, np.argsort(-counts, kind="stable")[10:]] <= 0)  # the others get no EASE score
+    else:  # no refit: the stored head is the train-only one, fitted over every anime, and it is the one scored
+        assert seen[0] is fitted.ranker
+    # the stored head, with the chosen L2, covers every anime rated at least once
+    assert len(fitted.ranker.items) == int((counts > 0).sum() if not refit else (
+        np.bincount(np.r_[train["anime_index"], valid["anime_index"]], minlength=25) > 0).sum())
+    assert fitted.ranker.history.nnz == len(train) + (len(valid) if refit else 0)
+    assert fit_ranker(replace(cfg, tune_items=None), train, valid, 80, 25, k=5).report["tuned_items"] is None
 
 
 def test_interaction_matrix_is_binary():
@@ -180,9 +206,26 @@ def test_rating_power_multiplies_by_the_networks_prediction_and_is_chosen_on_val
     liked = np.full((80, 25), 0.1, np.float32)  # a network that knows which anime each user rated in valid
     liked[valid["user_index"], valid["anime_index"]] = 1.0
     cfg = RankerConfig(kind="ease", l2=[50.0], like_weight=[0.0], rating_power=[0.0, 2.0], min_item_ratings=1,
-                       refit=True, tune_users=None)
+                       refit=True, tune_users=None, tune_items=None)
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, predicted=lambda users: liked[users])
     grid = pd.DataFrame(fitted.report["grid"]).set_index("rating_power")
     assert grid.loc[2.0, "ndcg_at_5"] > grid.loc[0.0, "ndcg_at_5"] and fitted.report["rating_power"] == 2.0
     assert fitted.ranker.rating_power == fitted.tuned.rating_power == 2.0
     assert fit_ranker(cfg, train, valid, 80, 25, k=5).report["rating_power"] == 0.0  # no network: the grid is [0]
+
+
+def test_the_grid_is_scored_in_two_passes_and_keeps_the_best_of_both():
+    train, valid, _ = split(random_ratings(num_users=80, per_user=12))
+    liked = np.full((80, 25), 0.1, np.float32)  # a network that knows which anime each user rated in valid
+    liked[valid["user_index"], valid["anime_index"]] = 1.0
+    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0, 500.0], like_weight=[0.0, 1.0], rating_power=[0.0, 1.0, 2.0],
+                       min_item_ratings=1, refit=True, tune_users=None, tune_items=None)
+    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, predicted=lambda users: liked[users])
+    rows = pd.DataFrame(fitted.report["grid"])
+    first, second = rows[rows["rating_power"] == 0.0], rows[rows["rating_power"] > 0.0]
+    # every L2 with every like weight at power 0, then the other powers at the L2 the first pass chose
+    assert len(first) == 3 * 2 and len(second) == 2 * 2
+    assert set(second["l2"]) == {first.loc[first["ndcg_at_5"].idxmax(), "l2"]}
+    chosen = rows.loc[rows["ndcg_at_5"].idxmax()]
+    assert (fitted.report["l2"], fitted.report["like_weight"], fitted.report["rating_power"]) == (
+        chosen["l2"], chosen["like_weight"], chosen["rating_power"]) and chosen["rating_power"] > 0

@@ -58,6 +58,9 @@ def test_cooc_similarity_is_the_cosine_of_who_rated_what_scaled_by_the_largest()
     cooc = index.item_parts(0)["cooc"]
     raw = np.array([3 / 3, 2 / np.sqrt(3 * 2), 2 / np.sqrt(3 * 3)])  # co-raters / sqrt(raters * raters)
     np.testing.assert_allclose(cooc, raw / raw[1:].max(), rtol=1e-6)  # the query's own value is not the scale
+    held = TasteIndex(history, corated=(history.T @ history).toarray())  # the tuning index holds every count
+    for q in range(3):
+        np.testing.assert_allclose(held.item_parts(q)["cooc"], index.item_parts(q)["cooc"], rtol=1e-6)
     users = index.user_parts(0)["cooc"]  # user 0 rated {0, 1}
     raw = np.array([2 / 2, 2 / np.sqrt(2 * 3), 1 / np.sqrt(2 * 2), 0.0])
     np.testing.assert_allclose(users, raw / raw[1:].max(), rtol=1e-6)
@@ -89,6 +92,21 @@ def test_ease_neighbours_keep_the_largest_positive_weights_of_each_row():
         np.testing.assert_allclose(np.sort(rows[q].data)[::-1], expected, rtol=1e-5)
 
 
+def test_ease_neighbours_over_the_most_rated_anime_only():
+    from animerec.ranking import ease_weights
+
+    history = block_lists(10, 6, seed=4)
+    counts = np.bincount(history.indices, minlength=history.shape[1])
+    top = np.argsort(-counts, kind="stable")[:7]
+    rows = ease_neighbours(history, [30.0], keep=3, max_items=7)[30.0]
+    assert rows.shape == (12, 12) and set(rows.nonzero()[0]) <= set(top) and set(rows.nonzero()[1]) <= set(top)
+    sub = history[:, top]
+    dense = ease_weights(np.tril((sub.T @ sub).toarray()), 30.0)  # EASE over those anime alone
+    for position, q in enumerate(top):
+        expected = np.sort(dense[position][dense[position] > 0])[::-1][:3]
+        np.testing.assert_allclose(np.sort(rows[q].data)[::-1], expected, rtol=1e-5)
+
+
 def test_blend_weights_grid_and_top_excluding():
     parts = {"cooc": np.array([1.0, 0.5, 0.0]), "content": np.array([0.0, 1.0, 1.0])}
     np.testing.assert_allclose(blend(parts, {"cooc": 1.0, "content": 0.5, "learned": 2.0}), [1.0, 1.0, 0.5])
@@ -113,6 +131,19 @@ def test_taste_model_puts_anime_watched_by_the_same_people_together():
     group = np.repeat([0, 1], 40)
     closeness = users @ users.T
     assert closeness[group[:, None] == group[None, :]].mean() > closeness[group[:, None] != group[None, :]].mean() + 0.5
+
+
+def test_the_taste_model_trains_on_a_seeded_sample_of_lists():
+    from animerec.taste import _batches
+
+    lists = block_lists()  # 80 users
+    data = _batches(lists, None, 16, shuffle=True, seed=1, max_users=20)
+    assert len(data) == 2  # 20 lists a epoch, in batches of 16
+    seen = np.concatenate([data[i][0] for i in range(len(data))])
+    assert len(seen) == 20 and len({row.tobytes() for row in seen}) <= 20
+    again = _batches(lists, None, 16, shuffle=True, seed=1, max_users=20)
+    np.testing.assert_array_equal(np.sort(again.order), np.sort(data.order))  # the same users for the same seed
+    assert len(_batches(lists, None, 16, shuffle=True, seed=1, max_users=None)) == 5
 
 
 def frames_of(lists: sp.csr_matrix, seed=0):

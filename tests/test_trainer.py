@@ -247,3 +247,18 @@ def test_input_pipeline_has_fixed_parallelism():
     data = TrainData(np.arange(10), np.arange(10), np.ones(10, np.float32))
     assert make_dataset(data, 4, shuffle=True, seed=0).options().autotune.enabled is False
     assert [input_parallelism(c) for c in (1, 2, 8, 16, 64)] == [2, 2, 2, 4, 4]
+
+
+def test_early_stopping_counts_only_falls_of_min_delta_of_the_best():
+    from animerec.trainer import improved
+
+    assert improved(0.9, float("inf"), 0.5)  # the first epoch is always the best so far
+    assert improved(0.989, 1.0, 1e-2) and not improved(0.991, 1.0, 1e-2) and improved(0.999, 1.0, 0.0)
+    train, valid = toy(seed=0), toy(n=1500, seed=1)
+    for trainer in ("lazy", "keras"):
+        # a fall of half the loss never happens after the first epoch: it stops after patience epochs, keeps epoch 1
+        cfg = small_cfg(patience=2, min_delta=0.5)
+        history = fit(build_model(cfg, 200, 80), train, valid, cfg, trainer=trainer, verbose=0)
+        assert len(history.epochs) == 3 and history.best_epoch == 1, trainer
+        falls = small_cfg(patience=2, min_delta=0.0)  # any fall counts: this toy keeps improving for 6 epochs
+        assert len(fit(build_model(falls, 200, 80), train, valid, falls, trainer=trainer, verbose=0).epochs) > 3
