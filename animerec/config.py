@@ -176,7 +176,11 @@ class ModelConfig:
     negatives_per_positive: int = key(min=0, max=1000)
     negative_weight: float = key(min=0, min_open=True)
     batch_size: int = key(min=1)
+    max_steps_per_epoch: int | None = key(min=1, help="the batch grows past batch_size so that an epoch takes at "
+                                          "most this many steps (null = batch_size always)")
     epochs: int = key(min=1)
+    max_train_ratings: int | None = key(min=1, help="epochs are capped so that they pass over at most this many "
+                                        "ratings in all (null = model.epochs always)")
     patience: int = key(min=1)
     min_delta: float = key(min=0, max=1, max_open=True,
                            help="the share by which val_loss must fall to count as better (early stopping)")

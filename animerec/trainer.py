@@ -12,7 +12,9 @@ Both trainers use the same loss (the model's loss plus its L2 penalty), learning
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,6 +43,8 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     trainer: str = "lazy"
+    planned_epochs: int = 0  # after model.max_train_ratings (see scaled_to)
+    batch_size: int = 0  # after model.max_steps_per_epoch
 
     def frame(self):
         return pd.DataFrame(self.epochs)
@@ -48,6 +52,28 @@ class History:
 
 def is_tpu(strategy) -> bool:
     return strategy is not None and type(strategy).__name__.startswith("TPU")
+
+
+def scaled_to(model_cfg: ModelConfig, num_ratings: int) -> ModelConfig:
+    """``model_cfg`` with the epochs and batch size it trains ``num_ratings`` rated pairs with.
+
+    ``max_steps_per_epoch`` grows the batch past ``batch_size`` until an epoch takes at most that
+    many steps: a user's row is updated about as often either way (once per batch it appears in),
+    while each step's fixed cost is paid fewer times. ``max_train_ratings`` caps the epochs so that
+    they pass over at most that many ratings in all (at least one epoch); the learning-rate schedule
+    then spans the epochs that will run. Small data keeps the configured values.
+    """
+    batch = int(model_cfg.batch_size)
+    if model_cfg.max_steps_per_epoch is not None:
+        batch = max(batch, math.ceil(num_ratings / int(model_cfg.max_steps_per_epoch)))
+    epochs = int(model_cfg.epochs)
+    if model_cfg.max_train_ratings is not None:
+        epochs = max(1, min(epochs, int(model_cfg.max_train_ratings) // max(num_ratings, 1)))
+    if (epochs, batch) != (model_cfg.epochs, model_cfg.batch_size):
+        logger.info("%s ratings to train on: %d epochs of batches of %d (model.epochs=%d, model.batch_size=%d; "
+                    "model.max_train_ratings=%s, model.max_steps_per_epoch=%s).", f"{num_ratings:,}", epochs, batch,
+                    model_cfg.epochs, model_cfg.batch_size, model_cfg.max_train_ratings, model_cfg.max_steps_per_epoch)
+    return dataclasses.replace(model_cfg, epochs=epochs, batch_size=batch)
 
 
 def improved(val_loss: float, best: float, min_delta: float) -> bool:
@@ -78,6 +104,7 @@ def fit(
     """
     if len(train) == 0:
         raise ValueError("The training split is empty: nothing to train on.")
+    model_cfg = scaled_to(model_cfg, len(train))
     if trainer == "keras":
         if train.negatives is not None:
             raise ConfigError("model.negatives_per_positive > 0 needs the custom loop: use train.trainer=lazy.")
@@ -102,7 +129,7 @@ def fit(
     if valid is not None and len(valid):  # the same validation negatives every epoch (epoch 0's draw)
         valid_ds = loop.distribute(make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed,
                                                 drop_remainder=drop, epoch=0))
-    history = History(trainer=loop.name)
+    history = History(trainer=loop.name, planned_epochs=epochs, batch_size=batch_size)
     best, best_weights, waited, start = float("inf"), None, 0, 0
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
@@ -202,7 +229,7 @@ def _fit_keras(model, train, valid, model_cfg, *, seed, verbose, on_epoch_end) -
         stopping = Stopping(monitor="val_loss", patience=int(model_cfg.patience), restore_best_weights=True)
         callbacks.append(stopping)
     model.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
-    history = History(epochs=rows, trainer="keras")
+    history = History(epochs=rows, trainer="keras", planned_epochs=epochs, batch_size=batch_size)
     if rows:  # the epoch whose weights were restored
         history.best_epoch = stopping.best_epoch + 1 if stopping is not None else len(rows)
     return history

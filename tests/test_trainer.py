@@ -262,3 +262,18 @@ def test_early_stopping_counts_only_falls_of_min_delta_of_the_best():
         assert len(history.epochs) == 3 and history.best_epoch == 1, trainer
         falls = small_cfg(patience=2, min_delta=0.0)  # any fall counts: this toy keeps improving for 6 epochs
         assert len(fit(build_model(falls, 200, 80), train, valid, falls, trainer=trainer, verbose=0).epochs) > 3
+
+
+def test_large_data_trains_with_bigger_batches_over_fewer_epochs():
+    """max_steps_per_epoch grows the batch, max_train_ratings caps the epochs; the cosine schedule spans those."""
+    from animerec.trainer import scaled_to
+
+    cfg = small_cfg(epochs=10, max_steps_per_epoch=4, max_train_ratings=3 * 6000 + 5,
+                    lr={"schedule": "cosine", "min_lr": 1e-3, "max_lr": 0.02})
+    assert (scaled_to(cfg, 500).epochs, scaled_to(cfg, 500).batch_size) == (10, 256)  # small data: as configured
+    assert scaled_to(cfg, 10**9).epochs == 1  # at least one epoch, however large
+    model = build_model(cfg, 200, 80)
+    history = fit(model, toy(n=6000), toy(n=1500, seed=1), cfg, verbose=0)
+    assert (history.batch_size, history.planned_epochs) == (1500, 3)
+    assert len(history.epochs) == 3
+    assert [round(r["lr"], 6) for r in history.epochs] == [0.02, round(0.001 + 0.5 * 0.019, 6), 0.001]

@@ -188,6 +188,7 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
         metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg.evaluate, valid=valid_df,
                            valid_found=valid_found)
     metrics.update({"data_fingerprint": data_fingerprint(pre), "train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
+                    "epochs_planned": history.planned_epochs, "batch_size": history.batch_size,
                     "trainer": trainer, "strategy": decision.kind})
     if taste is not None:
         metrics["taste"] = taste.report
