@@ -330,9 +330,14 @@ class TasteIndex:
 
     def __post_init__(self) -> None:
         self.history = sp.csr_matrix(self.history, dtype=np.float32)
-        self._by_anime = self.history.T.tocsr()  # [num_anime, num_users]: who rated each anime
-        self.anime_counts = np.diff(self._by_anime.indptr).astype(np.float32)
+        self.anime_counts = np.bincount(self.history.indices, minlength=self.num_anime).astype(np.float32)
         self.user_counts = np.diff(self.history.indptr).astype(np.float32)
+
+    @functools.cached_property
+    def by_anime(self) -> sp.csr_matrix:
+        """``[num_anime, num_users]``: who rated each anime (the history's transpose, 410 MB at full MyAnimeList
+        size: made on first use, so a training run that only stores the index never holds it)."""
+        return self.history.T.tocsr()
 
     @property
     def num_anime(self) -> int:
@@ -342,7 +347,7 @@ class TasteIndex:
     def item_parts(self, anime_index: int) -> dict[str, np.ndarray]:
         """Each part's similarity ``[num_anime]`` of every anime to one anime."""
         parts = {}
-        raters = self._by_anime.indices[self._by_anime.indptr[anime_index]:self._by_anime.indptr[anime_index + 1]]
+        raters = self.by_anime.indices[self.by_anime.indptr[anime_index]:self.by_anime.indptr[anime_index + 1]]
         # co-rating counts [num_anime]: a row of the whole matrix when it is held, else from the raters' lists
         together = self.corated[anime_index] if self.corated is not None else _row_sum(self.history, raters)
         denom = np.sqrt(self.anime_counts[anime_index] * self.anime_counts) + self.shrink
@@ -368,7 +373,7 @@ class TasteIndex:
             listed = self.history.indices[self.history.indptr[user_index]:self.history.indptr[user_index + 1]]
         listed = np.unique(np.asarray(listed, np.int64))
         parts = {}
-        together = _row_sum(self._by_anime, listed)  # shared anime with every user [num_users]
+        together = _row_sum(self.by_anime, listed)  # shared anime with every user [num_users]
         denom = np.sqrt(max(len(listed), 1) * self.user_counts)
         parts["cooc"] = (together / np.maximum(denom, 1e-12)).astype(np.float32)
         if self.user_vectors is not None:

@@ -121,14 +121,15 @@ def fit(
         loop = LazyTrainer(model, model_cfg.loss, **weights)
     drop = is_tpu(strategy)  # TPUs need static batch shapes
 
-    def dataset(epoch: int):
-        return loop.distribute(make_dataset(train, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop,
-                                            epoch=epoch))
+    def dataset(epoch: int):  # (the dataset, what the loop iterates): the first keeps its rows alive
+        made = make_dataset(train, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop, epoch=epoch)
+        return made, loop.distribute(made)
 
-    valid_ds = None
+    valid_made = valid_ds = None
     if valid is not None and len(valid):  # the same validation negatives every epoch (epoch 0's draw)
-        valid_ds = loop.distribute(make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed,
-                                                drop_remainder=drop, epoch=0))
+        valid_made = make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed, drop_remainder=drop,
+                                  epoch=0)
+        valid_ds = loop.distribute(valid_made)
     history = History(trainer=loop.name, planned_epochs=epochs, batch_size=batch_size)
     best, best_weights, waited, start = float("inf"), None, 0, 0
     saved = checkpoint.load() if checkpoint is not None else None
@@ -149,7 +150,7 @@ def fit(
     for epoch in range(start, epochs):
         # Each epoch's batches depend only on the seed and the epoch (fresh negatives, its own shuffle),
         # so a run resumed from a checkpoint sees exactly the batches an uninterrupted run would.
-        train_ds = dataset(epoch)
+        made, train_ds = dataset(epoch)
         lr = learning_rate(epoch, model_cfg.lr, epochs)
         loop.set_learning_rate(lr)
         started = time.perf_counter()
@@ -160,6 +161,7 @@ def fit(
                 bar.set_postfix(loss=f"{loss:.4f}", ratings_per_s=f"{bar.n * rated_per_batch / elapsed:,.0f}")
 
             loss = loop.train_epoch(train_ds, progress)
+        del made, train_ds  # this epoch's shuffled row order goes before the next epoch's is made
         seconds = time.perf_counter() - started
         val_loss = loop.evaluate(valid_ds) if valid_ds is not None else loss
         row = {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,

@@ -277,3 +277,16 @@ def test_large_data_trains_with_bigger_batches_over_fewer_epochs():
     assert (history.batch_size, history.planned_epochs) == (1500, 3)
     assert len(history.epochs) == 3
     assert [round(r["lr"], 6) for r in history.epochs] == [0.02, round(0.001 + 0.5 * 0.019, 6), 0.001]
+
+
+def test_a_dataset_frees_its_row_order_when_it_is_gone():
+    """TensorFlow keeps every numpy function of a tf.data pipeline for good: the row order must not live in it."""
+    import gc
+    import weakref
+
+    dataset = make_dataset(toy(n=100), 32, shuffle=True, seed=0)
+    assert sum(len(batch[1]) for batch in dataset) == 100  # every row, once
+    rows = weakref.ref(dataset._animerec_rows)
+    del dataset
+    gc.collect()
+    assert rows() is None
