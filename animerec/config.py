@@ -137,6 +137,8 @@ class RankerConfig:
     l2: Floats = key(min=0, min_open=True, help="EASE's L2 values to choose from on valid")
     like_weight: Floats = key(min=0, help="exponents of the like-rate factor to choose from")
     rating_power: Floats = key(min=0, help="exponents of the network's predicted rating to choose from")
+    rating_weight: Floats = key(min=0, help="exponents g to choose from: each anime in a user's history weighs "
+                                "(rating / the user's mean rating)^g (0: every one 1)")
     min_item_ratings: int = key(min=1)
     refit: bool
     tune_users: int | None = key(min=1)

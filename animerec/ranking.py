@@ -10,7 +10,10 @@ On MyAnimeList the relevant anime are the ones a user will rate 8 or more, so th
 multiplied by ``like_rate ** like_weight``: the anime's shrunk share of ratings >= the relevance
 threshold in the training data (``like_weight`` 0 turns it off), and by the rating network's
 predicted (scaled) rating of the anime for this user to the power ``rating_power``: EASE says
-whether a user will rate an anime, the network how they will rate it (0 turns it off).
+whether a user will rate an anime, the network how they will rate it (0 turns it off). ``B`` is
+fitted on who rated what, but a user's history row weighs each anime they rated by
+``(rating / their mean rating) ** rating_weight``: the neighbours of what they loved count more
+than those of what they merely finished (0: every rated anime counts 1).
 
 :func:`fit_ranker` picks ``l2`` and ``like_weight`` from their grids on the valid split (NDCG@k of
 a ranker fitted on train; the test split is never read), then refits on train and valid together
@@ -20,6 +23,7 @@ known anime last.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -48,6 +52,37 @@ def interaction_matrix(users: np.ndarray, anime: np.ndarray, num_users: int, num
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     return matrix
+
+
+def rating_matrix(users: np.ndarray, anime: np.ndarray, rating: np.ndarray, num_users: int,
+                  num_anime: int) -> sp.csr_matrix:
+    """``[num_users, num_anime]`` float32 CSR of each (user, anime)'s rating, with the same entries, in the same
+    order, as :func:`interaction_matrix` of the same pairs (a pair listed twice gets its mean rating)."""
+    shape = (num_users, num_anime)
+    pairs = (np.asarray(users), np.asarray(anime))
+    total = sp.csr_matrix((np.asarray(rating, np.float32), pairs), shape=shape, dtype=np.float32)
+    count = sp.csr_matrix((np.ones(len(pairs[0]), np.float32), pairs), shape=shape, dtype=np.float32)
+    total.sum_duplicates()
+    count.sum_duplicates()
+    total.data /= count.data
+    return total
+
+
+def weighted_history(ratings: sp.csr_matrix, rating_weight: float) -> sp.csr_matrix:
+    """The history rows of ``ratings`` (CSR of ratings): each rated anime weighs ``(rating / the user's mean
+    rating) ** rating_weight`` (1 for every one with ``rating_weight`` 0)."""
+    history = sp.csr_matrix((np.ones(ratings.nnz, np.float32), ratings.indices, ratings.indptr), shape=ratings.shape)
+    if rating_weight:
+        counts = np.diff(ratings.indptr)
+        means = np.asarray(ratings.sum(axis=1), np.float32).ravel() / np.maximum(counts, 1)
+        history.data = entry_weights(ratings.data, np.repeat(means, counts), rating_weight)
+    return history
+
+
+def entry_weights(ratings: np.ndarray, means, rating_weight: float) -> np.ndarray:
+    """``(ratings / means) ** rating_weight`` as float32 (ratings 1-10 are > 0)."""
+    ratio = np.asarray(ratings, np.float32) / np.maximum(np.asarray(means, np.float32), np.float32(1e-6))
+    return np.power(ratio, np.float32(rating_weight), dtype=np.float32)
 
 
 def gram_matrix(matrix: sp.spmatrix) -> np.ndarray:
@@ -128,7 +163,8 @@ class ItemRanker:
 
     ``items`` ``[m]`` are the anime indices the weights cover (those with enough ratings, any order),
     ``weights`` ``[m, m]`` EASE's ``B``, ``item_factor`` ``[num_anime]`` the like-rate factor,
-    ``history`` ``[num_users, num_anime]`` the binary ratings the ranker was fitted on.
+    ``history`` ``[num_users, num_anime]`` the anime each user rated in the data the ranker was fitted
+    on, each weighing ``(rating / the user's mean rating) ** rating_weight`` (see :func:`weighted_history`).
     """
 
     items: np.ndarray
@@ -136,6 +172,7 @@ class ItemRanker:
     item_factor: np.ndarray
     history: sp.csr_matrix
     rating_power: float = 0.0  # exponent of the network's predicted rating (see personalise)
+    rating_weight: float = 0.0  # exponent of a rated anime's weight in a history row (see weighted_history)
 
     @property
     def num_anime(self) -> int:
@@ -163,13 +200,18 @@ class ItemRanker:
             return scores
         return scores * np.power(predicted(), np.float32(self.rating_power), dtype=np.float32)
 
-    def fold_in(self, anime_index: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    def fold_in(self, anime_index: np.ndarray, weights: np.ndarray | None = None,
+                ratings: np.ndarray | None = None) -> np.ndarray:
         """Scores ``[num_anime]`` for someone who rated ``anime_index`` (not a known user); those get -inf.
 
-        ``weights`` (one per anime, default 1) weigh each entry of the history row: a dislike can pull down.
+        ``weights`` (one per anime, default 1) weigh each entry of the history row: a dislike (< 0) can pull
+        down. ``ratings`` (1-10, one per anime) weigh the other entries as a known user's are weighed.
         """
         anime_index = np.asarray(anime_index, dtype=np.int64)
         values = np.ones(len(anime_index), np.float32) if weights is None else np.asarray(weights, np.float32)
+        if ratings is not None and self.rating_weight and len(anime_index):
+            ratings = np.asarray(ratings, np.float32)
+            values = np.where(values > 0, values * entry_weights(ratings, ratings.mean(), self.rating_weight), values)
         anime_index, first = np.unique(anime_index, return_index=True)
         row = sp.csr_matrix((values[first], (np.zeros(len(anime_index), np.int64), anime_index)),
                             shape=(1, self.num_anime))
@@ -183,15 +225,18 @@ class ItemRanker:
                 "history_indptr": self.history.indptr.astype(np.int64),
                 "history_indices": self.history.indices.astype(np.int32),
                 "history_shape": np.array(self.history.shape, dtype=np.int64),
-                "rating_power": np.float32(self.rating_power)}
+                "rating_power": np.float32(self.rating_power), "rating_weight": np.float32(self.rating_weight),
+                **({"history_data": self.history.data.astype(np.float32)} if self.rating_weight else {})}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "ItemRanker":
         indices = arrays["history_indices"]
-        history = sp.csr_matrix((np.ones(len(indices), np.float32), indices, arrays["history_indptr"]),
-                                shape=tuple(int(x) for x in arrays["history_shape"]))
+        data = arrays.get("history_data")  # heads of rating_weight 0 (and older ones) store no weights: all 1
+        history = sp.csr_matrix((np.ones(len(indices), np.float32) if data is None else np.asarray(data, np.float32),
+                                 indices, arrays["history_indptr"]), shape=tuple(int(x) for x in arrays["history_shape"]))
         return cls(arrays["items"].astype(np.int64), np.asarray(arrays["weights"], np.float32),
-                   np.asarray(arrays["item_factor"], np.float32), history, float(arrays.get("rating_power", 0.0)))
+                   np.asarray(arrays["item_factor"], np.float32), history, float(arrays.get("rating_power", 0.0)),
+                   float(arrays.get("rating_weight", 0.0)))
 
 
 class RankerData:
@@ -205,14 +250,16 @@ class RankerData:
         def column(name: str, dtype) -> np.ndarray:
             return np.concatenate([f[name].to_numpy(dtype) for f in frames])
 
-        anime = column("anime_index", np.int32)
-        self.history = interaction_matrix(column("user_index", np.int32), anime, num_users, num_anime)
+        users, anime, rating = column("user_index", np.int32), column("anime_index", np.int32), column("rating", np.float32)
+        self.history = interaction_matrix(users, anime, num_users, num_anime)
+        self.ratings = rating_matrix(users, anime, rating, num_users, num_anime)  # the same entries, rated
+        del users
         counts = np.bincount(self.history.indices, minlength=num_anime)
         # most-rated first (the Gram matrix builds fastest in that order; see gram_matrix)
         self.items = most_rated(counts, min_item_ratings)
         self.capped = max_items is not None and len(self.items) > max_items
         self.items = self.items[:max_items]
-        self.rates = like_rates(anime, column("rating", np.float32), num_anime, relevance_threshold)
+        self.rates = like_rates(anime, rating, num_anime, relevance_threshold)
         self._gram: np.ndarray | None = None
 
     def gram(self) -> np.ndarray:
@@ -223,7 +270,8 @@ class RankerData:
                         time.perf_counter() - started)
         return self._gram
 
-    def ranker(self, l2: float, like_weight: float, rating_power: float = 0.0, *, last: bool = False) -> ItemRanker:
+    def ranker(self, l2: float, like_weight: float, rating_power: float = 0.0, rating_weight: float = 0.0, *,
+               last: bool = False) -> ItemRanker:
         """The ranker for one setting; ``last`` lets EASE consume the cached Gram matrix."""
         gram = self.gram()
         started = time.perf_counter()
@@ -232,8 +280,12 @@ class RankerData:
         logger.info("EASE: weights for l2=%g in %.1f s", l2, time.perf_counter() - started)
         if last:
             self._gram = None
-        return ItemRanker(self.items, weights, (self.rates ** np.float32(like_weight)).astype(np.float32), self.history,
-                          rating_power)
+        return ItemRanker(self.items, weights, (self.rates ** np.float32(like_weight)).astype(np.float32),
+                          self.weighted(rating_weight), rating_power, rating_weight)
+
+    def weighted(self, rating_weight: float) -> sp.csr_matrix:
+        """The history with each rated anime weighing ``(rating / the user's mean) ** rating_weight``."""
+        return self.history if not rating_weight else weighted_history(self.ratings, rating_weight)
 
 
 @dataclass
@@ -267,15 +319,16 @@ def _memoised(score: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
 
 
 def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame, grid_l2: list[float],
-                     grid_like: list[float], grid_power: list[float], predicted, *, k: int,
+                     grid_like: list[float], grid_power: list[float], grid_weight: list[float], predicted, *, k: int,
                      relevance_threshold: float, tune_users, seed: int):
-    """``(l2, like_weight, rating_power, ranker, rows)``: the setting with the best valid NDCG@k, its ranker
-    fitted on train.
+    """``(l2, like_weight, rating_power, rating_weight, ranker, rows)``: the setting with the best valid NDCG@k,
+    its ranker fitted on train.
 
-    In two passes: every L2 with every like-rate weight at the first rating power (one inversion per L2),
-    then the other rating powers with every like-rate weight at the chosen L2 (no inversion). The L2 grid
-    can then be wide enough for a few hundred users and for 300,000 at a few seconds per value. Its own
-    function so that the valid split's grouped arrays are freed before the refit.
+    In two passes: every L2 with every like-rate weight at the first rating power and rating weight (one
+    inversion per L2), then the other rating powers and rating weights with every like-rate weight at the
+    chosen L2 (no inversion). The L2 grid can then be wide enough for a few hundred users and for 300,000 at
+    a few seconds per value. Its own function so that the valid split's grouped arrays are freed before the
+    refit.
     """
 
     # the anime each user rated in train: the history's own CSR arrays, not a grouped copy of the frame
@@ -285,29 +338,37 @@ def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame,
 
     def score(l2: float, base: ItemRanker, raw, like_weight: float, power: float) -> None:
         factor = (data.rates ** np.float32(like_weight)).astype(np.float32)
-        head = ItemRanker(base.items, base.weights, factor, base.history, power)
+        head = dataclasses.replace(base, item_factor=factor, rating_power=power)
         # the network's predictions are not memoised: a [batch, num_anime] product is cheap, and a cache of
         # them for 5,000 tuning users would hold 350 MB more at full MyAnimeList size
         found = ranking_metrics(lambda users: head.personalise(raw(users) * factor[None, :], lambda: predicted(users)),
                                 train_i, valid_i, k=k, relevance_threshold=relevance_threshold, max_users=tune_users,
                                 seed=seed)
-        rows.append({"l2": l2, "like_weight": like_weight, "rating_power": power, **found})
-        logger.info("ranker l2=%g like_weight=%g rating_power=%g: valid NDCG@%d %.4f recall@%d %.4f", l2, like_weight,
-                    power, k, found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
+        setting = (l2, like_weight, power, base.rating_weight)
+        rows.append({"l2": l2, "like_weight": like_weight, "rating_power": power, "rating_weight": base.rating_weight,
+                     **found})
+        logger.info("ranker l2=%g like_weight=%g rating_power=%g rating_weight=%g: valid NDCG@%d %.4f recall@%d %.4f",
+                    *setting, k, found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
         value = np.nan_to_num(found[f"ndcg_at_{k}"], nan=-1.0)
         if value > best["score"]:  # ties keep the values tried first
-            best.update(score=value, setting=(l2, like_weight, power), head=head, base=base, raw=raw)
+            best.update(score=value, setting=setting, head=head, base=base)
 
     for number, l2 in enumerate(grid_l2):
-        base = data.ranker(l2, 0.0, last=number == len(grid_l2) - 1)
+        base = data.ranker(l2, 0.0, rating_weight=grid_weight[0], last=number == len(grid_l2) - 1)
         raw = _memoised(base.rank_users)
         for like_weight in grid_like:
             score(l2, base, raw, like_weight, grid_power[0])
         base = raw = None  # this L2's weights are freed before the next inversion unless they are the best's
-    l2 = best["setting"][0]
-    for power in grid_power[1:]:
-        for like_weight in grid_like:
-            score(l2, best["base"], best["raw"], like_weight, power)
+    l2, chosen = best["setting"][0], best["base"]
+    for weight in grid_weight:  # the same EASE weights over another weighing of the history rows
+        base = dataclasses.replace(chosen, history=data.weighted(weight), rating_weight=weight)
+        raw = _memoised(base.rank_users)
+        for power in grid_power:
+            if (power, weight) == (grid_power[0], grid_weight[0]):
+                continue  # scored in the first pass
+            for like_weight in grid_like:
+                score(l2, base, raw, like_weight, power)
+        base = raw = None
     return (*best["setting"], best["head"], rows)
 
 
@@ -315,7 +376,8 @@ def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFram
                num_anime: int, *, k: int = 10, relevance_threshold: float = 8.0, seed: int = 0,
                score_tuned: Callable[[ItemRanker], Any] | None = None,
                predicted: Callable[[np.ndarray], np.ndarray] | None = None) -> RankerFit:
-    """Choose ``l2``, ``like_weight`` and ``rating_power`` on ``valid`` (NDCG@k), then refit on train + valid.
+    """Choose ``l2``, ``like_weight``, ``rating_power`` and ``rating_weight`` on ``valid`` (NDCG@k), then refit on
+    train + valid.
 
     Each ``l2`` costs one Cholesky inversion; the other values re-rank its scores. With ``tune_items``, the
     grid's heads cover only that many of the most-rated anime (the inversion's cost grows with the cube of the
@@ -329,28 +391,29 @@ def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFram
     grid_l2 = [float(v) for v in ranker_cfg.l2]
     grid_like = [float(v) for v in ranker_cfg.like_weight]
     grid_power = [float(v) for v in ranker_cfg.rating_power] if predicted is not None else [0.0]
+    grid_weight = [float(v) for v in ranker_cfg.rating_weight]
     min_items = int(ranker_cfg.min_item_ratings)
     refit = bool(ranker_cfg.refit)
     started = time.perf_counter()
     rows: list[dict] = []
     tuned_items = None
-    if (len(grid_l2) > 1 or len(grid_like) > 1 or len(grid_power) > 1) and len(valid):
+    if max(len(grid_l2), len(grid_like), len(grid_power), len(grid_weight)) > 1 and len(valid):
         # the grid's inversions over the most-rated anime only (each costs the cube of the anime it covers);
         # the chosen setting is then fitted once over every anime with enough ratings
         data = RankerData(train, num_users, num_anime, min_items, relevance_threshold, ranker_cfg.tune_items)
         tuned_items = len(data.items) if data.capped else None
         with phase("the ranking head's choice on valid"):
-            l2_best, like_best, power_best, tuned, rows = _choose_on_valid(
-                data, train, valid, grid_l2, grid_like, grid_power, predicted, k=k,
+            l2_best, like_best, power_best, weight_best, tuned, rows = _choose_on_valid(
+                data, train, valid, grid_l2, grid_like, grid_power, grid_weight, predicted, k=k,
                 relevance_threshold=relevance_threshold, tune_users=ranker_cfg.tune_users, seed=seed)
         if data.capped and not refit:
             tuned = None  # chosen over a subset of the anime: the stored train-only head covers them all
     else:
-        l2_best, like_best, power_best = grid_l2[0], grid_like[0], grid_power[0]
+        l2_best, like_best, power_best, weight_best = grid_l2[0], grid_like[0], grid_power[0], grid_weight[0]
         tuned = None
     if tuned is None and (score_tuned is not None or not refit):
         tuned = RankerData(train, num_users, num_anime, min_items, relevance_threshold).ranker(
-            l2_best, like_best, power_best, last=True)
+            l2_best, like_best, power_best, weight_best, last=True)
     data = None
     tuned_result = None
     if score_tuned is not None:
@@ -360,13 +423,15 @@ def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFram
     if refit:
         with phase("the ranking head's refit"):
             ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
-                l2_best, like_best, power_best, last=True)
+                l2_best, like_best, power_best, weight_best, last=True)
     else:
         ranker = tuned
-    report = {"l2": l2_best, "like_weight": like_best, "rating_power": power_best, "items": int(len(ranker.items)),
+    report = {"l2": l2_best, "like_weight": like_best, "rating_power": power_best, "rating_weight": weight_best,
+              "items": int(len(ranker.items)),
               "tuned_items": tuned_items,
               "fit_seconds": time.perf_counter() - started, "grid": rows,
               "refit_on": "train+valid" if refit else "train"}
-    logger.info("Ranker: EASE l2=%g, like_weight=%g, rating_power=%g over %d anime (chosen on valid), fitted on %s "
-                "in %.1f s", l2_best, like_best, power_best, len(ranker.items), report["refit_on"], report["fit_seconds"])
+    logger.info("Ranker: EASE l2=%g, like_weight=%g, rating_power=%g, rating_weight=%g over %d anime (chosen on valid), "
+                "fitted on %s in %.1f s", l2_best, like_best, power_best, weight_best, len(ranker.items),
+                report["refit_on"], report["fit_seconds"])
     return RankerFit(ranker, tuned, report, tuned_result)

@@ -97,7 +97,7 @@ def train_keras(preset: str, frames, num_users: int, num_anime: int, seed: int, 
                                   train, valid, num_users, num_anime, seed)
     if chose:
         print(f"  {preset}: the ranking head chose l2 {chose['l2']:g}, like_weight {chose['like_weight']:g}, "
-              f"rating_power {chose['rating_power']:g} on valid")
+              f"rating_power {chose['rating_power']:g}, rating_weight {chose['rating_weight']:g} on valid")
     return model, scorer
 
 

@@ -90,12 +90,14 @@ def test_likes_and_similar_users_through_the_service(bundle):
 def test_a_ranking_head_ranks_a_person_exactly_as_it_ranks_a_user():
     from animerec.ranking import RankerData
 
-    ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8).ranker(1.0, 1.0)
-    scorer = Scorer.from_weights(USER_VECTORS, ANIME_VECTORS, np.array([[4.0]]), np.array([0.0]), ranker=ranker)
-    for user in range(len(USER_IDS)):
-        rated = ranker.history[user].indices
-        person = type("P", (), {"rated": rated, "weights": None})()  # a list with no dislikes
-        np.testing.assert_allclose(person_ranking(scorer, person), ranker.rank_users([user])[0])
+    data = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8)
+    for ranker in (data.ranker(1.0, 1.0), data.ranker(1.0, 1.0, rating_weight=2.0)):
+        scorer = Scorer.from_weights(USER_VECTORS, ANIME_VECTORS, np.array([[4.0]]), np.array([0.0]), ranker=ranker)
+        for user in range(len(USER_IDS)):
+            rated = ranker.history[user].indices
+            ratings = data.ratings[user].data  # the same order as rated
+            person = type("P", (), {"rated": rated, "weights": None, "ratings": ratings})()  # a list with no dislikes
+            np.testing.assert_allclose(person_ranking(scorer, person), ranker.rank_users([user])[0], rtol=1e-5)
 
 
 def test_dropped_anime_are_dislikes_unless_asked_otherwise():

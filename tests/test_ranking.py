@@ -133,7 +133,7 @@ def split(frame: pd.DataFrame, seed: int = 0):
 
 def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
     train, valid, _test = split(random_ratings(num_users=80, per_user=12))
-    cfg = RankerConfig(kind="ease", l2=[0.5, 50.0, 5000.0], like_weight=[0.0, 1.0], rating_power=[0.0], min_item_ratings=1, refit=True,
+    cfg = RankerConfig(kind="ease", l2=[0.5, 50.0, 5000.0], like_weight=[0.0, 1.0], rating_power=[0.0], rating_weight=[0.0], min_item_ratings=1, refit=True,
                        tune_users=None, tune_items=None)
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5)
     grid = pd.DataFrame(fitted.report["grid"])
@@ -158,7 +158,7 @@ def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
 
 def test_fit_ranker_with_one_setting_and_no_refit():
     train, valid, _ = split(random_ratings())
-    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], rating_power=[0.0], min_item_ratings=3, refit=False, tune_users=None, tune_items=None)
+    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], rating_power=[0.0], rating_weight=[0.0], min_item_ratings=3, refit=False, tune_users=None, tune_items=None)
     fitted = fit_ranker(cfg, train, valid, 60, 25)
     assert fitted.ranker is fitted.tuned and fitted.report["grid"] == []
     counts = np.bincount(train["anime_index"], minlength=25)
@@ -169,7 +169,7 @@ def test_fit_ranker_with_one_setting_and_no_refit():
 @pytest.mark.parametrize("refit", [True, False])
 def test_the_grid_can_be_scored_over_the_most_rated_anime_only(refit):
     train, valid, _ = split(random_ratings(num_users=80, per_user=12))
-    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0], like_weight=[0.0], rating_power=[0.0], min_item_ratings=1,
+    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0], like_weight=[0.0], rating_power=[0.0], rating_weight=[0.0], min_item_ratings=1,
                        refit=refit, tune_users=None, tune_items=10)
     seen = []
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, score_tuned=seen.append)
@@ -205,7 +205,7 @@ def test_rating_power_multiplies_by_the_networks_prediction_and_is_chosen_on_val
     train, valid, _ = split(random_ratings(num_users=80, per_user=12))
     liked = np.full((80, 25), 0.1, np.float32)  # a network that knows which anime each user rated in valid
     liked[valid["user_index"], valid["anime_index"]] = 1.0
-    cfg = RankerConfig(kind="ease", l2=[50.0], like_weight=[0.0], rating_power=[0.0, 2.0], min_item_ratings=1,
+    cfg = RankerConfig(kind="ease", l2=[50.0], like_weight=[0.0], rating_power=[0.0, 2.0], rating_weight=[0.0], min_item_ratings=1,
                        refit=True, tune_users=None, tune_items=None)
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, predicted=lambda users: liked[users])
     grid = pd.DataFrame(fitted.report["grid"]).set_index("rating_power")
@@ -218,7 +218,7 @@ def test_the_grid_is_scored_in_two_passes_and_keeps_the_best_of_both():
     train, valid, _ = split(random_ratings(num_users=80, per_user=12))
     liked = np.full((80, 25), 0.1, np.float32)  # a network that knows which anime each user rated in valid
     liked[valid["user_index"], valid["anime_index"]] = 1.0
-    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0, 500.0], like_weight=[0.0, 1.0], rating_power=[0.0, 1.0, 2.0],
+    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0, 500.0], like_weight=[0.0, 1.0], rating_power=[0.0, 1.0, 2.0], rating_weight=[0.0],
                        min_item_ratings=1, refit=True, tune_users=None, tune_items=None)
     fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, predicted=lambda users: liked[users])
     rows = pd.DataFrame(fitted.report["grid"])
@@ -229,3 +229,37 @@ def test_the_grid_is_scored_in_two_passes_and_keeps_the_best_of_both():
     chosen = rows.loc[rows["ndcg_at_5"].idxmax()]
     assert (fitted.report["l2"], fitted.report["like_weight"], fitted.report["rating_power"]) == (
         chosen["l2"], chosen["like_weight"], chosen["rating_power"]) and chosen["rating_power"] > 0
+
+
+def test_rating_weight_weighs_each_rated_anime_by_its_rating_over_the_users_mean():
+    ratings = pd.DataFrame({"user_index": [0, 0, 1], "anime_index": [1, 2, 2], "rating": [10.0, 5.0, 7.0]})
+    data = RankerData(ratings, 2, 4, 1, 8.0)
+    weighted = data.ranker(10.0, 0.0, rating_weight=2.0)
+    np.testing.assert_allclose(weighted.history.toarray(), [[0, (10 / 7.5) ** 2, (5 / 7.5) ** 2, 0], [0, 0, 1, 0]],
+                               rtol=1e-6)
+    assert (data.ranker(10.0, 0.0).history.toarray() == [[0, 1, 1, 0], [0, 0, 1, 0]]).all()  # 0: who rated what
+    stored = ItemRanker.from_arrays(weighted.arrays())
+    assert stored.rating_weight == 2.0 and np.allclose(stored.history.toarray(), weighted.history.toarray())
+
+
+def test_a_folded_in_list_is_weighed_as_a_known_users_history(ranker):
+    frame = random_ratings()
+    weighted = RankerData(frame, 60, 25, 1, 8.0).ranker(50.0, 0.0, rating_weight=2.0)
+    for user in (3, 42):
+        rows = frame[frame["user_index"] == user].sort_values("anime_index")
+        folded = weighted.fold_in(rows["anime_index"].to_numpy(), ratings=rows["rating"].to_numpy())
+        np.testing.assert_allclose(folded, weighted.rank_users([user])[0], rtol=1e-5)
+        assert not np.allclose(folded, ranker.fold_in(rows["anime_index"].to_numpy()))
+    dislike = weighted.fold_in(np.array([0, 1]), np.array([1.0, -0.5]), np.array([9.0, 3.0]))
+    assert np.allclose(dislike, weighted.fold_in(np.array([0, 1]), np.array([(9 / 6) ** 2, -0.5])))  # kept as given
+
+
+def test_the_rating_weight_is_chosen_on_valid_with_the_rating_powers():
+    train, valid, _ = split(random_ratings(num_users=80, per_user=12))
+    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0], like_weight=[0.0], rating_power=[0.0], rating_weight=[0.0, 2.0],
+                       min_item_ratings=1, refit=True, tune_users=None, tune_items=None)
+    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5)
+    rows = pd.DataFrame(fitted.report["grid"])
+    assert sorted(rows["rating_weight"]) == [0.0, 0.0, 2.0]  # both L2 unweighted, then 2 at the chosen L2
+    chosen = rows.loc[rows["ndcg_at_5"].idxmax()]
+    assert fitted.report["rating_weight"] == chosen["rating_weight"] == fitted.ranker.rating_weight

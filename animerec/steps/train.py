@@ -197,7 +197,8 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
             metrics["taste_epochs_run"] = taste.report["model_epochs_run"]
     if ranker_report is not None:
         metrics["ranker"] = ranker_report
-        metrics.update({f"ranker_{key}": ranker_report[key] for key in ("l2", "like_weight", "rating_power")})
+        metrics.update({f"ranker_{key}": ranker_report[key]
+                        for key in ("l2", "like_weight", "rating_power", "rating_weight")})
     logger.info(
         "Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
         metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg.evaluate.k,
