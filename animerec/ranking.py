@@ -251,9 +251,9 @@ class RankerData:
             return np.concatenate([f[name].to_numpy(dtype) for f in frames])
 
         users, anime, rating = column("user_index", np.int32), column("anime_index", np.int32), column("rating", np.float32)
-        self.history = interaction_matrix(users, anime, num_users, num_anime)
-        self.ratings = rating_matrix(users, anime, rating, num_users, num_anime)  # the same entries, rated
+        self.ratings = rating_matrix(users, anime, rating, num_users, num_anime)
         del users
+        self.history = weighted_history(self.ratings, 0.0)  # who rated what: the same index arrays, all 1
         counts = np.bincount(self.history.indices, minlength=num_anime)
         # most-rated first (the Gram matrix builds fastest in that order; see gram_matrix)
         self.items = most_rated(counts, min_item_ratings)
@@ -351,7 +351,7 @@ def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame,
                     *setting, k, found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
         value = np.nan_to_num(found[f"ndcg_at_{k}"], nan=-1.0)
         if value > best["score"]:  # ties keep the values tried first
-            best.update(score=value, setting=setting, head=head, base=base)
+            best.update(score=value, setting=setting, head=head, base=base, raw=raw)
 
     for number, l2 in enumerate(grid_l2):
         base = data.ranker(l2, 0.0, rating_weight=grid_weight[0], last=number == len(grid_l2) - 1)
@@ -359,10 +359,13 @@ def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame,
         for like_weight in grid_like:
             score(l2, base, raw, like_weight, grid_power[0])
         base = raw = None  # this L2's weights are freed before the next inversion unless they are the best's
-    l2, chosen = best["setting"][0], best["base"]
+    l2, chosen, chosen_raw = best["setting"][0], best["base"], best["raw"]
     for weight in grid_weight:  # the same EASE weights over another weighing of the history rows
-        base = dataclasses.replace(chosen, history=data.weighted(weight), rating_weight=weight)
-        raw = _memoised(base.rank_users)
+        if weight == chosen.rating_weight:  # the first pass's head: its scores are memoised already
+            base, raw = chosen, chosen_raw
+        else:
+            base = dataclasses.replace(chosen, history=data.weighted(weight), rating_weight=weight)
+            raw = _memoised(base.rank_users)
         for power in grid_power:
             if (power, weight) == (grid_power[0], grid_weight[0]):
                 continue  # scored in the first pass
