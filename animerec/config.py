@@ -31,8 +31,7 @@ INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "l
 ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
 LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber")
 SCHEDULES = ("rampup_decay", "cosine", "constant")
-TASTE_ITEM_PARTS = ("learned", "cooc", "content", "ease")  # model.taste.item_weights (animerec/taste.py)
-TASTE_USER_PARTS = ("learned", "cooc")  # model.taste.user_weights
+TASTE_ITEM_PARTS = ("cooc", "content", "ease")  # model.taste.item_weights (animerec/taste.py)
 WANDB_MODES = ("online", "offline", "disabled")
 STRATEGIES = ("auto", "tpu", "gpu", "cpu", "multi_worker")  # train.strategy (animerec/strategy.py)
 TRAINERS = ("lazy", "keras")  # train.trainer
@@ -134,36 +133,24 @@ class LRConfig:
 @dataclass(frozen=True)
 class RankerConfig:
     kind: str = key(choices=("none", "ease"), help="none ranks by the network; ease adds the EASE ranking head")
-    l2: Floats = key(min=0, min_open=True, help="EASE's L2 values to choose from on valid")
-    like_weight: Floats = key(min=0, help="exponents of the like-rate factor to choose from")
-    rating_power: Floats = key(min=0, help="exponents of the network's predicted rating to choose from")
-    rating_weight: Floats = key(min=0, help="exponents g to choose from: each anime in a user's history weighs "
-                                "(rating / the user's mean rating)^g (0: every one 1)")
+    l2: Floats = key(min=0, min_open=True, help="EASE's L2 values; the best by cross-validation is taken")
+    like_weight: Floats = key(min=0, help="exponents of the like-rate factor; 0 unless another clears the rule")
+    rating_weight: Floats = key(min=0, help="exponents g: each anime in a user's history weighs (rating / the "
+                                "user's mean rating)^g; 0 (all 1) unless another clears the rule")
     min_item_ratings: int = key(min=1)
-    refit: bool
-    tune_users: int | None = key(min=1)
-    tune_items: int | None = key(min=1, help="the L2 grid is scored on valid over the most-rated anime only (null = all)")
+    tune_users: int | None = key(min=1, help="users the cross-validation folds score (a seeded sample; null = all)")
+    tune_items: int | None = key(min=1, help="the cross-validation's EASE covers the most-rated anime only (null = all)")
 
 
 @dataclass(frozen=True)
 class TasteConfig:
     kind: str = key(choices=("none", "blend"),
                     help="none: similar anime / users by the rating embeddings; blend: animerec/taste.py")
-    embedding_size: int = key(min=1, max=4096)
-    dropout: float = key(min=0, max=1, max_open=True)
-    temperature: float = key(min=0, min_open=True)
-    learning_rate: float = key(min=0, min_open=True)
-    batch_size: int = key(min=1)
-    epochs: int = key(min=1)
-    patience: int = key(min=1)
-    shrink: float = key(min=0)
-    ease_l2: Floats = key(min=0, min_open=True, help="EASE L2 values for the ease part, chosen on valid")
+    ease_l2: Floats = key(min=0, min_open=True, help="EASE L2 values for the ease part, chosen by cross-validation")
     ease_keep: int = key(min=1)
     ease_items: int | None = key(min=1, help="only the most-rated anime get EASE neighbours (null = all)")
-    max_users: int | None = key(min=1, help="users whose lists train the taste model (a seeded sample; null = all)")
     item_weights: dict[str, Floats] = key(items=TASTE_ITEM_PARTS, **GRID)
-    user_weights: dict[str, Floats] = key(items=TASTE_USER_PARTS, **GRID)
-    tune_users: int | None = key(min=1)
+    tune_users: int | None = key(min=1, help="users the cross-validation folds score (a seeded sample; null = all)")
 
 
 @dataclass(frozen=True)
@@ -209,6 +196,8 @@ class EvaluateConfig:
     k: int = key(min=1, max=1000)
     relevance_threshold: float = key(**RATING)
     max_users: int | None = key(min=1)
+    folds: int = key(min=2, max=20, help="K of the K-fold cross-validation that chooses the ranking head's and the "
+                     "taste blends' settings over train + valid")
 
 
 @dataclass(frozen=True)
@@ -436,14 +425,12 @@ def validate_config(cfg: Mapping[str, Any]) -> Config:
         a, b = _get(checked, low), _get(checked, high)
         if _number(a) and _number(b) and a > b:
             problems.append(f"{low}={a:g} is above {high}={b:g}: expected {low} <= {high}")
-    for name in ("item_weights", "user_weights"):
-        weights = _get(checked, f"model.taste.{name}")
-        grids = weights.values() if isinstance(weights, Mapping) else [[]]
-        if (_get(checked, "model.taste.kind") == "blend" and all(grid and all(map(_number, grid)) for grid in grids)
-                and not any(max(grid) > 0 for grid in grids)):
-            problems.append(f"model.taste.{name}={weights}: every weight is 0, so nothing would rank the similar "
-                            f"{'anime' if name == 'item_weights' else 'users'}; give at least one part a weight "
-                            f"above 0 (e.g. model.taste.{name}.cooc=[1.0])")
+    weights = _get(checked, "model.taste.item_weights")
+    grids = weights.values() if isinstance(weights, Mapping) else [[]]
+    if (_get(checked, "model.taste.kind") == "blend" and all(grid and all(map(_number, grid)) for grid in grids)
+            and not any(max(grid) > 0 for grid in grids)):
+        problems.append(f"model.taste.item_weights={weights}: every weight is 0, so nothing would rank the similar "
+                        f"anime; give at least one part a weight above 0 (e.g. model.taste.item_weights.cooc=[1.0])")
     fractions = _get(checked, "data.test_fraction"), _get(checked, "data.valid_fraction")
     if all(map(_number, fractions)) and sum(fractions) >= 1:
         problems.append(f"data.test_fraction + data.valid_fraction = {sum(fractions):g} leaves nothing to train on; "

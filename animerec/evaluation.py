@@ -231,10 +231,11 @@ def _scored(rankings, k: int) -> dict:
         else {"": np.asarray(rankings)[:k]}
 
 
-def _summary(per_user: dict, metric: str) -> dict:
-    """``{metric, users_evaluated, per_user}`` for one ranking, or ``{name: that}`` for several."""
+def _summary(per_user: dict, metric: str, users: list[int]) -> dict:
+    """``{metric, users_evaluated, per_user, users}`` for one ranking, or ``{name: that}`` for several."""
     out = {name: {metric: float(np.mean(values)) if values else float("nan"), "users_evaluated": len(values),
-                  "per_user": np.asarray(values)} for name, values in per_user.items()}
+                  "per_user": np.asarray(values), "users": np.asarray(users[:len(values)], np.int64)}
+           for name, values in per_user.items()}
     return out[""] if set(out) == {""} else out
 
 
@@ -285,7 +286,7 @@ def similar_item_metrics(
                 hits.setdefault(name, []).append(np.isin(top, rel).sum() / min(k, len(rel)))
         for name, values in hits.items():
             per_user.setdefault(name, []).append(float(np.mean(values)))
-    return _summary(per_user or {"": []}, f"hit_at_{k}")
+    return _summary(per_user or {"": []}, f"hit_at_{k}", users)
 
 
 def neighbour_votes(neighbours: np.ndarray, liked_indptr: np.ndarray, liked_anime: np.ndarray,
@@ -333,7 +334,7 @@ def similar_user_metrics(
             top = np.lexsort((np.arange(num_anime), -votes))[:k]
             top = top[votes[top] > 0]
             per_user.setdefault(name, []).append(float(np.isin(top, rel).sum() / min(k, len(rel))))
-    return _summary(per_user or {"": []}, f"recall_at_{k}")
+    return _summary(per_user or {"": []}, f"recall_at_{k}", users)
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, seed: int = 0,

@@ -172,6 +172,5 @@ def person_scores(scorer: Scorer, person: Person) -> np.ndarray:
 def person_ranking(scorer: Scorer, person: Person) -> np.ndarray:
     """Ranking scores ``[num_anime]``: the ranking head over the rated anime, else the predictions."""
     if scorer.ranker is not None:
-        return scorer.ranker.personalise(scorer.ranker.fold_in(person.rated, person.weights, person.ratings),
-                                         lambda: person_scores(scorer, person))
+        return scorer.ranker.fold_in(person.rated, person.weights, person.ratings)
     return person_scores(scorer, person)

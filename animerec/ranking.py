@@ -1,4 +1,4 @@
-"""The ranking head: EASE item-item weights over each user's rated anime, chosen on validation.
+"""The ranking head: EASE item-item weights over each user's rated anime.
 
 EASE (Steck, "Embarrassingly Shallow Autoencoders", 2019) learns one item-item matrix ``B``
 ``[m, m]`` in closed form: ``B = I - P diag(1 / diag(P))`` with ``P = (X'X + l2 I)^-1`` and a zero
@@ -6,38 +6,28 @@ diagonal, where ``X`` ``[num_users, m]`` is 1 where a user rated an anime (any r
 all is the signal). A user's scores are their history row times ``B``; a new user's are the same
 product over the anime they list, so folding anyone in is exact and needs no training.
 
-On MyAnimeList the relevant anime are the ones a user will rate 8 or more, so the score is then
-multiplied by ``like_rate ** like_weight``: the anime's shrunk share of ratings >= the relevance
-threshold in the training data (``like_weight`` 0 turns it off), and by the rating network's
-predicted (scaled) rating of the anime for this user to the power ``rating_power``: EASE says
-whether a user will rate an anime, the network how they will rate it (0 turns it off). ``B`` is
-fitted on who rated what, but a user's history row weighs each anime they rated by
-``(rating / their mean rating) ** rating_weight``: the neighbours of what they loved count more
-than those of what they merely finished (0: every rated anime counts 1).
-
-:func:`fit_ranker` picks ``l2`` and ``like_weight`` from their grids on the valid split (NDCG@k of
-a ranker fitted on train; the test split is never read), then refits on train and valid together
-with the chosen values: the stored ranker knows every rating but the test ones, and ranks a user's
-known anime last.
+Two knobs can weigh the scores, each neutral at 0: ``like_weight`` multiplies a score by the
+anime's shrunk share of ratings >= the relevance threshold to that power, and ``rating_weight``
+weighs each anime in a user's history row by ``(rating / their mean rating)`` to that power (the
+neighbours of what they loved count more than those of what they merely finished).
+:func:`animerec.ranking_cv.fit_ranker` chooses L2 and the knobs by K-fold cross-validation over train + valid
+(animerec/ranking_cv.py), then fits the head on both: the stored head knows every rating but the
+test ones, and ranks a user's known anime last.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from animerec.config import RankerConfig
 from animerec.errors import ConfigError
-from animerec.evaluation import Interactions, UserItems, ranking_metrics
-from animerec.memory import phase
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +161,6 @@ class ItemRanker:
     weights: np.ndarray
     item_factor: np.ndarray
     history: sp.csr_matrix
-    rating_power: float = 0.0  # exponent of the network's predicted rating (see personalise)
     rating_weight: float = 0.0  # exponent of a rated anime's weight in a history row (see weighted_history)
 
     @property
@@ -192,13 +181,6 @@ class ItemRanker:
         row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
         scores[row_of, rows.indices] = -np.inf
         return scores
-
-    def personalise(self, scores: np.ndarray, predicted: Callable[[], np.ndarray]) -> np.ndarray:
-        """``scores`` (of :meth:`rank_users` or :meth:`fold_in`) times ``predicted() ** rating_power``: the
-        network's scaled predicted ratings for the same users (``[n, num_anime]`` or ``[num_anime]``)."""
-        if not self.rating_power:
-            return scores
-        return scores * np.power(predicted(), np.float32(self.rating_power), dtype=np.float32)
 
     def fold_in(self, anime_index: np.ndarray, weights: np.ndarray | None = None,
                 ratings: np.ndarray | None = None) -> np.ndarray:
@@ -225,18 +207,21 @@ class ItemRanker:
                 "history_indptr": self.history.indptr.astype(np.int64),
                 "history_indices": self.history.indices.astype(np.int32),
                 "history_shape": np.array(self.history.shape, dtype=np.int64),
-                "rating_power": np.float32(self.rating_power), "rating_weight": np.float32(self.rating_weight),
+                "rating_weight": np.float32(self.rating_weight),
                 **({"history_data": self.history.data.astype(np.float32)} if self.rating_weight else {})}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "ItemRanker":
+        if float(arrays.get("rating_power", 0.0)):
+            logger.warning("This ranking head was stored with rating_power %g, a factor this release no longer "
+                           "applies (it never cleared cross-validation): it ranks by EASE alone. Retrain to refresh "
+                           "it.", float(arrays["rating_power"]))
         indices = arrays["history_indices"]
         data = arrays.get("history_data")  # heads of rating_weight 0 (and older ones) store no weights: all 1
         history = sp.csr_matrix((np.ones(len(indices), np.float32) if data is None else np.asarray(data, np.float32),
                                  indices, arrays["history_indptr"]), shape=tuple(int(x) for x in arrays["history_shape"]))
         return cls(arrays["items"].astype(np.int64), np.asarray(arrays["weights"], np.float32),
-                   np.asarray(arrays["item_factor"], np.float32), history, float(arrays.get("rating_power", 0.0)),
-                   float(arrays.get("rating_weight", 0.0)))
+                   np.asarray(arrays["item_factor"], np.float32), history, float(arrays.get("rating_weight", 0.0)))
 
 
 class RankerData:
@@ -270,8 +255,7 @@ class RankerData:
                         time.perf_counter() - started)
         return self._gram
 
-    def ranker(self, l2: float, like_weight: float, rating_power: float = 0.0, rating_weight: float = 0.0, *,
-               last: bool = False) -> ItemRanker:
+    def ranker(self, l2: float, like_weight: float = 0.0, rating_weight: float = 0.0, *, last: bool = False) -> ItemRanker:
         """The ranker for one setting; ``last`` lets EASE consume the cached Gram matrix."""
         gram = self.gram()
         started = time.perf_counter()
@@ -281,160 +265,8 @@ class RankerData:
         if last:
             self._gram = None
         return ItemRanker(self.items, weights, (self.rates ** np.float32(like_weight)).astype(np.float32),
-                          self.weighted(rating_weight), rating_power, rating_weight)
+                          self.weighted(rating_weight), rating_weight)
 
     def weighted(self, rating_weight: float) -> sp.csr_matrix:
         """The history with each rated anime weighing ``(rating / the user's mean) ** rating_weight``."""
         return self.history if not rating_weight else weighted_history(self.ratings, rating_weight)
-
-
-@dataclass
-class RankerFit:
-    """What :func:`fit_ranker` returns.
-
-    ``ranker`` is the one to store (refitted on train and valid); ``tuned`` is the chosen setting
-    fitted on train only, the one to score the valid split with (it never saw those ratings);
-    ``report`` has the chosen values, their valid metrics and one row per setting tried. With a
-    ``score_tuned`` callback, ``tuned`` is None and ``tuned_result`` holds what the callback
-    returned (the train-only head is dropped before the refit: one [m, m] matrix less at the peak).
-    """
-
-    ranker: ItemRanker
-    tuned: ItemRanker | None
-    report: dict
-    tuned_result: Any = None
-
-
-def _memoised(score: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """``score`` computed once per batch of users: every like_weight re-ranks the same EASE scores."""
-    cache: dict[bytes, np.ndarray] = {}
-
-    def lookup(users: np.ndarray) -> np.ndarray:
-        key = np.asarray(users, np.int64).tobytes()
-        if key not in cache:
-            cache[key] = score(users)
-        return cache[key]
-
-    return lookup
-
-
-def _choose_on_valid(data: RankerData, train: pd.DataFrame, valid: pd.DataFrame, grid_l2: list[float],
-                     grid_like: list[float], grid_power: list[float], grid_weight: list[float], predicted, *, k: int,
-                     relevance_threshold: float, tune_users, seed: int):
-    """``(l2, like_weight, rating_power, rating_weight, ranker, rows)``: the setting with the best valid NDCG@k,
-    its ranker fitted on train.
-
-    In two passes: every L2 with every like-rate weight at the first rating power and rating weight (one
-    inversion per L2), then the other rating powers and rating weights with every like-rate weight at the
-    chosen L2 (no inversion). The L2 grid can then be wide enough for a few hundred users and for 300,000 at
-    a few seconds per value. Its own function so that the valid split's grouped arrays are freed before the
-    refit.
-    """
-
-    # the anime each user rated in train: the history's own CSR arrays, not a grouped copy of the frame
-    train_i, valid_i = UserItems(data.history.indptr, data.history.indices), Interactions.from_frame(valid)
-    rows: list[dict] = []
-    best: dict = {"score": -np.inf}
-
-    def score(l2: float, base: ItemRanker, raw, like_weight: float, power: float) -> None:
-        factor = (data.rates ** np.float32(like_weight)).astype(np.float32)
-        head = dataclasses.replace(base, item_factor=factor, rating_power=power)
-        # the network's predictions are not memoised: a [batch, num_anime] product is cheap, and a cache of
-        # them for 5,000 tuning users would hold 350 MB more at full MyAnimeList size
-        found = ranking_metrics(lambda users: head.personalise(raw(users) * factor[None, :], lambda: predicted(users)),
-                                train_i, valid_i, k=k, relevance_threshold=relevance_threshold, max_users=tune_users,
-                                seed=seed)
-        setting = (l2, like_weight, power, base.rating_weight)
-        rows.append({"l2": l2, "like_weight": like_weight, "rating_power": power, "rating_weight": base.rating_weight,
-                     **found})
-        logger.info("ranker l2=%g like_weight=%g rating_power=%g rating_weight=%g: valid NDCG@%d %.4f recall@%d %.4f",
-                    *setting, k, found[f"ndcg_at_{k}"], k, found[f"recall_at_{k}"])
-        value = np.nan_to_num(found[f"ndcg_at_{k}"], nan=-1.0)
-        if value > best["score"]:  # ties keep the values tried first
-            best.update(score=value, setting=setting, head=head, base=base, raw=raw)
-
-    for number, l2 in enumerate(grid_l2):
-        base = data.ranker(l2, 0.0, rating_weight=grid_weight[0], last=number == len(grid_l2) - 1)
-        raw = _memoised(base.rank_users)
-        for like_weight in grid_like:
-            score(l2, base, raw, like_weight, grid_power[0])
-        base = raw = None  # this L2's weights are freed before the next inversion unless they are the best's
-    l2, chosen, chosen_raw = best["setting"][0], best["base"], best["raw"]
-    for weight in grid_weight:  # the same EASE weights over another weighing of the history rows
-        if weight == chosen.rating_weight:  # the first pass's head: its scores are memoised already
-            base, raw = chosen, chosen_raw
-        else:
-            base = dataclasses.replace(chosen, history=data.weighted(weight), rating_weight=weight)
-            raw = _memoised(base.rank_users)
-        for power in grid_power:
-            if (power, weight) == (grid_power[0], grid_weight[0]):
-                continue  # scored in the first pass
-            for like_weight in grid_like:
-                score(l2, base, raw, like_weight, power)
-        base = raw = None
-    return (*best["setting"], best["head"], rows)
-
-
-def fit_ranker(ranker_cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_users: int,
-               num_anime: int, *, k: int = 10, relevance_threshold: float = 8.0, seed: int = 0,
-               score_tuned: Callable[[ItemRanker], Any] | None = None,
-               predicted: Callable[[np.ndarray], np.ndarray] | None = None) -> RankerFit:
-    """Choose ``l2``, ``like_weight``, ``rating_power`` and ``rating_weight`` on ``valid`` (NDCG@k), then refit on
-    train + valid.
-
-    Each ``l2`` costs one Cholesky inversion; the other values re-rank its scores. With ``tune_items``, the
-    grid's heads cover only that many of the most-rated anime (the inversion's cost grows with the cube of the
-    anime it covers: at full MyAnimeList size 17.5k anime cost 37 s, 4,000 under 1 s), so the valid choice is
-    cheap and one full inversion remains (the refit, or the train-only head without one); ``tuned`` is then
-    the subset's head, whose valid metrics are those of a head that gives the other anime no score. ``predicted(users)``
-    gives the rating network's scaled predictions ``[n, num_anime]`` (trained on train); without it the
-    ``rating_power`` grid is [0]. ``score_tuned(tuned)`` runs on the chosen train-only ranker before the
-    refit (see RankerFit).
-    """
-    grid_l2 = [float(v) for v in ranker_cfg.l2]
-    grid_like = [float(v) for v in ranker_cfg.like_weight]
-    grid_power = [float(v) for v in ranker_cfg.rating_power] if predicted is not None else [0.0]
-    grid_weight = [float(v) for v in ranker_cfg.rating_weight]
-    min_items = int(ranker_cfg.min_item_ratings)
-    refit = bool(ranker_cfg.refit)
-    started = time.perf_counter()
-    rows: list[dict] = []
-    tuned_items = None
-    if max(len(grid_l2), len(grid_like), len(grid_power), len(grid_weight)) > 1 and len(valid):
-        # the grid's inversions over the most-rated anime only (each costs the cube of the anime it covers);
-        # the chosen setting is then fitted once over every anime with enough ratings
-        data = RankerData(train, num_users, num_anime, min_items, relevance_threshold, ranker_cfg.tune_items)
-        tuned_items = len(data.items) if data.capped else None
-        with phase("the ranking head's choice on valid"):
-            l2_best, like_best, power_best, weight_best, tuned, rows = _choose_on_valid(
-                data, train, valid, grid_l2, grid_like, grid_power, grid_weight, predicted, k=k,
-                relevance_threshold=relevance_threshold, tune_users=ranker_cfg.tune_users, seed=seed)
-        if data.capped and not refit:
-            tuned = None  # chosen over a subset of the anime: the stored train-only head covers them all
-    else:
-        l2_best, like_best, power_best, weight_best = grid_l2[0], grid_like[0], grid_power[0], grid_weight[0]
-        tuned = None
-    if tuned is None and (score_tuned is not None or not refit):
-        tuned = RankerData(train, num_users, num_anime, min_items, relevance_threshold).ranker(
-            l2_best, like_best, power_best, weight_best, last=True)
-    data = None
-    tuned_result = None
-    if score_tuned is not None:
-        tuned_result = score_tuned(tuned)
-        if refit:
-            tuned = None
-    if refit:
-        with phase("the ranking head's refit"):
-            ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
-                l2_best, like_best, power_best, weight_best, last=True)
-    else:
-        ranker = tuned
-    report = {"l2": l2_best, "like_weight": like_best, "rating_power": power_best, "rating_weight": weight_best,
-              "items": int(len(ranker.items)),
-              "tuned_items": tuned_items,
-              "fit_seconds": time.perf_counter() - started, "grid": rows,
-              "refit_on": "train+valid" if refit else "train"}
-    logger.info("Ranker: EASE l2=%g, like_weight=%g, rating_power=%g, rating_weight=%g over %d anime (chosen on valid), "
-                "fitted on %s in %.1f s", l2_best, like_best, power_best, weight_best, len(ranker.items),
-                report["refit_on"], report["fit_seconds"])
-    return RankerFit(ranker, tuned, report, tuned_result)

@@ -90,7 +90,7 @@ class Scorer:
         the anime), else the predicted scaled rating.
         """
         if self.ranker is not None:
-            return self.ranker.personalise(self.ranker.rank_users(user_index), lambda: self.score_users(user_index))
+            return self.ranker.rank_users(user_index)
         if self.preference_bias is None:
             return self.score_users(user_index)
         return self.user_raw[user_index] @ self.anime_raw.T + self.preference_bias[None, :]

@@ -13,10 +13,10 @@
    the three recommender steps.
 3. Prints ``stage=<name> seconds=<s> peak_rss_mb=<m>`` per stage (the peak of the stage's
    largest process, children included), the ratings count, ``seed_epoch_seconds``,
-   ``best_epoch_seconds`` (the network's epoch), ``best_taste_epoch_seconds`` and ``best_taste_fit_seconds``
-   (the taste model's epoch and the taste index's whole fit), ``best_ranker_fit_seconds`` (the EASE head's
-   whole closed-form fit), ``best_train_to_stop_seconds`` with the epochs the network and the taste
-   model ran, ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
+   ``best_epoch_seconds`` (the network's epoch), ``best_taste_fit_seconds`` (the similar-anime index's whole
+   fit, its cross-validation included), ``best_ranker_fit_seconds`` (the EASE head's whole fit, its
+   cross-validation included), ``best_train_to_stop_seconds`` with the epochs the network ran,
+   ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
 
     python benchmarks/full_scale.py                                  # full size (long: see the README)
     python benchmarks/full_scale.py --users 20000 --ratings 3500000  # a smaller run for development
@@ -102,7 +102,7 @@ def run_stage(name: str, command: list[str], env: dict, log: Path) -> dict:
 
 def epoch_seconds(store: Path) -> tuple[float, float | None, dict | None]:
     """The newest model's first epoch (its own seconds in the history), its ranking head's whole fit, if any,
-    and its taste index's report (the taste model's epoch and the whole fit), if any."""
+    and its taste index's report, if any."""
     newest = newest_model(store)
     history = pd.read_csv(newest / "history.csv")
     metrics = json.loads((newest / "metrics.json").read_text())
@@ -149,8 +149,8 @@ def main() -> None:
         "data": ["main.steps=[download,preprocess]", "data.source=local", f"data.anime_path={demo.catalogue_path()}",
                  f"data.ratings_path={ratings}"],
         "seed": ["main.steps=[train]", "model.epochs=1"],
-        # one epoch of the network and of the taste model, the rest as the preset says
-        "best": ["main.steps=[train]", "model=best", "model.epochs=1", "model.taste.epochs=1"],
+        # one epoch of the network, the rest as the preset says
+        "best": ["main.steps=[train]", "model=best", "model.epochs=1"],
         # the time to a trained model=best, the preset as it is: every epoch early stopping allows, then the taste
         # index and the ranking head
         "best_to_stop": ["main.steps=[train]", "model=best"],
@@ -175,15 +175,12 @@ def main() -> None:
         if found and found[0].get("ranker_seconds") is not None:  # the closed-form part: its whole fit
             print(f"{name}_ranker_fit_seconds: {found[0]['ranker_seconds']:.1f}")
         taste = found[0].get("taste") if found else None
-        if taste:  # the similar-anime / similar-users index: the taste model's epoch, and the whole fit
-            if "model_epoch_seconds" in taste:
-                print(f"{name}_taste_epoch_seconds: {taste['model_epoch_seconds']:.1f}")
+        if taste:  # the similar-anime index: its whole fit
             print(f"{name}_taste_fit_seconds: {taste['fit_seconds']:.1f}")
     stop = [r for r in rows if r["stage"] == "best_to_stop" and "epochs" in r]
     if stop:
-        taste_epochs = (stop[0]["taste"] or {}).get("model_epochs_run", 0)
-        print(f"best_train_to_stop_seconds: {stop[0]['seconds']:.1f} (network {stop[0]['epochs']} epochs, taste model "
-              f"{taste_epochs} epochs, the ranking head {stop[0]['ranker_seconds'] or 0:.0f} s; evaluation included)")
+        print(f"best_train_to_stop_seconds: {stop[0]['seconds']:.1f} (network {stop[0]['epochs']} epochs, the ranking "
+              f"head {stop[0]['ranker_seconds'] or 0:.0f} s; evaluation included)")
     print(f"max_peak_rss_mb: {max(r['peak_rss_mb'] for r in rows):.0f}")
     disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(work / "mlruns"),
             "wandb": folder_mb(work / "wandb")}

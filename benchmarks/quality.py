@@ -7,12 +7,15 @@ valid) and is scored on test the way the train step scores: RMSE on the 1-10 sca
 recall@10 / NDCG@10 where relevant items are test items rated >= 8 and candidates are all anime
 not in the user's training ratings.
 
-Contenders: ``seed`` (the default model), ``best`` (the ``model=best`` preset), ``popularity``
-(most rated in train), scikit-surprise's ``SVD``, and three peers whose settings are chosen on
-the valid split only (NDCG@10; test is scored once): implicit's ``ALS`` (factors, regularisation),
-``EASE`` (Steck 2019; lambda; ``EASE refit`` then refits the chosen lambda on train + valid, as
-``model=best``'s ranking head does) and ``RP3beta`` (alpha, beta), the last two written here in numpy
-(``pip install -e ".[peers]"`` for ALS and SVD; a missing peer is reported and skipped).
+Contenders: ``seed`` (the default model), ``best`` (the ``model=best`` preset: its head's settings
+chosen by 5-fold cross-validation over train + valid, printed with how often each value won a fold
+and each knob's paired gain), ``popularity`` (most rated in train), scikit-surprise's ``SVD``,
+``EASE (CV)`` (Steck 2019; lambda chosen by the same 5-fold cross-validation over train + valid as
+``model=best``'s head, fitted on both), ``EASE (best lambda on test)`` (an upper reference, not a fair
+peer), and two peers whose settings are chosen on the valid split (NDCG@10): implicit's ``ALS``
+(factors, regularisation) and ``RP3beta`` (alpha, beta), written here in numpy (``pip install -e
+".[peers]"`` for ALS and SVD; a missing peer is reported and skipped). Test is scored once, after
+every choice; the last lines give paired bootstrap 95% intervals over test users of best minus EASE (CV).
 Test candidates exclude each user's train and valid anime; recall@10 = hits / min(10, relevant).
 
     python benchmarks/quality.py                               # the real sample, the real dev set, the demo data,
@@ -28,7 +31,7 @@ min(10, liked test), averaged over queries, then users. Similar users: the 20 ne
 anime scored by how many of them liked it (history left out); recall@10. The tail view takes the
 200 most-rated anime out of both the candidates and the relevant set; the cold view keeps only the
 anime that nobody rated in train + valid (the model never saw them: only content can place them). Contenders: ``best`` (the
-preset's taste blend, its weights chosen on valid), its parts alone (``learned``, ``content``),
+preset's taste blend, its weights chosen by cross-validation), ``content`` alone,
 the rating network's embeddings (what similar anime used before), and the peers: item-kNN /
 user-kNN cosine over who rated what, EASE's weights ``B[q, :]`` (lambda chosen on valid hit@10) and
 popularity; each peer fitted on train + valid. The last lines give paired bootstrap 95% intervals
@@ -55,7 +58,8 @@ from animerec.evaluation import (Interactions, paired_interval, popularity_score
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "fixtures" / "rating_complete_sample.csv"
 DEV = ROOT / "tests" / "fixtures" / "rating_complete_dev.csv"  # 200 more real users, none in the sample
-K, THRESHOLD = 10, 8.0
+K, THRESHOLD, FOLDS = 10, 8.0, 5
+LAMBDAS = [25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0, 25600.0, 51200.0, 102400.0]
 
 
 def load_split(anime_path: Path, ratings_path: Path, workdir: Path, seed: int, min_user_ratings: int):
@@ -93,11 +97,16 @@ def train_keras(preset: str, frames, num_users: int, num_anime: int, seed: int, 
     fit(model, train_data(train, cfg, num_anime, seed, known=(valid,)),
         train_data(valid, cfg, num_anime, seed + 1, known=(train,)), cfg, seed=seed, verbose=0)
     scorer = scorer_from_model(model)
-    _found, chose = attach_ranker(scorer, cfg, EvaluateConfig(k=K, relevance_threshold=THRESHOLD, max_users=None),
-                                  train, valid, num_users, num_anime, seed)
-    if chose:
-        print(f"  {preset}: the ranking head chose l2 {chose['l2']:g}, like_weight {chose['like_weight']:g}, "
-              f"rating_power {chose['rating_power']:g}, rating_weight {chose['rating_weight']:g} on valid")
+    _found, chose = attach_ranker(scorer, cfg, EvaluateConfig(k=K, relevance_threshold=THRESHOLD, max_users=None,
+                                                              folds=FOLDS), train, valid, num_users, num_anime, seed)
+    if chose and "l2" in chose:
+        print(f"  {preset}: chose {chose['chosen']} by {FOLDS}-fold cross-validation over {chose['users']} users; "
+              f"lambda within noise of it: {', '.join(chose['l2']['within_noise'])}; fold wins {_wins(chose['l2']['fold_wins'])}")
+        for knob in ("like_weight", "rating_weight"):
+            found = chose[knob]
+            gains = ", ".join(f"{value}: {v['gain']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+                              for value, v in found["values"].items() if value != found["neutral"])
+            print(f"    {knob} -> {found['chosen']} (NDCG@{K} gain over 0 {gains}; fold wins {_wins(found['fold_wins'])})")
     return model, scorer
 
 
@@ -228,13 +237,41 @@ def fit_als(matrix, factors, regularization, iterations):
     return lambda u: users[u] @ items.T
 
 
-def ease(frames, num_users, num_anime):
-    return tuned("EASE", fit_ease, {"lam": [10, 30, 100, 200, 500, 1000, 3000]}, frames, num_users, num_anime)
+def ease_cv(frames, num_users, num_anime):
+    """EASE with lambda chosen by the same 5-fold cross-validation over train + valid as model=best's head (the
+    same folds and users: the head with its knobs held at 0), fitted on train + valid."""
+    return ease_cv_head(frames, num_users, num_anime).rank_users, None
 
 
-def ease_refit(frames, num_users, num_anime):
-    return tuned("EASE, refit on train+valid", fit_ease, {"lam": [10, 30, 100, 200, 500, 1000, 3000]}, frames,
-                 num_users, num_anime, refit=True)
+def ease_cv_head(frames, num_users, num_anime):
+    from animerec.config import RankerConfig
+    from animerec.ranking_cv import fit_ranker
+
+    cfg = RankerConfig(kind="ease", l2=LAMBDAS, like_weight=[0.0], rating_weight=[0.0], min_item_ratings=1,
+                       tune_users=1000, tune_items=5000)
+    fitted = fit_ranker(cfg, frames["train"], frames["valid"], num_users, num_anime, k=K, relevance_threshold=THRESHOLD,
+                        seed=42, folds=FOLDS)
+    curve = fitted.report["l2"]
+    print(f"  EASE (CV): chose lambda {curve['chosen']} (within noise of it: {', '.join(curve['within_noise'])}; "
+          f"fold wins {_wins(curve['fold_wins'])})")
+    return fitted.ranker
+
+
+def ease_best_on_test(frames, num_users, num_anime):
+    """EASE fitted on train + valid with the lambda that scores best on test: an upper reference, not a fair peer."""
+    known = Interactions.from_frame(pd.concat([frames["train"], frames["valid"]]))
+    test = Interactions.from_frame(frames["test"])
+    both = _matrix(pd.concat([frames["train"], frames["valid"]]), num_users, num_anime)
+    found = {lam: fit_ease(both, lam) for lam in LAMBDAS[:8]}
+    ndcg = {lam: ranking_metrics(score, known, test, k=K, relevance_threshold=THRESHOLD)[f"ndcg_at_{K}"]
+            for lam, score in found.items()}
+    lam = max(ndcg, key=ndcg.get)
+    print(f"  EASE (best lambda on test): {lam:g}")
+    return found[lam], None
+
+
+def _wins(wins: dict) -> str:
+    return ", ".join(f"{value} {count}" for value, count in wins.items() if count)
 
 
 def rp3beta(frames, num_users, num_anime):
@@ -253,8 +290,8 @@ CONTENDERS = {
     "popularity": popularity,
     "surprise SVD": surprise_svd,
     "implicit ALS": implicit_als,
-    "EASE": ease,
-    "EASE refit": ease_refit,
+    "EASE (CV)": ease_cv,
+    "EASE (best lambda on test)": ease_best_on_test,
     "RP3beta": rp3beta,
 }
 
@@ -279,7 +316,7 @@ def evaluate(frames, num_users, num_anime, names) -> pd.DataFrame:
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
     if "best" in per_user:  # best minus each EASE peer: paired over the same test users
-        for peer in [p for p in ("EASE refit", "EASE") if p in per_user]:
+        for peer in [p for p in ("EASE (CV)",) if p in per_user]:
             for metric in ("recall", "ndcg"):
                 ours, theirs = per_user["best"][f"{metric}_values"], per_user[peer][f"{metric}_values"]
                 mean, low, high = paired_interval(ours, theirs)
@@ -302,20 +339,25 @@ def similarity_contenders(frames, num_users, num_anime, anime, seed: int = 42):
     """``{name: (item_scores(q) -> [num_anime] or None, user_scores(u) -> [num_users] or None)}``, fitted on
     train + valid (settings chosen on valid)."""
     from animerec.pipeline import compose_config
-    from animerec.taste import TasteIndex, blend, content_matrix, fit_taste, history_matrix, top_excluding
+    from animerec.ranking import interaction_matrix as history_matrix
+    from animerec.taste import TasteIndex, content_matrix, top_excluding
+    from animerec.taste_cv import fit_taste
 
     train, valid = frames["train"], frames["valid"]
     both = pd.concat([train, valid])
     x_both = history_matrix(both.user_index.to_numpy(), both.anime_index.to_numpy(), num_users, num_anime)
     cfg = compose_config(["model=best"], ROOT).model
     found = fit_taste(cfg.taste, train, valid, num_users, num_anime, anime, k=K, relevance_threshold=THRESHOLD,
-                      seed=seed)
+                      seed=seed, folds=FOLDS)
     ours = found.index
-    print(f"  best: chose similar anime {found.report['item_weights']}, similar users {found.report['user_weights']}")
+    report = found.report
+    print(f"  best: chose similar anime {report['chosen']} by {FOLDS}-fold cross-validation (best by mean: "
+          f"{report['best_by_mean']}; fold wins {_wins(report['curve']['fold_wins'])})")
+    for part, gain in list(report["parts"].items()) + [("vs co-occurrence alone", report.get("vs_neutral"))]:
+        if gain:
+            other = [v for name, v in gain["values"].items() if name != gain["neutral"]][0]
+            print(f"    {part}: gain {other['gain']:+.4f} [{other['low']:+.4f}, {other['high']:+.4f}] -> {gain['chosen']}")
     contenders = {"best": (ours.similar_items, lambda u: ours.similar_users(u))}
-    if ours.anime_vectors is not None:
-        contenders["learned (taste model alone)"] = (
-            lambda q: blend(ours.item_parts(q), {"learned": 1.0}), lambda u: blend(ours.user_parts(u), {"learned": 1.0}))
     content = content_matrix(anime, num_anime)
     contenders["content (TF-IDF alone)"] = (lambda q: np.asarray((content @ content[q].T).todense()).ravel(), None)
     knn = TasteIndex(x_both)
@@ -411,8 +453,8 @@ def fold_in_quality(workdir: Path, seed: int, min_user_ratings: int, fraction: f
     """Train on the real dev set; fold in each real sample user (none of them in training) from ``fraction``
     of their ratings and score the rest: relevant = held-out ratings >= 8, candidates = every anime not folded in.
 
-    Next to EASE (lambda chosen on the dev set's valid split, fitted on its train + valid) folding in the same
-    lists, and popularity. Both recommend among the anime the trained model knows.
+    Next to EASE (lambda chosen by 5-fold cross-validation over the dev set's train + valid, fitted on both)
+    folding in the same lists, and popularity. Both recommend among the anime the trained model knows.
     """
     from animerec.bundle import ModelBundle
     from animerec.profiles import AnimeList
@@ -423,8 +465,7 @@ def fold_in_quality(workdir: Path, seed: int, min_user_ratings: int, fraction: f
     people = people[people["rating"] > 0]
     rng = np.random.default_rng(seed)
     rows = []
-    ease_score, _ = tuned("EASE (fold-in)", fit_ease, {"lam": [10, 30, 100, 200, 500, 1000, 3000]}, frames,
-                          num_users, num_anime, refit=True)
+    ease_head = ease_cv_head(frames, num_users, num_anime)
     with np.load(workdir / "dev" / "encoders.npz") as encoders:
         anime_ids = encoders["anime_ids"]
     counts = np.bincount(pd.concat([frames["train"], frames["valid"]]).anime_index, minlength=num_anime)
@@ -453,8 +494,7 @@ def fold_in_quality(workdir: Path, seed: int, min_user_ratings: int, fraction: f
             ids, _ = service.by_rating.recommend(person, n=K)
             timings.append(time.perf_counter() - started)
             picks[f"{name} (fold-in)"] = ids
-        scores = known.astype(np.float32) @ ease_score.weights  # EASE's fold-in is exact: x B
-        scores[known] = -np.inf
+        scores = ease_head.fold_in(np.flatnonzero(known))  # EASE's fold-in is exact: x B
         picks["EASE (fold-in)"] = anime_ids[np.argsort(-scores, kind="stable")[:K]]
         popular = counts.astype(np.float64)
         popular[known] = -np.inf

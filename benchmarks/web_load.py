@@ -51,7 +51,8 @@ def synthetic_model(folder: Path, users: int = 20_000, seed: int = 0) -> Path:
     from animerec.data import demo
     from animerec.data.layouts import load_anime
     from animerec.ranking import RankerData
-    from animerec.taste import TasteIndex, content_matrix, history_matrix
+    from animerec.ranking import interaction_matrix as history_matrix
+    from animerec.taste import TasteIndex, content_matrix
 
     rng = np.random.default_rng(seed)
     anime = load_anime(demo.catalogue_path()).sort_values("anime_id").reset_index(drop=True)
@@ -65,8 +66,7 @@ def synthetic_model(folder: Path, users: int = 20_000, seed: int = 0) -> Path:
     ratings = ratings.drop_duplicates(["user_index", "anime_index"])
     ranker = RankerData(ratings, users, len(anime), min_item_ratings=2, relevance_threshold=8).ranker(300.0, 1.0)
     history = history_matrix(ratings.user_index, ratings.anime_index, users, len(anime))
-    taste = TasteIndex(history, content=content_matrix(anime, len(anime)), item_weights={"cooc": 1.0, "content": 0.05},
-                       user_weights={"cooc": 1.0})
+    taste = TasteIndex(history, content=content_matrix(anime, len(anime)), item_weights={"cooc": 1.0, "content": 0.05})
     folder.mkdir(parents=True, exist_ok=True)
     write_bundle(folder, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0]),
                                         "user_bias": np.zeros(users), "anime_bias": np.zeros(len(anime))},

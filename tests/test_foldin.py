@@ -91,7 +91,7 @@ def test_a_ranking_head_ranks_a_person_exactly_as_it_ranks_a_user():
     from animerec.ranking import RankerData
 
     data = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8)
-    for ranker in (data.ranker(1.0, 1.0), data.ranker(1.0, 1.0, rating_weight=2.0)):
+    for ranker in (data.ranker(1.0, 1.0), data.ranker(1.0, 1.0, rating_weight=2.0)):  # the two knobs the rule may pick
         scorer = Scorer.from_weights(USER_VECTORS, ANIME_VECTORS, np.array([[4.0]]), np.array([0.0]), ranker=ranker)
         for user in range(len(USER_IDS)):
             rated = ranker.history[user].indices

@@ -1,6 +1,4 @@
-"""The EASE ranking head: exact weights, fold-in, like-rates, the valid-only choice and storage."""
-
-from dataclasses import replace
+"""The EASE ranking head: exact weights, fold-in, like-rates, the choice by cross-validation and storage."""
 
 import numpy as np
 import pandas as pd
@@ -9,15 +7,8 @@ import scipy.sparse as sp
 
 from animerec.config import RankerConfig
 from animerec.errors import ConfigError
-from animerec.ranking import (
-    ItemRanker,
-    RankerData,
-    ease_weights,
-    fit_ranker,
-    gram_matrix,
-    interaction_matrix,
-    like_rates,
-)
+from animerec.ranking import ItemRanker, RankerData, ease_weights, gram_matrix, interaction_matrix, like_rates
+from animerec.ranking_cv import FoldEase, fit_ranker
 
 
 def random_ratings(num_users=60, num_anime=25, per_user=8, seed=0) -> pd.DataFrame:
@@ -131,104 +122,96 @@ def split(frame: pd.DataFrame, seed: int = 0):
     return frame[part < 0.7], frame[(part >= 0.7) & (part < 0.85)], frame[part >= 0.85]
 
 
-def test_fit_ranker_chooses_on_valid_and_refits_on_train_and_valid():
+def head_config(**changes) -> RankerConfig:
+    values = dict(kind="ease", l2=[50.0], like_weight=[0.0], rating_weight=[0.0], min_item_ratings=1, tune_users=None,
+                  tune_items=None)
+    return RankerConfig(**{**values, **changes})
+
+
+def test_fit_ranker_chooses_l2_by_cross_validation_and_fits_on_train_and_valid():
     train, valid, _test = split(random_ratings(num_users=80, per_user=12))
-    cfg = RankerConfig(kind="ease", l2=[0.5, 50.0, 5000.0], like_weight=[0.0, 1.0], rating_power=[0.0], rating_weight=[0.0], min_item_ratings=1, refit=True,
-                       tune_users=None, tune_items=None)
-    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5)
-    grid = pd.DataFrame(fitted.report["grid"])
-    assert len(grid) == 6 and grid["users_evaluated"].gt(0).all()
-    best = grid.loc[grid["ndcg_at_5"].idxmax()]
-    assert (fitted.report["l2"], fitted.report["like_weight"]) == (best["l2"], best["like_weight"])
-    assert fitted.report["refit_on"] == "train+valid"
-    assert fitted.tuned.history.nnz == len(train)  # the ranker that scores valid never saw it
-    assert fitted.ranker.history.nnz == len(train) + len(valid)
-    # the tuned ranker reproduces the valid score the grid recorded for the chosen setting
-    from animerec.evaluation import Interactions, ranking_metrics
-
-    again = ranking_metrics(fitted.tuned.rank_users, Interactions.from_frame(train), Interactions.from_frame(valid), k=5)
-    assert again["ndcg_at_5"] == pytest.approx(best["ndcg_at_5"], rel=1e-5)
-    # with a callback, the train-only ranker is scored before the refit and then dropped
+    cfg = head_config(l2=[0.5, 50.0, 5000.0])
     seen = []
-    scored = fit_ranker(cfg, train, valid, 80, 25, k=5, score_tuned=lambda tuned: seen.append(tuned) or "valid metrics")
-    assert scored.tuned is None and scored.tuned_result == "valid metrics" and len(seen) == 1
-    assert seen[0].history.nnz == len(train) and np.array_equal(seen[0].weights, fitted.tuned.weights)
-    np.testing.assert_array_equal(scored.ranker.weights, fitted.ranker.weights)
+    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, folds=4, score_tuned=lambda head: seen.append(head) or "valid")
+    curve = fitted.report["l2"]["curve"]
+    assert set(curve) == {"0.5", "50", "5000"} and fitted.report["folds"] == 4 and fitted.report["users"] == 80
+    best = max(curve, key=lambda name: curve[name]["mean"])
+    assert fitted.report["l2"]["chosen"] == best and fitted.report["chosen"]["l2"] == float(best)
+    assert best in fitted.report["l2"]["within_noise"] and sum(fitted.report["l2"]["fold_wins"].values()) == 4
+    assert fitted.ranker.history.nnz == len(train) + len(valid)  # the stored head knows train and valid
+    assert fitted.tuned_result == "valid" and seen[0].history.nnz == len(train)  # the valid metrics' head: train only
+    again = fit_ranker(cfg, train, valid, 80, 25, k=5, folds=4)  # seeded: the same choice and head
+    assert again.report["l2"] == fitted.report["l2"]
+    np.testing.assert_array_equal(again.ranker.weights, fitted.ranker.weights)
 
 
-def test_fit_ranker_with_one_setting_and_no_refit():
+def test_one_eigendecomposition_gives_ease_for_every_l2():
+    rng = np.random.default_rng(4)
+    x = (rng.random((60, 15)) < 0.3).astype(np.float32)
+    gram = np.tril(x.T @ x)
+    fold = FoldEase(gram.copy())
+    rows = x[:7]
+    for l2 in (0.5, 5.0, 500.0):
+        np.testing.assert_allclose(fold.scores(rows, l2), rows @ reference_ease(x.T @ x, l2), atol=2e-4)
+
+
+def disliked_blockbusters(num_users=90, seed=0) -> pd.DataFrame:
+    """Anime 0-2 are rated by almost everyone and always low; the others as in random_ratings."""
+    frame = random_ratings(num_users=num_users, num_anime=25, per_user=10, seed=seed)
+    frame = frame[frame["anime_index"] > 2]
+    rng = np.random.default_rng(seed)
+    extra = [(u, a, int(rng.integers(1, 4))) for u in range(num_users) for a in range(3) if rng.random() < 0.8]
+    return pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
+
+
+def test_a_knob_leaves_neutral_only_when_its_gain_clears_zero():
+    train, valid, _ = split(disliked_blockbusters())
+    cfg = head_config(like_weight=[0.0, 1.0], rating_weight=[0.0, 1.0])
+    fitted = fit_ranker(cfg, train, valid, 90, 25, k=5)
+    like = fitted.report["like_weight"]
+    # the like-rate factor pushes the disliked blockbusters down: a clear gain
+    assert like["chosen"] == "1" and like["values"]["1"]["low"] > 0 and fitted.ranker.item_factor[:3].max() < 0.5
+    assert set(fitted.report["rating_weight"]["values"]) == {"0", "1"}
+    flat = pd.concat([train, valid]).assign(rating=9.0)  # every rating alike: weighing by rating changes nothing
+    same = fit_ranker(cfg, flat.iloc[: len(train)], flat.iloc[len(train):], 90, 25, k=5)
+    assert same.report["rating_weight"]["chosen"] == "0" and same.report["rating_weight"]["values"]["1"]["gain"] == 0
+    assert same.ranker.rating_weight == 0.0
+
+
+def test_fit_ranker_with_one_setting_takes_it_without_cross_validation():
     train, valid, _ = split(random_ratings())
-    cfg = RankerConfig(kind="ease", l2=[20.0], like_weight=[0.5], rating_power=[0.0], rating_weight=[0.0], min_item_ratings=3, refit=False, tune_users=None, tune_items=None)
-    fitted = fit_ranker(cfg, train, valid, 60, 25)
-    assert fitted.ranker is fitted.tuned and fitted.report["grid"] == []
-    counts = np.bincount(train["anime_index"], minlength=25)
+    fitted = fit_ranker(head_config(l2=[20.0], like_weight=[0.5], min_item_ratings=3), train, valid, 60, 25)
+    assert fitted.report["chosen"] == {"l2": 20.0, "like_weight": 0.5, "rating_weight": 0.0} and "l2" not in {
+        k for k, v in fitted.report.items() if isinstance(v, dict) and "curve" in v}
+    counts = np.bincount(pd.concat([train, valid])["anime_index"], minlength=25)
     np.testing.assert_array_equal(np.sort(fitted.ranker.items), np.flatnonzero(counts >= 3))
     assert np.all(np.diff(counts[fitted.ranker.items]) <= 0)  # most-rated first: the Gram matrix builds fastest
 
 
-@pytest.mark.parametrize("refit", [True, False])
-def test_the_grid_can_be_scored_over_the_most_rated_anime_only(refit):
+def test_the_folds_cover_the_most_rated_anime_only_and_the_stored_head_every_one():
     train, valid, _ = split(random_ratings(num_users=80, per_user=12))
-    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0], like_weight=[0.0], rating_power=[0.0], rating_weight=[0.0], min_item_ratings=1,
-                       refit=refit, tune_users=None, tune_items=10)
-    seen = []
-    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, score_tuned=seen.append)
-    counts = np.bincount(train["anime_index"], minlength=25)
-    assert fitted.report["tuned_items"] == 10 and len(seen) == 1
-    if refit:  # the grid's train-only heads, and the one whose valid metrics are reported, cover the 10 most-rated
-        np.testing.assert_array_equal(seen[0].items, np.argsort(-counts, kind="stable")[:10])
-        rows = seen[0].rank_users(np.arange(80))
-        assert np.all(rows[:, np.argsort(-counts, kind="stable")[10:]] <= 0)  # the others get no EASE score
-    else:  # no refit: the stored head is the train-only one, fitted over every anime, and it is the one scored
-        assert seen[0] is fitted.ranker
-    # the stored head, with the chosen L2, covers every anime rated at least once
-    assert len(fitted.ranker.items) == int((counts > 0).sum() if not refit else (
-        np.bincount(np.r_[train["anime_index"], valid["anime_index"]], minlength=25) > 0).sum())
-    assert fitted.ranker.history.nnz == len(train) + (len(valid) if refit else 0)
-    assert fit_ranker(replace(cfg, tune_items=None), train, valid, 80, 25, k=5).report["tuned_items"] is None
+    fitted = fit_ranker(head_config(l2=[5.0, 50.0], tune_items=10, tune_users=30), train, valid, 80, 25, k=5)
+    assert fitted.report["items"] == len(fitted.ranker.items) and fitted.report["users"] == 30
+    assert fitted.report["l2"]["curve"]  # chosen over 10 anime and 30 sampled users
+    both = np.bincount(np.r_[train["anime_index"], valid["anime_index"]], minlength=25)
+    assert len(fitted.ranker.items) == int((both > 0).sum()) > 10
+
+
+def test_a_known_users_list_folded_in_ranks_as_that_user_with_the_chosen_settings():
+    frame = disliked_blockbusters()
+    train, valid, _ = split(frame)
+    fitted = fit_ranker(head_config(like_weight=[0.0, 1.0], rating_weight=[0.0, 2.0]), train, valid, 90, 25, k=5)
+    head, known = fitted.ranker, pd.concat([train, valid])
+    assert fitted.report["chosen"]["like_weight"] == 1.0
+    for user in (3, 42, 77):
+        rows = known[known["user_index"] == user].sort_values("anime_index")
+        folded = head.fold_in(rows["anime_index"].to_numpy(), ratings=rows["rating"].to_numpy())
+        np.testing.assert_allclose(folded, head.rank_users([user])[0], rtol=1e-5)
 
 
 def test_interaction_matrix_is_binary():
     matrix = interaction_matrix(np.array([0, 0, 1]), np.array([2, 2, 0]), 2, 3)
     assert isinstance(matrix, sp.csr_matrix) and matrix.toarray().tolist() == [[0, 0, 1], [1, 0, 0]]
-
-
-def test_rating_power_multiplies_by_the_networks_prediction_and_is_chosen_on_valid():
-    head = ItemRanker(np.arange(3), np.zeros((3, 3), np.float32), np.ones(3, np.float32),
-                      sp.csr_matrix((2, 3), dtype=np.float32), rating_power=2.0)
-    scores = np.array([[2.0, 0.0, -np.inf]], np.float32)
-    np.testing.assert_allclose(head.personalise(scores, lambda: np.array([[0.5, 1.0, 1.0]])), [[0.5, 0.0, -np.inf]])
-    assert ItemRanker.from_arrays(head.arrays()).rating_power == 2.0
-    off = ItemRanker.from_arrays({k: v for k, v in head.arrays().items() if k != "rating_power"})
-    assert off.personalise(scores, lambda: 1 / 0) is scores  # an older head: no factor, the network is not asked
-
-    train, valid, _ = split(random_ratings(num_users=80, per_user=12))
-    liked = np.full((80, 25), 0.1, np.float32)  # a network that knows which anime each user rated in valid
-    liked[valid["user_index"], valid["anime_index"]] = 1.0
-    cfg = RankerConfig(kind="ease", l2=[50.0], like_weight=[0.0], rating_power=[0.0, 2.0], rating_weight=[0.0], min_item_ratings=1,
-                       refit=True, tune_users=None, tune_items=None)
-    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, predicted=lambda users: liked[users])
-    grid = pd.DataFrame(fitted.report["grid"]).set_index("rating_power")
-    assert grid.loc[2.0, "ndcg_at_5"] > grid.loc[0.0, "ndcg_at_5"] and fitted.report["rating_power"] == 2.0
-    assert fitted.ranker.rating_power == fitted.tuned.rating_power == 2.0
-    assert fit_ranker(cfg, train, valid, 80, 25, k=5).report["rating_power"] == 0.0  # no network: the grid is [0]
-
-
-def test_the_grid_is_scored_in_two_passes_and_keeps_the_best_of_both():
-    train, valid, _ = split(random_ratings(num_users=80, per_user=12))
-    liked = np.full((80, 25), 0.1, np.float32)  # a network that knows which anime each user rated in valid
-    liked[valid["user_index"], valid["anime_index"]] = 1.0
-    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0, 500.0], like_weight=[0.0, 1.0], rating_power=[0.0, 1.0, 2.0], rating_weight=[0.0],
-                       min_item_ratings=1, refit=True, tune_users=None, tune_items=None)
-    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5, predicted=lambda users: liked[users])
-    rows = pd.DataFrame(fitted.report["grid"])
-    first, second = rows[rows["rating_power"] == 0.0], rows[rows["rating_power"] > 0.0]
-    # every L2 with every like weight at power 0, then the other powers at the L2 the first pass chose
-    assert len(first) == 3 * 2 and len(second) == 2 * 2
-    assert set(second["l2"]) == {first.loc[first["ndcg_at_5"].idxmax(), "l2"]}
-    chosen = rows.loc[rows["ndcg_at_5"].idxmax()]
-    assert (fitted.report["l2"], fitted.report["like_weight"], fitted.report["rating_power"]) == (
-        chosen["l2"], chosen["like_weight"], chosen["rating_power"]) and chosen["rating_power"] > 0
 
 
 def test_rating_weight_weighs_each_rated_anime_by_its_rating_over_the_users_mean():
@@ -252,14 +235,3 @@ def test_a_folded_in_list_is_weighed_as_a_known_users_history(ranker):
         assert not np.allclose(folded, ranker.fold_in(rows["anime_index"].to_numpy()))
     dislike = weighted.fold_in(np.array([0, 1]), np.array([1.0, -0.5]), np.array([9.0, 3.0]))
     assert np.allclose(dislike, weighted.fold_in(np.array([0, 1]), np.array([(9 / 6) ** 2, -0.5])))  # kept as given
-
-
-def test_the_rating_weight_is_chosen_on_valid_with_the_rating_powers():
-    train, valid, _ = split(random_ratings(num_users=80, per_user=12))
-    cfg = RankerConfig(kind="ease", l2=[5.0, 50.0], like_weight=[0.0], rating_power=[0.0], rating_weight=[0.0, 2.0],
-                       min_item_ratings=1, refit=True, tune_users=None, tune_items=None)
-    fitted = fit_ranker(cfg, train, valid, 80, 25, k=5)
-    rows = pd.DataFrame(fitted.report["grid"])
-    assert sorted(rows["rating_weight"]) == [0.0, 0.0, 2.0]  # both L2 unweighted, then 2 at the chosen L2
-    chosen = rows.loc[rows["ndcg_at_5"].idxmax()]
-    assert fitted.report["rating_weight"] == chosen["rating_weight"] == fitted.ranker.rating_weight

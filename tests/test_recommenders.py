@@ -177,12 +177,12 @@ class TestEmbeddingRecommenderWithRanker(RecommenderContract):
 
 @pytest.fixture(scope="module")
 def taste_bundle(tmp_path_factory):
-    """The hand-built model with a taste index (co-occurrence and content, no learned part)."""
-    from animerec.taste import TasteIndex, content_matrix, history_matrix
+    """The hand-built model with a taste index (co-occurrence and content)."""
+    from animerec.ranking import interaction_matrix
+    from animerec.taste import TasteIndex, content_matrix
 
-    history = history_matrix(RATINGS.user_index, RATINGS.anime_index, len(USER_IDS), len(ANIME))
-    taste = TasteIndex(history, content=content_matrix(ANIME, len(ANIME)),
-                       item_weights={"cooc": 1.0, "content": 0.5}, user_weights={"cooc": 1.0})
+    history = interaction_matrix(RATINGS.user_index, RATINGS.anime_index, len(USER_IDS), len(ANIME))
+    taste = TasteIndex(history, content=content_matrix(ANIME, len(ANIME)), item_weights={"cooc": 1.0, "content": 0.5})
     return hand_built(tmp_path_factory.mktemp("taste_bundle"), taste=taste), taste
 
 
@@ -308,7 +308,7 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
     assert metrics["recall_at_10"] > 3 * random_recall, metrics
 
     bundle = ModelBundle.load(store.resolve("model:latest").path)
-    assert bundle.taste is not None and set(metrics["taste"]["item_weights"]) <= {"learned", "cooc", "content", "ease"}
+    assert bundle.taste is not None and set(metrics["taste"]["item_weights"]) <= {"cooc", "content", "ease"}
     rec = EmbeddingRecommender(bundle)
     rng = np.random.default_rng(0)
     rated = bundle.anime[bundle.anime.anime_index >= 0]

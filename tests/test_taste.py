@@ -1,5 +1,5 @@
 """The taste index (animerec/taste.py): exact co-occurrence and content similarity, EASE neighbours,
-the Keras taste model on block-structured lists, the blend chosen on valid, and storage."""
+the blend chosen by cross-validation (animerec/taste_cv.py), and storage."""
 
 import dataclasses
 
@@ -9,18 +9,9 @@ import pytest
 import scipy.sparse as sp
 
 from animerec.pipeline import compose_config
-from animerec.taste import (
-    TasteIndex,
-    blend,
-    content_matrix,
-    ease_neighbours,
-    encode_lists,
-    fit_taste,
-    fit_taste_model,
-    history_matrix,
-    top_excluding,
-    weight_grid,
-)
+from animerec.ranking import interaction_matrix as history_matrix
+from animerec.taste import TasteIndex, blend, content_matrix, ease_neighbours, top_excluding, weight_grid
+from animerec.taste_cv import fit_taste
 from tests.conftest import PROJECT_ROOT, model_config
 
 ANIME = pd.DataFrame({
@@ -61,13 +52,11 @@ def test_cooc_similarity_is_the_cosine_of_who_rated_what_scaled_by_the_largest()
     held = TasteIndex(history, corated=(history.T @ history).toarray())  # the tuning index holds every count
     for q in range(3):
         np.testing.assert_allclose(held.item_parts(q)["cooc"], index.item_parts(q)["cooc"], rtol=1e-6)
-    users = index.user_parts(0)["cooc"]  # user 0 rated {0, 1}
+    users = index.similar_users(0)  # user 0 rated {0, 1}
     raw = np.array([2 / 2, 2 / np.sqrt(2 * 3), 1 / np.sqrt(2 * 2), 0.0])
     np.testing.assert_allclose(users, raw / raw[1:].max(), rtol=1e-6)
     # the same list given as a list: no user is left out of the scale, and user 0 itself scores the raw 1.0
-    np.testing.assert_allclose(index.user_parts(listed=np.array([0, 1]))["cooc"], raw, rtol=1e-6)
-    shrunk = TasteIndex(history, shrink=10.0).item_parts(0)["cooc"]
-    assert shrunk[1] / shrunk[2] > 1.0  # shrinking keeps the order here, only damps small counts
+    np.testing.assert_allclose(index.similar_users(listed=np.array([0, 1])), raw, rtol=1e-6)
 
 
 def test_content_similarity_shares_genres_and_gives_unrated_anime_no_row():
@@ -109,41 +98,11 @@ def test_ease_neighbours_over_the_most_rated_anime_only():
 
 def test_blend_weights_grid_and_top_excluding():
     parts = {"cooc": np.array([1.0, 0.5, 0.0]), "content": np.array([0.0, 1.0, 1.0])}
-    np.testing.assert_allclose(blend(parts, {"cooc": 1.0, "content": 0.5, "learned": 2.0}), [1.0, 1.0, 0.5])
+    np.testing.assert_allclose(blend(parts, {"cooc": 1.0, "content": 0.5, "ease": 2.0}), [1.0, 1.0, 0.5])
     assert weight_grid({"cooc": [0, 1], "content": [0, 0.5]}) == [
         {"cooc": 0.0, "content": 0.5}, {"cooc": 1.0, "content": 0.0}, {"cooc": 1.0, "content": 0.5}]
     assert list(top_excluding(np.array([0.3, 0.9, 0.9, 0.1]), [1], 3)) == [2, 0, 3]
     assert list(top_excluding(np.array([0.3, 0.9]), [0, 1], 3)) == []
-
-
-def test_taste_model_puts_anime_watched_by_the_same_people_together():
-    lists = block_lists()
-    fitted = fit_taste_model(lists, None, taste_config(embedding_size=8, dropout=0.2, temperature=0.4,
-                                                       learning_rate=0.01, batch_size=16, epochs=15, patience=3), seed=1)
-    assert len(fitted.history) == 15 and fitted.history[-1]["taste_loss"] < fitted.history[0]["taste_loss"]
-    sims = fitted.anime_vectors @ fitted.anime_vectors.T
-    same = np.kron(np.eye(2), np.ones((10, 10))).astype(bool)
-    np.fill_diagonal(same, False)
-    cross = ~np.kron(np.eye(2), np.ones((10, 10))).astype(bool)
-    assert sims[same].mean() > sims[cross].mean() + 0.5, (sims[same].mean(), sims[cross].mean())
-    users = encode_lists(fitted.encoder, lists)  # a user's taste vector is closest to their own group's
-    assert np.allclose(np.linalg.norm(users, axis=1), 1.0, atol=1e-5)
-    group = np.repeat([0, 1], 40)
-    closeness = users @ users.T
-    assert closeness[group[:, None] == group[None, :]].mean() > closeness[group[:, None] != group[None, :]].mean() + 0.5
-
-
-def test_the_taste_model_trains_on_a_seeded_sample_of_lists():
-    from animerec.taste import _batches
-
-    lists = block_lists()  # 80 users
-    data = _batches(lists, None, 16, shuffle=True, seed=1, max_users=20)
-    assert len(data) == 2  # 20 lists a epoch, in batches of 16
-    seen = np.concatenate([data[i][0] for i in range(len(data))])
-    assert len(seen) == 20 and len({row.tobytes() for row in seen}) <= 20
-    again = _batches(lists, None, 16, shuffle=True, seed=1, max_users=20)
-    np.testing.assert_array_equal(np.sort(again.order), np.sort(data.order))  # the same users for the same seed
-    assert len(_batches(lists, None, 16, shuffle=True, seed=1, max_users=None)) == 5
 
 
 def frames_of(lists: sp.csr_matrix, seed=0):
@@ -156,22 +115,21 @@ def frames_of(lists: sp.csr_matrix, seed=0):
     return [frame[split == s].reset_index(drop=True) for s in range(3)]
 
 
-def test_fit_taste_chooses_the_blends_on_valid_and_knows_train_and_valid():
+def test_fit_taste_chooses_the_blend_by_cross_validation_and_knows_train_and_valid():
     lists = block_lists(30, 12)
     train, valid, _test = frames_of(lists)
     anime = pd.DataFrame({"anime_id": np.arange(24) + 1, "genres": ["Action"] * 12 + ["Romance"] * 12,
                           "type": "TV", "source": None, "anime_index": np.arange(24)})
-    cfg = taste_config(embedding_size=8, dropout=0.2, temperature=0.4, learning_rate=0.01, batch_size=16, epochs=5,
-                       patience=2, shrink=0.0, ease_l2=[10.0, 100.0], ease_keep=5, tune_users=None,
-                       item_weights={"learned": [0.0, 0.5], "cooc": [1.0], "content": [0.0, 0.1], "ease": [0.0, 1.0]},
-                       user_weights={"learned": [0.0, 0.5], "cooc": [1.0]})
-    found = fit_taste(cfg, train, valid, 60, 24, anime, seed=3)
-    report = found.index, found.report
-    index, report = report
-    assert report["item_weights"] in weight_grid(cfg.item_weights)
-    assert report["user_weights"] in weight_grid(cfg.user_weights)
-    assert len(report["item_grid"]) == 4 + 4 * 2  # without ease: 4 settings; with it: 4 x 2 L2 values
+    cfg = taste_config(ease_l2=[10.0, 100.0], ease_keep=5, tune_users=None,
+                       item_weights={"cooc": [0.0, 1.0], "content": [0.0, 0.1], "ease": [0.0, 1.0]})
+    found = fit_taste(cfg, train, valid, 60, 24, anime, seed=3, folds=3)
+    index, report = found.index, found.report
+    assert report["item_weights"] in weight_grid(cfg.item_weights) and report["folds"] == 3
+    assert len(report["curve"]["curve"]) == 3 + 4 * 2  # without ease: 3 blends; with it: 4 blends x 2 L2 values
     assert (report["ease_l2"] is None) == (not report["item_weights"]["ease"])
+    assert report["chosen"] in report["curve"]["curve"] and sum(report["curve"]["fold_wins"].values()) == 3
+    for part, found_part in report["parts"].items():  # every part the best blend had was put to the rule
+        assert found_part["chosen"] in found_part["values"] and part in report["best_by_mean"]
     both = pd.concat([train, valid])
     assert index.history.nnz == len(both.drop_duplicates(["user_index", "anime_index"]))  # train + valid, not test
     # the block structure is found: an anime's 5 most similar are in its own block
@@ -181,27 +139,24 @@ def test_fit_taste_chooses_the_blends_on_valid_and_knows_train_and_valid():
 
 def test_arrays_round_trip_with_every_part():
     lists = block_lists(10, 6)
-    fitted = fit_taste_model(lists, None, taste_config(embedding_size=4, dropout=0.0, temperature=0.4,
-                                                       learning_rate=0.01, batch_size=8, epochs=2, patience=1))
     anime = pd.DataFrame({"anime_id": np.arange(12) + 1, "genres": ["Action"] * 6 + ["Romance"] * 6, "type": "TV",
                           "source": None, "anime_index": np.arange(12)})
-    index = TasteIndex(lists, fitted.anime_vectors, encode_lists(fitted.encoder, lists), fitted.encoder,
-                       content_matrix(anime, 12), ease_neighbours(lists, [10.0], keep=4)[10.0],
-                       {"learned": 0.5, "cooc": 1.0, "content": 0.1, "ease": 1.0}, {"learned": 0.5, "cooc": 1.0}, 2.0)
+    index = TasteIndex(lists, content_matrix(anime, 12), ease_neighbours(lists, [10.0], keep=4)[10.0],
+                       {"cooc": 1.0, "content": 0.1, "ease": 1.0})
     again = TasteIndex.from_arrays(dict(index.arrays()))
     for q in (0, 7):
         np.testing.assert_allclose(again.similar_items(q), index.similar_items(q), rtol=1e-6)
     np.testing.assert_allclose(again.similar_users(3), index.similar_users(3), rtol=1e-6)
-    listed = lists[3].indices
-    np.testing.assert_allclose(again.encode(listed), index.user_vectors[3], rtol=1e-5, atol=1e-6)
-    assert again.item_weights == index.item_weights and again.shrink == 2.0
+    assert again.item_weights == index.item_weights
+    older = {**index.arrays(), "item_parts": np.array(["cooc", "learned"]), "item_weights": np.array([1.0, 0.5])}
+    assert TasteIndex.from_arrays(older).item_weights == {"cooc": 1.0}  # a removed part of an older index is not read
 
 
 def test_an_all_zero_grid_is_a_config_error_naming_the_key():
     from animerec.errors import ConfigError
 
-    assert weight_grid({"cooc": [0.0], "learned": [0.0]}) == []
-    zeros = [f"model.taste.item_weights.{part}=[0]" for part in ("learned", "cooc", "content", "ease")]
+    assert weight_grid({"cooc": [0.0], "ease": [0.0]}) == []
+    zeros = [f"model.taste.item_weights.{part}=[0]" for part in ("cooc", "content", "ease")]
     with pytest.raises(ConfigError, match=r"model.taste.item_weights=.*every weight is 0.*item_weights.cooc=\[1.0\]"):
         compose_config(["model=best", *zeros], PROJECT_ROOT)
     compose_config(["model=seed", *zeros], PROJECT_ROOT)  # no blend, no rule: the seed preset ignores the weights

@@ -24,11 +24,11 @@ from animerec.model import build_model, scorer_from_model
 from animerec.plots import figure
 from animerec.pretrained import update_best_alias
 from animerec.pyfunc import log_pyfunc
-from animerec.ranking import fit_ranker
+from animerec.ranking_cv import fit_ranker
 from animerec.registry import register_and_promote
 from animerec.steps.common import pinned, step_run
 from animerec.strategy import make_strategy, trainer_for
-from animerec.taste import fit_taste
+from animerec.taste_cv import fit_taste
 from animerec.trainer import fit, train_data
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def train(cfg: Config) -> dict:
 
 def attach_ranker(scorer, model_cfg: ModelConfig, eval_cfg: EvaluateConfig, train_df, valid_df, num_users: int, num_anime: int,
                   seed: int, bundle_scale: dict | None = None):
-    """Fit the ranking head the model config asks for onto ``scorer`` (chosen on valid).
+    """Fit the ranking head the model config asks for onto ``scorer`` (chosen by cross-validation).
 
     Returns ``(valid_found, report)``: with ``bundle_scale``, the valid metrics of the scorer with
     the head fitted on train only (taken before the refit on train + valid, then that head is
@@ -108,23 +108,21 @@ def attach_ranker(scorer, model_cfg: ModelConfig, eval_cfg: EvaluateConfig, trai
         return valid_metrics(dataclasses.replace(scorer, ranker=tuned), bundle_scale, train_df, valid_df, eval_cfg)
 
     fitted = fit_ranker(ranker_cfg, train_df, valid_df, num_users, num_anime, k=int(eval_cfg.k),
-                        relevance_threshold=float(eval_cfg.relevance_threshold), seed=seed,
-                        score_tuned=score_tuned if bundle_scale is not None and len(valid_df) else None,
-                        predicted=scorer.score_users)
+                        relevance_threshold=float(eval_cfg.relevance_threshold), seed=seed, folds=int(eval_cfg.folds),
+                        score_tuned=score_tuned if bundle_scale is not None and len(valid_df) else None)
     scorer.ranker = fitted.ranker
     return fitted.tuned_result, fitted.report
 
 
 def attach_taste(model_cfg: ModelConfig, eval_cfg: EvaluateConfig, train_df, valid_df, num_users: int, num_anime: int,
-                 anime: pd.DataFrame, seed: int, *, strategy=None, verbose: int = 0, on_epoch_end=None):
+                 anime: pd.DataFrame, seed: int):
     """Fit the similar-anime / similar-users index the model config asks for (``model.taste``), or None."""
     taste_cfg = model_cfg.taste
     if taste_cfg.kind == "none":
         return None
 
     return fit_taste(taste_cfg, train_df, valid_df, num_users, num_anime, anime, k=int(eval_cfg.k),
-                     relevance_threshold=float(eval_cfg.relevance_threshold), seed=seed, verbose=verbose,
-                     strategy=strategy, on_epoch_end=on_epoch_end)
+                     relevance_threshold=float(eval_cfg.relevance_threshold), seed=seed, folds=int(eval_cfg.folds))
 
 
 def epoch_checkpoint(store, pre, cfg: Config, trainer: str):
@@ -176,10 +174,7 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
     # The taste index before the ranking head: each builds an anime x anime matrix, and this way the
     # head's (1.2 GB at full size) is not held while the taste index builds its own.
     anime_table = pd.read_parquet(pre.file("anime.parquet"))
-    taste = attach_taste(model_cfg, cfg.evaluate, train_df, valid_df, num_users, num_anime, anime_table, seed,
-                         strategy=strategy, verbose=int(train_cfg.verbose),
-                         on_epoch_end=lambda row: run.log_metrics(
-                             {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+    taste = attach_taste(model_cfg, cfg.evaluate, train_df, valid_df, num_users, num_anime, anime_table, seed)
     with phase("the ranking head"):
         valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg.evaluate, train_df, valid_df, num_users,
                                                    num_anime, seed, scale)
@@ -192,13 +187,9 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
                     "trainer": trainer, "strategy": decision.kind})
     if taste is not None:
         metrics["taste"] = taste.report
-        metrics.update({key: value for key, value in taste.report.items() if key.startswith("valid_")})
-        if "model_epochs_run" in taste.report:
-            metrics["taste_epochs_run"] = taste.report["model_epochs_run"]
     if ranker_report is not None:
         metrics["ranker"] = ranker_report
-        metrics.update({f"ranker_{key}": ranker_report[key]
-                        for key in ("l2", "like_weight", "rating_power", "rating_weight")})
+        metrics.update({f"ranker_{key}": value for key, value in ranker_report["chosen"].items()})
     logger.info(
         "Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
         metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg.evaluate.k,

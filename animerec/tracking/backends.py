@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -165,7 +166,9 @@ class MlflowTracker(Tracker):
         mlflow.log_metrics(dict(metrics), step=step)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        numeric = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        # MLflow names take letters, digits and _ - . / : and spaces (a blend's name has = and ,)
+        numeric = {re.sub(r"[^\w\-./: ]", "_", k): float(v) for k, v in summary.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         mlflow.log_metrics(numeric)
 
     def log_image(self, key: str, path: Path) -> None:
