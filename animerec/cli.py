@@ -79,8 +79,6 @@ def _add_person(parser: argparse.ArgumentParser) -> None:
                              "with columns anime_id,rating (1-10; 0 or empty = listed, not rated); nothing on it is "
                              "recommended back")
     parser.add_argument("--likes", nargs="+", metavar="TITLE", help="liked titles instead of a user ID")
-    parser.add_argument("--dropped", choices=("dislike", "neutral"), default="dislike",
-                        help="what the dropped anime on a --ratings list mean: dislikes (default), or like any entry")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,8 +147,6 @@ def request_from(args: argparse.Namespace) -> dict:
             request = {"likes": args.likes}
         else:
             request = {"query": args.user_id}
-        if args.ratings is not None:
-            request["dropped_as_dislikes"] = args.dropped == "dislike"
     request.update({"kind": COMMANDS[args.command], "n": args.n, "genres": args.genres,
                     "genre_match": args.genre_match, "types": args.types, "min_score": args.min_score,
                     "max_score": args.max_score, "sequels": args.sequels, "adult": args.adult,

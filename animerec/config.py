@@ -226,7 +226,6 @@ class RecsConfig:
     min_members: int | None = key(min=0)
     popularity_damping: float = key(min=0, max=2)
     exclude: list[str] = key(help="MAL IDs never to recommend (not interested)")
-    dropped_as_dislikes: bool
 
 
 @dataclass(frozen=True)

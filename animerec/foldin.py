@@ -32,8 +32,6 @@ from animerec.scoring import _NORM_EPS, Scorer, _activate
 
 logger = logging.getLogger(__name__)
 
-DISLIKE_RATING = 3.0  # what an unscored dropped anime counts as, when dropped anime are dislikes
-DISLIKE_WEIGHT = -0.5  # a dropped anime's weight in the ranking head's fold-in (a watched anime's is 1)
 STEPS = 150
 LEARNING_RATE = 0.05
 BIAS_L2 = 1e-2  # keeps a short list's user bias near the trained users' (which centre on 0)
@@ -57,7 +55,6 @@ class Person:
     bias: float
     skipped: np.ndarray
     source: str
-    weights: np.ndarray | None = None  # [r] each rated anime's weight in the ranking head's fold-in (dislikes < 0)
 
     def summary(self) -> dict:
         """What the answer reports about the list."""
@@ -66,22 +63,18 @@ class Person:
                 "skipped_anime_ids": [int(a) for a in self.skipped[:20]]}
 
 
-def fold_in(bundle: ModelBundle, anime_list: AnimeList, dropped_as_dislikes: bool = True) -> Person:
+def fold_in(bundle: ModelBundle, anime_list: AnimeList) -> Person:
     """The :class:`Person` for ``anime_list``; a clear error when nothing on it is usable.
 
-    With ``dropped_as_dislikes`` (the default), a dropped anime counts as a dislike: without a score
-    it is read as a :data:`DISLIKE_RATING`, and in the ranking head's fold-in it pulls its
-    neighbours down (weight :data:`DISLIKE_WEIGHT`) instead of up. Without it, a dropped anime is
-    like any other entry (its score, if any, is used; an unscored one is only listed).
+    The rated anime are the taste signal, as a known user's ratings are: a dropped anime is like any
+    other entry (its score, if any, is used; an unscored one is only listed). Drops and low ratings
+    as a negative signal cleared no cross-validation (docs/results.md), so they are not one.
     """
     positions = np.searchsorted(bundle.anime_ids, anime_list.anime_ids)
     positions = np.minimum(positions, len(bundle.anime_ids) - 1)
     known = bundle.anime_ids[positions] == anime_list.anime_ids
     index = positions[known].astype(np.int64)
     ratings = anime_list.ratings[known].copy()
-    dropped = (anime_list.dropped[known] if anime_list.dropped is not None else np.zeros(len(index), bool))
-    dropped = dropped & bool(dropped_as_dislikes)
-    ratings[dropped & np.isnan(ratings)] = DISLIKE_RATING
     signal = ~np.isnan(ratings) & ~anime_list.planned[known]
     skipped = anime_list.anime_ids[~known]
     if not signal.any():
@@ -97,8 +90,7 @@ def fold_in(bundle: ModelBundle, anime_list: AnimeList, dropped_as_dislikes: boo
     if len(skipped):
         logger.info("%s: %d of %d anime are unknown to the model and skipped", anime_list.source, len(skipped),
                     len(anime_list))
-    weights = np.where(dropped[signal], DISLIKE_WEIGHT, 1.0).astype(np.float32)
-    return Person(index, rated, values, vector, bias, skipped, anime_list.source, weights)
+    return Person(index, rated, values, vector, bias, skipped, anime_list.source)
 
 
 def _activation_grad(z: np.ndarray, p: np.ndarray, activation: str) -> np.ndarray:
@@ -172,5 +164,5 @@ def person_scores(scorer: Scorer, person: Person) -> np.ndarray:
 def person_ranking(scorer: Scorer, person: Person) -> np.ndarray:
     """Ranking scores ``[num_anime]``: the ranking head over the rated anime, else the predictions."""
     if scorer.ranker is not None:
-        return scorer.ranker.fold_in(person.rated, person.weights, person.ratings)
+        return scorer.ranker.fold_in(person.rated, person.ratings)
     return person_scores(scorer, person)

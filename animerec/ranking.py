@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -182,18 +182,17 @@ class ItemRanker:
         scores[row_of, rows.indices] = -np.inf
         return scores
 
-    def fold_in(self, anime_index: np.ndarray, weights: np.ndarray | None = None,
-                ratings: np.ndarray | None = None) -> np.ndarray:
+    def fold_in(self, anime_index: np.ndarray, ratings: np.ndarray | None = None) -> np.ndarray:
         """Scores ``[num_anime]`` for someone who rated ``anime_index`` (not a known user); those get -inf.
 
-        ``weights`` (one per anime, default 1) weigh each entry of the history row: a dislike (< 0) can pull
-        down. ``ratings`` (1-10, one per anime) weigh the other entries as a known user's are weighed.
+        ``ratings`` (1-10, one per anime) weigh the entries of the history row as a known user's are weighed
+        (:func:`weighted_history`), so a known user's list folded in ranks as that user does.
         """
         anime_index = np.asarray(anime_index, dtype=np.int64)
-        values = np.ones(len(anime_index), np.float32) if weights is None else np.asarray(weights, np.float32)
+        values = np.ones(len(anime_index), np.float32)
         if ratings is not None and self.rating_weight and len(anime_index):
             ratings = np.asarray(ratings, np.float32)
-            values = np.where(values > 0, values * entry_weights(ratings, ratings.mean(), self.rating_weight), values)
+            values = entry_weights(ratings, ratings.mean(), self.rating_weight)
         anime_index, first = np.unique(anime_index, return_index=True)
         row = sp.csr_matrix((values[first], (np.zeros(len(anime_index), np.int64), anime_index)),
                             shape=(1, self.num_anime))

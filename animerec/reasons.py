@@ -71,14 +71,11 @@ class Reasons:
             out.append("; ".join(parts) or "watched by the same people")
         return out
 
-    def from_list(self, rated: np.ndarray, ratings: np.ndarray, anime_ids: np.ndarray,
-                  weights: np.ndarray | None = None, limit: int = 3) -> list[str]:
+    def from_list(self, rated: np.ndarray, ratings: np.ndarray, anime_ids: np.ndarray, limit: int = 3) -> list[str]:
         """For recommendations to someone who rated ``rated`` (anime indices) with ``ratings`` (1-10): the
-        ``limit`` anime on their list that contribute most to each one (``weights`` < 0, dislikes, never do)."""
+        ``limit`` anime on their list that contribute most to each one."""
         rated = np.asarray(rated, np.int64)
         ratings = np.asarray(ratings, np.float64)
-        if weights is not None:  # a dislike's contribution is negative: it is never a reason
-            ratings = ratings * np.sign(np.asarray(weights, np.float64))
         targets = np.array([self.bundle.anime_index(int(a)) for a in anime_ids], np.int64)
         contribution = self._contributions(rated, ratings, targets)  # [len(rated), len(targets)]
         out = []

@@ -84,7 +84,6 @@ class Query(BaseModel):
     ratings: Any = None  # [{anime_id, rating}, ...] or a DataFrame: anyone's list
     likes: list[str] | None = None  # titles: anyone's list
     exclude: tuple[int, ...] = ()  # MAL IDs the person is not interested in: never in the answer
-    dropped_as_dislikes: bool = True  # a list's dropped anime are dislikes (animerec.foldin.fold_in)
 
     @model_validator(mode="before")
     @classmethod
@@ -138,7 +137,7 @@ class Query(BaseModel):
 # What each field must be, for the error message ("n must be a positive integer, got 0.").
 _NEEDS = {"kind": "one of " + ", ".join(KINDS), "n": "a positive integer", "min_members": "a whole number >= 0",
           "exclude": "MAL IDs (a list, or comma-separated)", "adult": "true or false",
-          "dropped_as_dislikes": "true or false", "likes": "a list of titles", "genres": "a list of genres",
+          "likes": "a list of titles", "genres": "a list of genres",
           "types": "a list of types such as [TV, Movie]"}
 
 
@@ -219,10 +218,8 @@ class RecommendationService:
     def titles(self):
         return TitleIndex(self.bundle.anime)
 
-    def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None,
-               dropped_as_dislikes: bool = True):
-        """Fold anyone's list into the model: ``ratings`` records, liked titles or a list file (its dropped
-        anime as dislikes unless ``dropped_as_dislikes`` is false)."""
+    def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None):
+        """Fold anyone's list into the model: ``ratings`` records, liked titles or a list file."""
 
         if ratings_file is not None:
             anime_list = read_list(ratings_file)
@@ -232,7 +229,7 @@ class RecommendationService:
             anime_list = from_records(ratings, "the ratings list")
         else:
             anime_list = from_titles(list(likes), self.titles.find)
-        return fold_in(self.bundle, anime_list, dropped_as_dislikes)
+        return fold_in(self.bundle, anime_list)
 
     def anime_id(self, query: Any) -> int:
         """A MAL ID from an ID (a JSON number) or a title (a string, even "86": titles win over IDs)."""
@@ -282,7 +279,7 @@ class RecommendationService:
         user_id = user_or_person(user_id)
         ids, scores = self.by_rating.recommend(user_id, n, filters=filters, min_rating=min_rating,
                                                max_rating=max_rating, filter_items=self.known(exclude))
-        why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids, getattr(user_id, "weights", None))
+        why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids)
         if not self.bundle.scorer.ranks_separately:
             return anime_table(self.bundle, ids, scores, "predicted_rating", why)
         # ordered by the ranking head; its score first, the predicted 1-10 rating beside it
@@ -300,8 +297,7 @@ class RecommendationService:
             title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]
             return {"kind": query.kind, "query": {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None},
                     "anime": records(table)}
-        user = (self.person(query.ratings, query.likes, dropped_as_dislikes=query.dropped_as_dislikes)
-                if query.has_list else user_id_of(query.query))
+        user = self.person(query.ratings, query.likes) if query.has_list else user_id_of(query.query)
         asked = {"list": user.summary()} if query.has_list else {"user_id": user}
         if query.kind == "similar_users":
             result = self.similar_users(user, query.n, query.filters, query.exclude)

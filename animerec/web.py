@@ -212,7 +212,6 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
                   "min_members": form.get("min_members") or None,
                   "popularity_damping": form.get("popularity_damping") or 0.0,
                   "exclude": form.get("exclude") or "",
-                  **({"dropped_as_dislikes": form.get("dropped_neutral") != "on"} if kind == "rating_recs" else {}),
                   "n": form.get("n") or 10}
         return {"kind": kind, **chosen}
 
@@ -279,7 +278,7 @@ def create_app(service, model_path: Path | None = None, model_ref: str = "model"
         form = await request.form()
         upload = form.get("ratings_file")
         likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
-        chosen = {"likes": form.get("likes") or "", "dropped_neutral": form.get("dropped_neutral") == "on"}
+        chosen = {"likes": form.get("likes") or ""}
         state = form.get("list_state") or ""
         if not (upload is not None and getattr(upload, "filename", "")) and not likes and state:
             # the uploaded list, kept in the page (rerunning without an anime the person is not interested in)

@@ -96,12 +96,11 @@ def test_a_ranking_head_ranks_a_person_exactly_as_it_ranks_a_user():
         for user in range(len(USER_IDS)):
             rated = ranker.history[user].indices
             ratings = data.ratings[user].data  # the same order as rated
-            person = type("P", (), {"rated": rated, "weights": None, "ratings": ratings})()  # a list with no dislikes
+            person = type("P", (), {"rated": rated, "ratings": ratings})()  # the user's own list
             np.testing.assert_allclose(person_ranking(scorer, person), ranker.rank_users([user])[0], rtol=1e-5)
 
 
-def test_dropped_anime_are_dislikes_unless_asked_otherwise():
-    from animerec.foldin import DISLIKE_RATING, DISLIKE_WEIGHT
+def test_a_dropped_anime_is_like_any_other_entry():
     from animerec.profiles import from_records
     from animerec.ranking import RankerData
 
@@ -115,14 +114,7 @@ def test_dropped_anime_are_dislikes_unless_asked_otherwise():
         anime_ids, scale = ANIME.anime_id.to_numpy(), {"min": 1.0, "max": 10.0}
 
     Bundle.scorer = scorer
-    disliked = fold_in(Bundle, listed)
-    assert sorted(disliked.rated) == [0, 2, 3] and DISLIKE_RATING in disliked.ratings  # unscored drop: a 3
-    assert list(disliked.weights[np.argsort(disliked.rated)]) == [1.0, DISLIKE_WEIGHT, DISLIKE_WEIGHT]
-    neutral = fold_in(Bundle, listed, dropped_as_dislikes=False)
-    assert sorted(neutral.rated) == [0, 3] and list(neutral.weights) == [1.0, 1.0]  # the unscored drop is only listed
-    # the ranking head: the dislikes' neighbours score lower than when the drops are ordinary entries
-    plus = ranker.fold_in(np.array([0, 2, 3]))
-    minus = ranker.fold_in(np.array([0, 2, 3]), np.array([1.0, DISLIKE_WEIGHT, DISLIKE_WEIGHT]))
-    free = np.isfinite(plus)
-    assert (minus[free] <= plus[free] + 1e-7).all() and (minus[free] < plus[free] - 1e-7).any()
-    np.testing.assert_allclose(person_ranking(scorer, disliked), minus, rtol=1e-6)
+    person = fold_in(Bundle, listed)
+    assert sorted(person.rated) == [0, 3] and sorted(person.ratings) == [6.0, 9.0]  # the unscored drop is only listed
+    assert 2 in person.listed
+    np.testing.assert_allclose(person_ranking(scorer, person), ranker.fold_in(np.array([0, 3])), rtol=1e-6)

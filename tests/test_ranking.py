@@ -233,5 +233,3 @@ def test_a_folded_in_list_is_weighed_as_a_known_users_history(ranker):
         folded = weighted.fold_in(rows["anime_index"].to_numpy(), ratings=rows["rating"].to_numpy())
         np.testing.assert_allclose(folded, weighted.rank_users([user])[0], rtol=1e-5)
         assert not np.allclose(folded, ranker.fold_in(rows["anime_index"].to_numpy()))
-    dislike = weighted.fold_in(np.array([0, 1]), np.array([1.0, -0.5]), np.array([9.0, 3.0]))
-    assert np.allclose(dislike, weighted.fold_in(np.array([0, 1]), np.array([(9 / 6) ** 2, -0.5])))  # kept as given

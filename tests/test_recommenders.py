@@ -444,5 +444,3 @@ def test_not_interested_and_dropped_reach_the_service_from_every_side(bundle):
     query = Query.from_mapping(request)
     assert query.exclude == (20, 30) and query.filters.popularity_damping == 0.3
     assert query.filters.min_members == 700 and query.filters.adult and query.filters.sequels == "hide_unstarted"
-    args = build_parser().parse_args(["recommend", "--ratings", "list.csv", "--dropped", "neutral"])
-    assert args.dropped == "neutral"

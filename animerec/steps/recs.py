@@ -129,8 +129,7 @@ def similar_users(cfg: Config) -> dict:
 def step_user(service, recs: dict):
     """``(user, query, who)`` for recs.ratings_file (a folded-in person) or recs.user_id; Nones for neither."""
     if recs.ratings_file:
-        person = service.person(ratings_file=recs.ratings_file,
-                                dropped_as_dislikes=bool(recs.dropped_as_dislikes))
+        person = service.person(ratings_file=recs.ratings_file)
         return person, {"ratings_file": recs.ratings_file, "list": person.summary()}, "the list in recs.ratings_file"
     if recs.user_id is not None:
         return int(recs.user_id), {"user_id": int(recs.user_id)}, f"user {int(recs.user_id)}"
