@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Mapping
 
@@ -134,6 +135,37 @@ def read_arrays(path: Path) -> Arrays:
         out = Arrays({key: npz[key] for key in npz.files if key != _META})
         out.meta = json.loads(bytes(npz[_META]).decode("utf-8")) if _META in npz.files else {}
     return out
+
+
+def project_version() -> str:
+    """This release of animerec (``unknown`` when it is not installed)."""
+    try:
+        return version("animerec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class FormatError(UserError, ValueError):
+    """A stored part written in a newer format than this release reads."""
+
+
+def write_part(path: Path, arrays: Mapping[str, Any], kind: str, format_version: int, meta: dict | None = None) -> None:
+    """A versioned stored part (ranking head, taste index, checkpoint): :func:`write_arrays` with its kind,
+    format version and the release that wrote it in the meta."""
+    write_arrays(path, arrays, {**(meta or {}), "part": kind, "format_version": int(format_version),
+                                "written_by": project_version()})
+
+
+def read_part(path: Path, kind: str, format_version: int) -> Arrays:
+    """A part :func:`write_part` wrote; a :class:`FormatError` naming the release that wrote it when its format
+    is newer than ``format_version`` (parts written before versions were stored count as version 1)."""
+    arrays = read_arrays(path)
+    found = int(arrays.meta.get("format_version", 1))
+    if found > format_version:
+        raise FormatError(f"{path} holds a {kind} of format version {found}, written by animerec "
+                          f"{arrays.meta.get('written_by', '?')}; this release ({project_version()}) reads {kind}s "
+                          f"up to version {format_version}. Upgrade animerec, or retrain with this release.")
+    return arrays
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,21 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from animerec.artifacts import read_arrays, write_arrays
+from animerec.artifacts import project_version, read_arrays, read_part, write_arrays, write_part
 from animerec.errors import UserError
 from animerec.ranking import ItemRanker
 from animerec.scoring import Scorer
 from animerec.taste import TasteIndex
 
-FORMAT_VERSION = 1
+# 2: the ranking head lost rating_power and the taste index its learned part and user blend (both parts
+# carry their own format version from then on); an older release refuses this model instead of misreading it
+FORMAT_VERSION = 2
 
 
 class BundleError(UserError, ValueError):
@@ -43,13 +44,6 @@ def encoders_fingerprint(user_ids: np.ndarray, anime_ids: np.ndarray) -> str:
     digest.update(b"|")
     digest.update(np.ascontiguousarray(anime_ids, dtype=np.int64).tobytes())
     return digest.hexdigest()
-
-
-def project_version() -> str:
-    try:
-        return version("animerec")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, anime_emb: np.ndarray,
@@ -73,7 +67,7 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
                                           "rating": np.asarray(ratings["rating"], np.int8)})
     for name, part in (("ranker", ranker), ("taste", taste)):
         if part is not None:
-            write_arrays(folder / f"{name}.npz", part.arrays())
+            write_part(folder / f"{name}.npz", part.arrays(), name, part.FORMAT_VERSION)
     info = {
         "format_version": FORMAT_VERSION,
         "project_version": project_version(),
@@ -101,7 +95,7 @@ def _optional_part(path: Path, info: dict, name: str, what: str, shape: tuple[in
     if not (path / f"{name}.npz").is_file():
         raise BundleError(f"{path} is not a complete model artifact: its model_info.json names {what} but "
                           f"{name}.npz is missing. Use the complete folder the train step wrote.")
-    loaded = part.from_arrays(read_arrays(path / f"{name}.npz"))
+    loaded = part.from_arrays(read_part(path / f"{name}.npz", name, part.FORMAT_VERSION))
     if loaded.history.shape != shape:
         raise BundleError(f"Model artifact {path} is inconsistent: {name}.npz covers {loaded.history.shape} "
                           f"users x anime, the encoders {shape[0]} x {shape[1]}. Retrain.")

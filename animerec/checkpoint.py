@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from animerec.artifacts import read_arrays, write_arrays
+from animerec.artifacts import read_part, write_part
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class TrainingState:
 class EpochCheckpoint:
     """The checkpoint file at ``path``: :meth:`save` after each epoch, :meth:`load` to resume."""
 
+    FORMAT_VERSION = 1
+
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,12 +59,12 @@ class EpochCheckpoint:
                 "waited": state.waited, "history": state.history, "stopped": state.stopped,
                 "counts": [len(state.weights), len(state.optimizer),
                            0 if state.best_weights is None else len(state.best_weights)]}
-        write_arrays(self.path, arrays, meta)
+        write_part(self.path, arrays, "checkpoint", self.FORMAT_VERSION, meta)
 
     def load(self) -> TrainingState | None:
         if not self.path.is_file():
             return None
-        data = read_arrays(self.path)
+        data = read_part(self.path, "checkpoint", self.FORMAT_VERSION)
         meta = data.meta
         n_weights, n_optimizer, n_best = meta["counts"]
         return TrainingState(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -156,6 +156,8 @@ class ItemRanker:
     ``history`` ``[num_users, num_anime]`` the anime each user rated in the data the ranker was fitted
     on, each weighing ``(rating / the user's mean rating) ** rating_weight`` (see :func:`weighted_history`).
     """
+
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: no rating_power (version 1 heads that had one rank without it)
 
     items: np.ndarray
     weights: np.ndarray

@@ -20,7 +20,7 @@ import functools
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -134,6 +134,8 @@ class TasteIndex:
     EASE rows (each row's largest weights); ``item_weights`` the blend, e.g. ``{"cooc": 1.0}`` or
     ``{"ease": 1.0, "content": 0.1}``.
     """
+
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: no learned part nor user blend (version 1's are not read)
 
     history: sp.csr_matrix
     content: sp.csr_matrix | None = None

@@ -133,3 +133,31 @@ def test_array_container_round_trip_and_atomic_replace(tmp_path, monkeypatch):
     again = read_arrays(path)
     assert list(again) == ["a"] and again.meta == {"epochs": 2}  # the last complete write, never half of one
     assert [p.name for p in tmp_path.iterdir()] == ["part.npz"]
+
+
+def test_a_newer_part_is_refused_naming_the_release_that_wrote_it(tmp_path):
+    from animerec.artifacts import FormatError, read_part, write_part
+
+    write_part(tmp_path / "head.npz", {"x": np.arange(3)}, "ranker", 2)
+    again = read_part(tmp_path / "head.npz", "ranker", 2)
+    assert again.meta["format_version"] == 2 and again.meta["part"] == "ranker" and "written_by" in again.meta
+    write_part(tmp_path / "newer.npz", {"x": np.arange(3)}, "ranker", 3, {"written_by": "ignored"})
+    meta = read_part(tmp_path / "newer.npz", "ranker", 3).meta
+    with pytest.raises(FormatError, match=r"format version 3, written by animerec .*reads rankers up to version 2.*Upgrade"):
+        read_part(tmp_path / "newer.npz", "ranker", 2)
+    assert meta["written_by"] != "ignored"  # the release is always this one's
+    np.savez(tmp_path / "old.npz", x=np.arange(2))  # written before parts carried versions: version 1
+    assert list(read_part(tmp_path / "old.npz", "ranker", 1)["x"]) == [0, 1]
+
+
+def test_an_older_release_refuses_a_newer_checkpoint(tmp_path, monkeypatch):
+    from animerec.artifacts import FormatError
+    from animerec.checkpoint import EpochCheckpoint, TrainingState
+
+    checkpoint = EpochCheckpoint(tmp_path / "c.npz")
+    checkpoint.save(TrainingState(epochs_done=1, weights=[np.zeros(2)], optimizer=[], best=1.0, best_epoch=1,
+                                  best_weights=None, waited=0, history=[], stopped=False))
+    assert checkpoint.load().epochs_done == 1
+    monkeypatch.setattr(EpochCheckpoint, "FORMAT_VERSION", 0)  # an older release's reader
+    with pytest.raises(FormatError, match="holds a checkpoint of format version 1"):
+        checkpoint.load()

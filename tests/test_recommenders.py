@@ -1,6 +1,8 @@
 """The recommenders on hand-built embeddings (exact expectations), one shared mixin for every
 recommender, and the steps on demo data (quality and bad queries)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,6 +174,27 @@ class TestEmbeddingRecommenderWithRanker(RecommenderContract):
         shutil.copytree(ranked_bundle[0].path, tmp_path / "copy")
         (tmp_path / "copy" / "ranker.npz").unlink()
         with pytest.raises(ValueError, match="names a ranking head but ranker.npz is missing"):
+            ModelBundle.load(tmp_path / "copy")
+
+    @pytest.mark.parametrize("part", ["ranker", "taste"])
+    def test_an_older_release_refuses_a_newer_part_or_model(self, ranked_bundle, taste_bundle, tmp_path, monkeypatch,
+                                                             part):
+        import shutil
+
+        from animerec.ranking import ItemRanker
+        from animerec.taste import TasteIndex
+
+        source = (ranked_bundle if part == "ranker" else taste_bundle)[0].path
+        shutil.copytree(source, tmp_path / "copy")
+        reader = ItemRanker if part == "ranker" else TasteIndex
+        monkeypatch.setattr(reader, "FORMAT_VERSION", reader.FORMAT_VERSION - 1)  # what an older release reads
+        with pytest.raises(ValueError, match=f"holds a {part} of format version {reader.FORMAT_VERSION + 1}, written "
+                                             f"by animerec .*Upgrade animerec"):
+            ModelBundle.load(tmp_path / "copy")
+        info = json.loads((tmp_path / "copy" / "model_info.json").read_text())
+        info["format_version"] += 1
+        (tmp_path / "copy" / "model_info.json").write_text(json.dumps(info))
+        with pytest.raises(ValueError, match="was written by a newer animerec"):
             ModelBundle.load(tmp_path / "copy")
 
 

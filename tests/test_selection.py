@@ -53,3 +53,24 @@ def test_paired_gain_pairs_users_over_the_folds_both_scored():
     b = np.array([[0.5, 2.0], [np.nan, 1.0]])
     gain, low, high = paired_gain(a, b)
     assert gain == pytest.approx((0.5 + 0.5) / 2) and low <= gain <= high
+
+
+def test_the_train_step_records_every_choice_in_metrics_json_and_mlflow(trained):
+    import mlflow
+
+    cfg, _tmp, result = trained
+    metrics = result["metrics"]  # what metrics.json holds
+    ranker, taste = metrics["ranker"], metrics["taste"]
+    assert ranker["folds"] == cfg.evaluate.folds == 5 and set(ranker["l2"]["curve"]) == {"50", "500"}
+    assert ranker["chosen"]["l2"] == float(ranker["l2"]["chosen"]) == metrics["ranker_l2"]
+    like = ranker["like_weight"]
+    assert {"gain", "low", "high", "mean"} <= set(like["values"]["1"]) and sum(like["fold_wins"].values()) == 5
+    assert (like["chosen"] == "1") == (like["values"]["1"]["low"] > 0)  # the rule, as recorded
+    assert taste["chosen"] in taste["curve"]["curve"] and sum(taste["curve"]["fold_wins"].values()) == 5
+    logged = {}
+    for experiment in mlflow.search_experiments():
+        for run in mlflow.search_runs([experiment.experiment_id], output_format="list"):
+            logged.update(run.data.metrics)
+    assert "ranker.like_weight.values.1.gain" in logged and "ranker.like_weight.fold_wins.1" in logged
+    assert logged["ranker.like_weight.values.1.low"] == pytest.approx(like["values"]["1"]["low"])
+    assert any(key.startswith("taste.curve.curve.") for key in logged)  # a blend's name, made MLflow-safe
