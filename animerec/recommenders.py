@@ -380,21 +380,11 @@ class UserBasedRecommender(Recommender):
         super().__init__(bundle)
         self.neighbours = int(neighbours)
         self.favorite_rule = favorites or FavoriteRule()
-        self._last: tuple[object, pd.DataFrame] | None = None  # (user ID or person, its neighbour_favorites)
 
     def neighbour_favorites(self, user_id) -> pd.DataFrame:
-        """Per anime: how many similar users favour it, and their mean rating of it.
-
-        The last user's table is kept, so recommend() and a caller showing mean ratings share one search.
-        """
-        key = user_id if isinstance(user_id, Person) else int(user_id)
-        last = None if self._last is None else self._last[0]
-        same = last is key if isinstance(key, Person) else (not isinstance(last, Person) and last == key)
-        if not same:
-            self._last = (key, self._neighbour_favorites(user_id))
-        return self._last[1]
-
-    def _neighbour_favorites(self, user_id) -> pd.DataFrame:
+        """Per anime: how many similar users favour it, and their mean rating of it (``anime_index``,
+        ``count``, ``mean_rating``). Nothing is kept on the recommender: a caller that also shows the mean
+        ratings passes the table to :meth:`recommend` (``favorites=``), so one search serves both."""
         similar, _ = self.similar_users(user_id, self.neighbours)
         rows = []
         for other in similar:
@@ -408,9 +398,10 @@ class UserBasedRecommender(Recommender):
         stacked = pd.concat(rows)
         return stacked.groupby("anime_index")["rating"].agg(count="size", mean_rating="mean").reset_index()
 
-    def recommend(self, user_id, n=10, *, filter_already_rated=True, filter_items=None, filters=None):
+    def recommend(self, user_id, n=10, *, filter_already_rated=True, filter_items=None, filters=None, favorites=None):
+        """``favorites``: this user's :meth:`neighbour_favorites`, when the caller has it already."""
         n = self._check_n(n)
-        table = self.neighbour_favorites(user_id)
+        table = self.neighbour_favorites(user_id) if favorites is None else favorites
         counts = np.zeros(len(self.bundle.anime_ids), dtype=np.float32)
         means = np.zeros(len(self.bundle.anime_ids), dtype=np.float32)
         index = table["anime_index"].to_numpy(np.int64)

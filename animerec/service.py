@@ -266,10 +266,11 @@ class RecommendationService:
         users_table = pd.DataFrame({"user_id": users.astype(np.int64), "similarity": np.round(similarity, 4),
                                     "rating_count": counts.astype(np.int64)})
         prefs = rec.preferences(user_id, self.favorite_rule)
-        ids, scores = rec.recommend(user_id, n, filters=filters, filter_items=self.known(exclude))
+        favorites = rec.neighbour_favorites(user_id)  # one search for the picks and their mean ratings
+        ids, scores = rec.recommend(user_id, n, filters=filters, filter_items=self.known(exclude), favorites=favorites)
         picks = anime_table(self.bundle, ids, scores, "similar_users_favouring",
                             Reasons.neighbours(scores, self.neighbours))
-        means = rec.neighbour_favorites(user_id).set_index("anime_index")["mean_rating"]
+        means = favorites.set_index("anime_index")["mean_rating"]
         picks.insert(3, "mean_rating", np.round(means.loc[[self.bundle.anime_index(int(a)) for a in ids]].to_numpy(), 2))
         return {"user_id": user_id, "users": users_table, "picks": picks, "genres": prefs["genres"],
                 "sources": prefs["sources"], "favorites": prefs["favorites"]}

@@ -467,3 +467,23 @@ def test_not_interested_and_dropped_reach_the_service_from_every_side(bundle):
     query = Query.from_mapping(request)
     assert query.exclude == (20, 30) and query.filters.popularity_damping == 0.3
     assert query.filters.min_members == 700 and query.filters.adult and query.filters.sequels == "hide_unstarted"
+
+
+def test_two_peoples_lists_answered_from_many_threads_each_get_their_own(taste_bundle):
+    """No per-request state on the shared service: answers computed at once in many threads equal the ones
+    computed alone, for two people whose neighbours and picks differ."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from animerec.service import RecommendationService
+
+    service = RecommendationService(taste_bundle[0], neighbours=4)
+    people = [[{"anime_id": 10, "rating": 10}, {"anime_id": 20, "rating": 9}],  # mecha
+              [{"anime_id": 30, "rating": 10}, {"anime_id": 40, "rating": 9}]]  # romance
+    queries = [{"kind": kind, "ratings": person, "n": 3, "sequels": "show", "adult": True}
+               for kind in ("similar_users", "rating_recs") for person in people]
+    alone = [service.answer(q) for q in queries]
+    assert alone[0]["users"] != alone[1]["users"] and alone[0]["anime"] != alone[1]["anime"]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda i: (i % 4, service.answer(queries[i % 4])), range(400)))
+    for which, answer in answers:
+        assert answer == alone[which]
