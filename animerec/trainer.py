@@ -110,83 +110,103 @@ def fit(
             raise ConfigError("model.negatives_per_positive > 0 needs the custom loop: use train.trainer=lazy.")
         return _fit_keras(model, train, valid, model_cfg, seed=seed, verbose=verbose, on_epoch_end=on_epoch_end)
 
-    epochs, batch_size, patience = int(model_cfg.epochs), int(model_cfg.batch_size), int(model_cfg.patience)
-    weights = {"negative_weight": float(model_cfg.negative_weight),
-               "rating_weight": 1.0 + int(model_cfg.negatives_per_positive)}
-    if trainer == "distributed":
-        if strategy is None:
-            raise ValueError("trainer='distributed' needs a tf.distribute strategy.")
-        loop: _Loop = DistributedTrainer(model, model_cfg.loss, strategy, **weights)
-    else:
-        loop = LazyTrainer(model, model_cfg.loss, **weights)
+    epochs, batch_size = int(model_cfg.epochs), int(model_cfg.batch_size)
+    loop = _make_loop(model, model_cfg, trainer, strategy)
     drop = is_tpu(strategy)  # TPUs need static batch shapes
-
-    def dataset(epoch: int):  # (the dataset, what the loop iterates): the first keeps its rows alive
-        made = make_dataset(train, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop, epoch=epoch)
-        return made, loop.distribute(made)
-
     valid_made = valid_ds = None
     if valid is not None and len(valid):  # the same validation negatives every epoch (epoch 0's draw)
         valid_made = make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed, drop_remainder=drop,
                                   epoch=0)
         valid_ds = loop.distribute(valid_made)
     history = History(trainer=loop.name, planned_epochs=epochs, batch_size=batch_size)
-    best, best_weights, waited, start = float("inf"), None, 0, 0
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        try:
-            model.set_weights(saved.weights)
-            loop.set_optimizer_state(saved.optimizer)
-        except ValueError as err:
-            raise ConfigError(f"The checkpoint {checkpoint.path} does not fit this model ({err}). Start over with "
-                              f"train.resume=false.") from None
-        best, best_weights, waited, start = saved.best, saved.best_weights, saved.waited, saved.epochs_done
-        history.epochs, history.best_epoch = list(saved.history), saved.best_epoch
-        logger.info("Resumed from the checkpoint after epoch %d of %d (%s); train.resume=false starts over.",
-                    start, epochs, checkpoint.path)
-        if saved.stopped:
-            start = epochs  # early stopping had already ended this run
-    steps, rated_per_batch = num_batches(train, batch_size, drop), positives_per_batch(train, batch_size)
-    for epoch in range(start, epochs):
+    state = _resume(checkpoint, model, loop, history, epochs)
+    for epoch in range(state.epochs_done, epochs):
         # Each epoch's batches depend only on the seed and the epoch (fresh negatives, its own shuffle),
         # so a run resumed from a checkpoint sees exactly the batches an uninterrupted run would.
-        made, train_ds = dataset(epoch)
-        lr = learning_rate(epoch, model_cfg.lr, epochs)
-        loop.set_learning_rate(lr)
-        started = time.perf_counter()
-        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, leave=False, unit="batch") as bar:
-            def progress(n, loss):
-                bar.update(n)
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", ratings_per_s=f"{bar.n * rated_per_batch / elapsed:,.0f}")
-
-            loss = loop.train_epoch(train_ds, progress)
-        del made, train_ds  # this epoch's shuffled row order goes before the next epoch's is made
-        seconds = time.perf_counter() - started
-        val_loss = loop.evaluate(valid_ds) if valid_ds is not None else loss
-        row = {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
-               "ratings_per_s": len(train) / seconds}
+        made = make_dataset(train, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop, epoch=epoch)
+        row = _train_epoch(loop, made, train, model_cfg, epoch, verbose=verbose, drop=drop)
+        del made  # this epoch's shuffled row order goes before the next epoch's is made
+        row["val_loss"] = loop.evaluate(valid_ds) if valid_ds is not None else row["loss"]
         history.epochs.append(row)
-        logger.info("epoch %d/%d loss %.5f val_loss %.5f lr %.2e (%.1fs, %.0f ratings/s)",
-                    epoch + 1, epochs, loss, val_loss, lr, seconds, row["ratings_per_s"])
+        logger.info("epoch %d/%d loss %.5f val_loss %.5f lr %.2e (%.1fs, %.0f ratings/s)", epoch + 1, epochs,
+                    row["loss"], row["val_loss"], row["lr"], row["seconds"], row["ratings_per_s"])
         if on_epoch_end:
             on_epoch_end(row)
-        stop = False
-        if improved(val_loss, best, float(model_cfg.min_delta)):
-            best, best_weights, waited, history.best_epoch = val_loss, model.get_weights(), 0, epoch + 1
-        else:
-            waited += 1
-            stop = waited >= patience
+        if _early_stopping(state, row["val_loss"], model, history, model_cfg, epoch):
+            state.stopped = True
         if checkpoint is not None:
-            checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), best,
-                                          history.best_epoch, best_weights, waited, history.epochs, stop))
-        if stop:
+            checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), state.best,
+                                          history.best_epoch, state.best_weights, state.waited, history.epochs,
+                                          state.stopped))
+        if state.stopped:
             logger.info("Early stopping after epoch %d: val_loss has not improved by %g of its best for %d epochs",
-                        epoch + 1, float(model_cfg.min_delta), patience)
+                        epoch + 1, float(model_cfg.min_delta), int(model_cfg.patience))
             break
-    if best_weights is not None:
-        model.set_weights(best_weights)
+    if state.best_weights is not None:
+        model.set_weights(state.best_weights)
     return history
+
+
+def _make_loop(model, model_cfg: ModelConfig, trainer: str, strategy) -> "_Loop":
+    """The custom training loop: ``lazy`` (row-wise Adam, one replica) or ``distributed`` (``strategy.run``)."""
+    weights = {"negative_weight": float(model_cfg.negative_weight),
+               "rating_weight": 1.0 + int(model_cfg.negatives_per_positive)}
+    if trainer == "distributed":
+        if strategy is None:
+            raise ValueError("trainer='distributed' needs a tf.distribute strategy.")
+        return DistributedTrainer(model, model_cfg.loss, strategy, **weights)
+    return LazyTrainer(model, model_cfg.loss, **weights)
+
+
+def _resume(checkpoint, model, loop, history: History, epochs: int) -> TrainingState:
+    """The early-stopping state to start from: the checkpoint's (its weights and optimizer state loaded into
+    ``model`` and ``loop``, its epochs into ``history``), or a fresh one."""
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is None:
+        return TrainingState(0, [], [])
+    try:
+        model.set_weights(saved.weights)
+        loop.set_optimizer_state(saved.optimizer)
+    except ValueError as err:
+        raise ConfigError(f"The checkpoint {checkpoint.path} does not fit this model ({err}). Start over with "
+                          f"train.resume=false.") from None
+    history.epochs, history.best_epoch = list(saved.history), saved.best_epoch
+    logger.info("Resumed from the checkpoint after epoch %d of %d (%s); train.resume=false starts over.",
+                saved.epochs_done, epochs, checkpoint.path)
+    if saved.stopped:
+        saved.epochs_done = epochs  # early stopping had already ended this run
+    return saved
+
+
+def _train_epoch(loop, made, train: TrainData, model_cfg: ModelConfig, epoch: int, *, verbose: int, drop: bool) -> dict:
+    """One epoch over ``made`` (its dataset) at the schedule's learning rate, with a progress bar; its history row
+    (``val_loss`` still to fill)."""
+    epochs, batch_size = int(model_cfg.epochs), int(model_cfg.batch_size)
+    lr = learning_rate(epoch, model_cfg.lr, epochs)
+    loop.set_learning_rate(lr)
+    steps, rated_per_batch = num_batches(train, batch_size, drop), positives_per_batch(train, batch_size)
+    started = time.perf_counter()
+    with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, leave=False, unit="batch") as bar:
+        def progress(n, loss):
+            bar.update(n)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{loss:.4f}", ratings_per_s=f"{bar.n * rated_per_batch / elapsed:,.0f}")
+
+        loss = loop.train_epoch(loop.distribute(made), progress)
+    seconds = time.perf_counter() - started
+    return {"epoch": epoch + 1, "loss": loss, "val_loss": None, "lr": lr, "seconds": seconds,
+            "ratings_per_s": len(train) / seconds}
+
+
+def _early_stopping(state: TrainingState, val_loss: float, model, history: History, model_cfg: ModelConfig,
+                    epoch: int) -> bool:
+    """Record an epoch's validation loss in ``state``: its weights kept when it improved by ``min_delta`` of the
+    best, else one more epoch waited; whether ``patience`` epochs have now passed without improvement."""
+    if improved(val_loss, state.best, float(model_cfg.min_delta)):
+        state.best, state.best_weights, state.waited, history.best_epoch = val_loss, model.get_weights(), 0, epoch + 1
+        return False
+    state.waited += 1
+    return state.waited >= int(model_cfg.patience)
 
 
 def _fit_keras(model, train, valid, model_cfg, *, seed, verbose, on_epoch_end) -> History:

@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,61 +145,93 @@ def epoch_checkpoint(store, pre, cfg: Config, trainer: str):
     return checkpoint
 
 
+@dataclass
+class Fitted:
+    """What training made: the Keras model, its numpy scorer (with the ranking head), the similar-anime index,
+    the training history, and what the valid split and the choices reported."""
+
+    model: Any
+    scorer: Any
+    history: Any
+    taste: Any
+    valid_found: dict | None
+    ranker_report: dict | None
+    summary: dict  # trainer, strategy, seconds
+
+
 def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
+    """Train, evaluate, store, publish: each a function of its own."""
+    encoders = read_arrays(pre.file("encoders.npz"))
+    scale = json.loads(pre.file("scale.json").read_text())
+    anime_table = pd.read_parquet(pre.file("anime.parquet"))
+    checkpoint, fitted = train_model(run, cfg, pre, train_df, valid_df, encoders, scale, anime_table)
+    metrics = evaluate_model(cfg, pre, fitted, train_df, valid_df, test_df, scale, len(encoders["anime_ids"]))
+    out = store_model(run, cfg, pre, fitted, metrics, encoders, scale, anime_table, (train_df, valid_df, test_df))
+    if checkpoint is not None:
+        checkpoint.clear()  # the model is stored: a rerun trains a new one
+    return publish_model(run, cfg, out.version, metrics)
+
+
+def train_model(run, cfg: Config, pre, train_df, valid_df, encoders, scale: dict, anime_table) -> tuple:
+    """``(checkpoint, Fitted)``: the network (resuming from its epoch checkpoint), then the similar-anime index
+    and the ranking head, each chosen by cross-validation."""
     import keras
 
     model_cfg, train_cfg = cfg.model, cfg.train
-    keras.utils.set_random_seed(int(train_cfg.seed))
-    encoders = read_arrays(pre.file("encoders.npz"))
-    scale = json.loads(pre.file("scale.json").read_text())
+    seed = int(train_cfg.seed)
+    keras.utils.set_random_seed(seed)
     num_users, num_anime = len(encoders["user_ids"]), len(encoders["anime_ids"])
     strategy, decision = make_strategy(train_cfg.strategy, train_cfg.tpu_address)
     trainer = trainer_for(train_cfg.trainer, strategy, decision)
     run.log_summary({"strategy": decision.kind, "trainer": trainer})
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(model_cfg, num_users, num_anime)
-
     started = time.perf_counter()
-    seed = int(train_cfg.seed)
     train_split = train_data(train_df, model_cfg, num_anime, seed, known=(valid_df,))
     valid_split = train_data(valid_df, model_cfg, num_anime, seed + 1, known=(train_df,))
     checkpoint = epoch_checkpoint(run.store, pre, cfg, trainer)
     with phase("training"):
-        history = fit(model, train_split, valid_split, model_cfg, trainer=trainer, strategy=strategy,
-                      seed=int(train_cfg.seed), verbose=int(train_cfg.verbose),
-                      on_epoch_end=lambda row: run.log_metrics(
-                          {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
-                      checkpoint=checkpoint)
+        history = fit(model, train_split, valid_split, model_cfg, trainer=trainer, strategy=strategy, seed=seed,
+                      verbose=int(train_cfg.verbose), checkpoint=checkpoint,
+                      on_epoch_end=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                                               step=row["epoch"]))
     del train_split, valid_split
     scorer = scorer_from_model(model)
     # The taste index before the ranking head: each builds an anime x anime matrix, and this way the
     # head's (1.2 GB at full size) is not held while the taste index builds its own.
-    anime_table = pd.read_parquet(pre.file("anime.parquet"))
     taste = attach_taste(model_cfg, cfg.evaluate, train_df, valid_df, num_users, num_anime, anime_table, seed)
     with phase("the ranking head"):
         valid_found, ranker_report = attach_ranker(scorer, model_cfg, cfg.evaluate, train_df, valid_df, num_users,
                                                    num_anime, seed, scale)
-    train_seconds = time.perf_counter() - started
+    summary = {"train_seconds": time.perf_counter() - started, "trainer": trainer, "strategy": decision.kind}
+    return checkpoint, Fitted(model, scorer, history, taste, valid_found, ranker_report, summary)
+
+
+def evaluate_model(cfg: Config, pre, fitted: Fitted, train_df, valid_df, test_df, scale: dict, num_anime: int) -> dict:
+    """Test metrics next to the baselines, the valid split's, and every choice the cross-validations made."""
     with phase("evaluation"):
-        metrics = evaluate(scorer, scale, train_df, test_df, num_anime, cfg.evaluate, valid=valid_df,
-                           valid_found=valid_found)
-    metrics.update({"data_fingerprint": data_fingerprint(pre), "train_seconds": train_seconds, "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
-                    "epochs_planned": history.planned_epochs, "batch_size": history.batch_size,
-                    "trainer": trainer, "strategy": decision.kind})
-    if taste is not None:
-        metrics["taste"] = taste.report
-    if ranker_report is not None:
-        metrics["ranker"] = ranker_report
-        metrics.update({f"ranker_{key}": value for key, value in ranker_report["chosen"].items()})
-    logger.info(
-        "Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
-        metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), cfg.evaluate.k,
-        metrics[f"recall_at_{cfg.evaluate.k}"], cfg.evaluate.k, metrics[f"ndcg_at_{cfg.evaluate.k}"],
-        metrics["baselines"]["popularity"][f"recall_at_{cfg.evaluate.k}"],
-        metrics["baselines"]["popularity"][f"ndcg_at_{cfg.evaluate.k}"],
-    )
-    frames = (train_df, valid_df, test_df)
+        metrics = evaluate(fitted.scorer, scale, train_df, test_df, num_anime, cfg.evaluate, valid=valid_df,
+                           valid_found=fitted.valid_found)
+    history = fitted.history
+    metrics.update({"data_fingerprint": data_fingerprint(pre), **fitted.summary, "epochs_run": len(history.epochs),
+                    "best_epoch": history.best_epoch, "epochs_planned": history.planned_epochs,
+                    "batch_size": history.batch_size})
+    if fitted.taste is not None:
+        metrics["taste"] = fitted.taste.report
+    if fitted.ranker_report is not None:
+        metrics["ranker"] = fitted.ranker_report
+        metrics.update({f"ranker_{key}": value for key, value in fitted.ranker_report["chosen"].items()})
+    k = cfg.evaluate.k
+    popular = metrics["baselines"]["popularity"]
+    logger.info("Test: RMSE %.3f MAE %.3f recall@%d %.4f NDCG@%d %.4f | popularity recall %.4f NDCG %.4f",
+                metrics.get("rmse", float("nan")), metrics.get("mae", float("nan")), k, metrics[f"recall_at_{k}"], k,
+                metrics[f"ndcg_at_{k}"], popular[f"recall_at_{k}"], popular[f"ndcg_at_{k}"])
+    return metrics
+
+
+def store_model(run, cfg: Config, pre, fitted: Fitted, metrics: dict, encoders, scale: dict, anime_table, frames):
+    """The ``model`` artifact (written whole or not at all): the Keras file, the bundle, history, metrics, config."""
+    model, scorer = fitted.model, fitted.scorer
     ratings = {name: np.concatenate([f[name].to_numpy() for f in frames]) for name in ("user_index", "anime_index", "rating")}
     with phase("the model artifact"), run.output(
             "model", "model", description="Collaborative-filtering model and its embeddings",
@@ -213,31 +247,31 @@ def fit_and_store(run, cfg: Config, pre, train_df, valid_df, test_df) -> dict:
             anime_emb=model.anime_embedding.get_weights()[0], activation=model.activation,
             user_ids=encoders["user_ids"], anime_ids=encoders["anime_ids"], scale=scale,
             anime=anime_table, ratings=ratings,
-            extra_info={"trained_on": pre.ref, "model_name": model_cfg.name},
-            ranker=scorer.ranker, taste=taste.index if taste is not None else None,
+            extra_info={"trained_on": pre.ref, "model_name": cfg.model.name},
+            ranker=scorer.ranker, taste=fitted.taste.index if fitted.taste is not None else None,
         )
-        frame = history.frame()
+        frame = fitted.history.frame()
         frame.to_csv(out.path / "history.csv", index=False)
         optional("the loss-curve plot", plot_history, frame, out.path / "loss_curve.png")
         (out.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-
         (out.path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    if checkpoint is not None:
-        checkpoint.clear()  # the model is stored: a rerun trains a new one
-    # The model is stored: from here on a failure only costs an extra, never the trained model.
+    return out
+
+
+def publish_model(run, cfg: Config, version, metrics: dict) -> dict:
+    """After the model is stored, the extras: a failure here only costs an extra, never the trained model."""
     optional("the metrics summary", run.log_summary, metrics)
-    if (out.version.path / "loss_curve.png").is_file():
-        optional("the loss-curve image", run.log_image, "loss_curve", out.version.path / "loss_curve.png")
-    best = optional("the best alias and registry link", publish, run, model_cfg, out.version)
+    if (version.path / "loss_curve.png").is_file():
+        optional("the loss-curve image", run.log_image, "loss_curve", version.path / "loss_curve.png")
+    best = optional("the best alias and registry link", publish, run, cfg.model, version)
     with phase("the MLflow pyfunc model"):
-        model_uri = optional("the MLflow pyfunc model", log_model_uri, out.version.path,
-                             cfg.main.mlflow_copy_max_mb)
+        model_uri = optional("the MLflow pyfunc model", log_model_uri, version.path, cfg.main.mlflow_copy_max_mb)
     registered = None
-    if model_uri is not None and model_cfg.registry_name:
+    if model_uri is not None and cfg.model.registry_name:
         registered = optional("the MLflow Model Registry entry", register_and_promote, model_uri,
-                              model_cfg.registry_name, out.version.ref, best.ref if best is not None else None,
+                              cfg.model.registry_name, version.ref, best.ref if best is not None else None,
                               str(run.store.root))
-    return {"model": out.version.ref, "metrics": metrics, "model_uri": model_uri, "registered_uri": registered}
+    return {"model": version.ref, "metrics": metrics, "model_uri": model_uri, "registered_uri": registered}
 
 
 def log_model_uri(path, copy_max_mb: float | None = None) -> str:
