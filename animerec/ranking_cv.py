@@ -163,10 +163,10 @@ def fit_ranker(cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_
     tuned_result = None
     if score_tuned is not None:
         tuned_result = score_tuned(RankerData(train, num_users, num_anime, min_items, relevance_threshold).ranker(
-            **setting, last=True))
+            **setting))
     with phase("the ranking head's fit on train + valid"):
         ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
-            **setting, last=True)
+            **setting)
     report.update(chosen=setting, items=int(len(ranker.items)), fit_seconds=time.perf_counter() - started)
     logger.info("Ranker: EASE %s over %d anime (chosen by %d-fold cross-validation), fitted on train + valid in "
                 "%.1f s", setting, len(ranker.items), folds, report["fit_seconds"])
