@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
@@ -78,7 +78,15 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
 
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
-        batches = BasicSweeper.split_arguments(parsed, None)
     except HydraException as err:
         raise ConfigError(f"bad configuration override: {one_line(err)}") from None
-    return [job for batch in batches for job in batch]
+    choices: dict[str, list[str]] = {}  # per key, its values (a later override of a key replaces an earlier one)
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:  # interval(...) and the like: a sweeper plugin (Optuna) draws them; each trial is checked then
+            choices.pop(key, None)
+    return [list(job) for job in itertools.product(*choices.values())]

@@ -242,16 +242,26 @@ def _fit_keras(model, train, valid, model_cfg, *, seed, verbose, on_epoch_end) -
         Record(),
     ]
 
-    class Stopping(keras.callbacks.EarlyStopping):
-        def _is_improvement(self, value, reference):  # the custom loop's rule: a share of the best
-            return reference is None or improved(float(value), float(reference), float(model_cfg.min_delta))
+    class Stopping(keras.callbacks.Callback):
+        """Early stopping by the custom loop's rule (a fall of ``min_delta`` of the best counts), the best
+        epoch's weights restored at the end."""
 
-    stopping = None
-    if valid_ds is not None:
-        stopping = Stopping(monitor="val_loss", patience=int(model_cfg.patience), restore_best_weights=True)
-        callbacks.append(stopping)
-    model.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
+        def __init__(self):
+            super().__init__()
+            self.state = TrainingState(0, [], [])
+
+        def on_epoch_end(self, epoch, logs=None):
+            stop = _early_stopping(self.state, float(logs["val_loss"]), self.model, history, model_cfg, epoch)
+            self.model.stop_training = self.model.stop_training or stop
+
+        def on_train_end(self, logs=None):
+            if self.state.best_weights is not None:
+                self.model.set_weights(self.state.best_weights)
+
     history = History(epochs=rows, trainer="keras", planned_epochs=epochs, batch_size=batch_size)
-    if rows:  # the epoch whose weights were restored
-        history.best_epoch = stopping.best_epoch + 1 if stopping is not None else len(rows)
+    if valid_ds is not None:
+        callbacks.append(Stopping())
+    model.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
+    if rows and valid_ds is None:  # no early stopping: the last epoch's weights
+        history.best_epoch = len(rows)
     return history
