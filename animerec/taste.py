@@ -161,9 +161,12 @@ class TasteIndex:
     # similar anime ------------------------------------------------------------------------------
     def item_parts(self, anime_index: int) -> dict[str, np.ndarray]:
         """Each part's similarity ``[num_anime]`` of every anime to one anime."""
-        raters = self.by_anime.indices[self.by_anime.indptr[anime_index]:self.by_anime.indptr[anime_index + 1]]
         # co-rating counts [num_anime]: a row of the whole matrix when it is held, else from the raters' lists
-        together = self.corated[anime_index] if self.corated is not None else _row_sum(self.history, raters)
+        if self.corated is not None:
+            together = self.corated[anime_index]
+        else:
+            by_anime = self.by_anime
+            together = _row_sum(self.history, by_anime.indices[by_anime.indptr[anime_index]:by_anime.indptr[anime_index + 1]])
         denom = np.sqrt(self.anime_counts[anime_index] * self.anime_counts)
         parts = {"cooc": (together / np.maximum(denom, 1e-12)).astype(np.float32)}
         if self.content is not None:

@@ -53,9 +53,9 @@ def cross_validate(cfg, frames: list[pd.DataFrame], num_users: int, num_anime: i
     ratings = rating_matrix(columns["user_index"], columns["anime_index"], columns["rating"], num_users, num_anime)
     del columns
     tuned = sample_users(np.diff(ratings.indptr), folds, cfg.tune_users, seed)
-    row_of = np.repeat(np.arange(num_users), np.diff(ratings.indptr))
+    row_of = np.repeat(np.arange(num_users, dtype=np.int32), np.diff(ratings.indptr))
     picked = np.isin(row_of, tuned)
-    fold_of = np.full(ratings.nnz, -1, np.int64)
+    fold_of = np.full(ratings.nnz, -1, np.int8)
     fold_of[picked] = deal_folds(row_of[picked], folds, seed)
     others = sp.csr_matrix((np.where(picked, 0.0, 1.0).astype(np.float32), ratings.indices, ratings.indptr),
                            shape=ratings.shape)
@@ -76,7 +76,7 @@ def cross_validate(cfg, frames: list[pd.DataFrame], num_users: int, num_anime: i
         sampled = history[tuned]
         counts = (sampled.T @ sampled).tocoo()  # the sampled users' co-rating counts without this fold: sparse
         corated[counts.row, counts.col] += counts.data
-        found = _score_fold(make_index(history, corated), ease_for(history, corated), kept, held, settings,
+        found = _score_fold(make_index(history, corated), ease_for(history, corated), kept, held, settings, tuned,
                             k=k, threshold=threshold, seed=seed + fold, tail=tail)
         corated[counts.row, counts.col] -= counts.data  # exact: whole counts in float32
         for name, values in found.items():
@@ -87,13 +87,14 @@ def cross_validate(cfg, frames: list[pd.DataFrame], num_users: int, num_anime: i
     return (weights, l2), report
 
 
-def _score_fold(index, ease: dict, kept: sp.csr_matrix, held: Interactions, settings, *, k: int, threshold: float,
-                seed: int, tail: int) -> dict[str, dict[int, float]]:
-    """``{setting: {user: mean of hit@k and its tail view}}`` on one fold."""
-    history = Interactions(np.repeat(np.arange(kept.shape[0]), np.diff(kept.indptr)).astype(np.int32),
-                           kept.indices.astype(np.int32), kept.data.astype(np.float32))
+def _score_fold(index, ease: dict, kept: sp.csr_matrix, held: Interactions, settings, tuned: np.ndarray, *, k: int,
+                threshold: float, seed: int, tail: int) -> dict[str, dict[int, float]]:
+    """``{setting: {user: mean of hit@k and its tail view}}`` on one fold, for the sampled users ``tuned``."""
+    sampled = kept[tuned]  # only the scored users' histories are read (queries and exclusions)
+    history = Interactions(np.repeat(tuned, np.diff(sampled.indptr)).astype(np.int32), sampled.indices.astype(np.int32),
+                           sampled.data.astype(np.float32))
     item_parts = functools.lru_cache(maxsize=4096)(index.item_parts)  # both views query the same anime
-    most = np.argsort(-np.bincount(history.anime, minlength=kept.shape[1]), kind="stable")[:tail]
+    most = np.argsort(-np.bincount(kept.indices, minlength=kept.shape[1]), kind="stable")[:tail]
 
     def similar(q, exclude, n):
         parts, out = item_parts(q), {}
