@@ -25,12 +25,13 @@ from typing import Sequence
 import pandas as pd
 
 from animerec.artifacts import ArtifactStore
-from animerec.config import SEQUEL_MODES
+from animerec.config import ItemFilter, specs
 from animerec.errors import UserError
 from animerec.pretrained import resolve_model, resolve_wandb_mode
 from animerec.profiles import read_list
 from animerec.recommenders import FavoriteRule
-from animerec.service import RecommendationService
+from animerec.service import FILTER_FIELDS, RecommendationService
+from animerec.view import view
 
 logger = logging.getLogger(__name__)
 
@@ -39,27 +40,33 @@ COMMANDS = {"similar-anime": "similar_anime", "similar-users": "similar_users", 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", type=int, default=10, help="how many results (default 10)")
-    parser.add_argument("--genres", nargs="+", default=[], metavar="GENRE",
-                        help="keep anime with any of these genres (case and punctuation ignored: scifi = Sci-Fi)")
-    parser.add_argument("--genre-match", choices=("any", "all"), default="any",
-                        help="with several --genres: any of them (default) or all of them")
-    parser.add_argument("--types", nargs="+", default=[], metavar="TYPE",
-                        help="keep these types: TV, Movie, OVA, ONA, Special, Music")
-    parser.add_argument("--min-score", type=float, help="lowest MAL score to keep")
-    parser.add_argument("--max-score", type=float, help="highest MAL score to keep")
-    parser.add_argument("--sequels", choices=SEQUEL_MODES, default=None,
-                        help="later seasons, films and OVAs of franchises: hide_unstarted (default: none of a "
-                             "franchise whose first entry you have not rated), hide_all (nothing of a franchise on "
-                             "your list) or show")
-    parser.add_argument("--adult", action="store_true", help="include adult anime (hidden by default, as on MAL)")
+    _add_filters(parser)
     parser.add_argument("--exclude", nargs="+", type=int, default=[], metavar="MAL_ID",
                         help="anime you are not interested in: never recommended")
-    parser.add_argument("--min-members", type=int, help="only anime with at least this many MAL members")
-    parser.add_argument("--hidden-gems", type=float, default=0.0, metavar="BETA", dest="popularity_damping",
-                        help="rank by score / members^BETA: 0 (default) is the plain ranking, 0.3-0.5 lifts "
-                             "less-watched anime (at most 2)")
     _add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+FLAGS = {"popularity_damping": ("--hidden-gems", "BETA")}  # flags named for fans rather than after the field
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`ItemFilter` field, with its rule's choices, help and default."""
+    defaults = ItemFilter()
+    for name, spec in specs(ItemFilter).items():
+        flag, metavar = FLAGS.get(name, ("--" + name.replace("_", "-"), None))
+        default, rule = getattr(defaults, name), spec.rule
+        text = rule.help + (f": {', '.join(rule.items)}" if rule.items else "")
+        text += f" (default {default})" if default not in (None, [], False) else ""
+        if spec.kind == "list":
+            parser.add_argument(flag, dest=name, nargs="+", default=default, metavar=metavar or name[:-1].upper(),
+                                help=text)
+        elif spec.kind == "bool":
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction if default else "store_true",
+                                default=default, help=text)
+        else:
+            parser.add_argument(flag, dest=name, type={"int": int, "float": float}.get(spec.kind, str), default=default,
+                                choices=rule.choices, metavar=metavar, help=text)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -147,42 +154,25 @@ def request_from(args: argparse.Namespace) -> dict:
             request = {"likes": args.likes}
         else:
             request = {"query": args.user_id}
-    request.update({"kind": COMMANDS[args.command], "n": args.n, "genres": args.genres,
-                    "genre_match": args.genre_match, "types": args.types, "min_score": args.min_score,
-                    "max_score": args.max_score, "sequels": args.sequels, "adult": args.adult,
-                    "min_members": args.min_members, "popularity_damping": args.popularity_damping,
-                    "exclude": args.exclude})
+    request.update({"kind": COMMANDS[args.command], "n": args.n, "exclude": args.exclude,
+                    **{name: getattr(args, name) for name in FILTER_FIELDS}})
     if args.command == "recommend":
         request.update(min_rating=args.min_rating, max_rating=args.max_rating)
     return request
 
 
 def print_answer(answer: dict) -> None:
-    def table(title: str, rows: list[dict]) -> None:
-        frame = pd.DataFrame(rows).drop(columns=["url"], errors="ignore")  # --json has each MyAnimeList link
+    """The answer as text: the same heading, notes and tables as the page (:mod:`animerec.view`)."""
+    shown = view(answer)
+    print(shown.heading + "\n")
+    for note in shown.notes:
+        print(note + "\n")
+    for table in shown.tables:
+        frame = pd.DataFrame(table.rows).drop(columns=["url"], errors="ignore")  # --json has each MyAnimeList link
         if "reason" in frame:  # why, right after the title
             frame.insert(2, "reason", frame.pop("reason"))
         with pd.option_context("display.max_colwidth", 60, "display.width", 200):
-            print(f"{title}\n{frame.to_string(index=False)}\n")
-
-    query = answer["query"]
-    if answer["kind"] == "similar_anime":
-        table(f"Anime similar to {query['title']} (MAL {query['anime_id']})", answer["anime"])
-        return
-    if "list" in query:
-        listed = query["list"]
-        who, unseen = "this list", "not on the list"
-        print(f"{listed['source']}: {listed['listed']} anime listed, {listed['used']} rated ones used"
-              + (f", {listed['skipped']} unknown to the model skipped" if listed["skipped"] else "") + "\n")
-    else:
-        who, unseen = f"user {query['user_id']}", f"not rated by user {query['user_id']}"
-    if answer["kind"] == "similar_users":
-        table(f"Training users most similar to {who}", answer["users"])
-        genres = ", ".join(f"{genre} {count}" for genre, count in answer["genres"].items())
-        print(f"Favourite genres of {who}: {genres or 'none'}\n")
-        table(f"Anime that users similar to {who} love, {unseen}", answer["anime"])
-    else:
-        table(f"Recommended for {who}, {unseen}", answer["anime"])
+            print(f"{table.caption + chr(10) if table.caption else ''}{frame.to_string(index=False)}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

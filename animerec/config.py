@@ -18,11 +18,11 @@ quotes or brackets stays, so ``recs.anime="Cowboy Bebop"`` and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, make_dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, make_dataclass, replace
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
-from animerec.errors import ConfigError
+from animerec.errors import ConfigError, RecommenderError
 from animerec.steps import INPUTS
 
 TYPES = ("TV", "Movie", "OVA", "ONA", "Special", "Music")
@@ -52,9 +52,9 @@ class Rule:
     help: str = ""
 
 
-def key(**rule: Any) -> Any:
+def key(*, default: Any = MISSING, default_factory: Any = MISSING, **rule: Any) -> Any:
     """A schema field with a :class:`Rule`: ``l2: float = key(min=0)``."""
-    return field(metadata={"rule": Rule(**rule)})
+    return field(default=default, default_factory=default_factory, metadata={"rule": Rule(**rule)})
 
 
 RATING = dict(min=1, max=10)
@@ -201,7 +201,85 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class RecsConfig:
+class ItemFilter:
+    """Which anime may be returned: the one declaration of the recommendation filters.
+
+    Each field carries its rule and the product's default; the config's ``recs`` section (which extends
+    this class), the service's query (``filters``), the CLI's flags and the page's form are all derived
+    from these fields, and :meth:`animerec.recommenders.Catalogue.mask` applies them. ``ItemFilter()``
+    hides adult anime and later entries of unstarted franchises, as the CLI and the page do; pass
+    ``ItemFilter.everything()`` for none of that. Values are checked (and converted where lossless:
+    ``"7"`` -> 7.0, ``"Action"`` -> ``["Action"]``) when the filter is made; a bad one raises
+    :class:`~animerec.errors.RecommenderError` naming the field.
+    """
+
+    genres: list[str] = key(default_factory=list, help="keep anime with any of these genres (case and punctuation "
+                            "ignored: scifi = Sci-Fi)")
+    genre_match: str = key(default="any", choices=("any", "all"), help="with several genres: any of them or all")
+    types: list[str] = key(default_factory=list, items=TYPES, help="keep these types")
+    min_score: float | None = key(default=None, min=0, max=10, help="lowest MAL score to keep")
+    max_score: float | None = key(default=None, min=0, max=10, help="highest MAL score to keep")
+    sequels: str = key(default="hide_unstarted", choices=SEQUEL_MODES,
+                       help="later entries of franchises: hide_unstarted (none of a franchise whose first entry "
+                            "is not on the list), hide_all (nothing of a franchise on the list) or show")
+    adult: bool = key(default=False, help="include adult anime (hidden by default, as on MAL)")
+    min_members: int | None = key(default=None, min=0, help="only anime with at least this many MAL members")
+    popularity_damping: float = key(default=0.0, min=0, max=2, help="hidden gems: rank by score / members^this "
+                                    "(0 the plain ranking; 0.3-0.5 lifts less-watched anime)")
+
+    def __post_init__(self) -> None:
+        for name, spec in specs(ItemFilter).items():
+            value, problem = _convert(spec, _loose(spec, getattr(self, name)))
+            if problem:
+                raise RecommenderError(_filter_problem(name, spec, getattr(self, name)))
+            object.__setattr__(self, name, value)
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise RecommenderError(f"min_score={self.min_score:g} is above max_score={self.max_score:g}.")
+
+    @classmethod
+    def everything(cls, **only: Any) -> "ItemFilter":
+        """The filter that keeps every anime (adult ones and unstarted sequels too), but for the fields ``only``."""
+        return cls(**{"sequels": "show", "adult": True, **only})
+
+    def of(self) -> "ItemFilter":
+        """Just the filter's fields (of a ``recs`` config, which extends this class)."""
+        return ItemFilter(**{f.name: getattr(self, f.name) for f in fields(ItemFilter)})
+
+    def is_empty(self) -> bool:
+        return self.of() == ItemFilter.everything()
+
+
+def _loose(spec: "Spec", value: Any) -> Any:
+    """What forms and tables send, made what the schema expects: numbers and booleans as text, numpy values."""
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        value = value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    if not isinstance(value, str) or spec.kind not in ("int", "float", "bool"):
+        return value
+    text = value.strip().lower()
+    if spec.kind == "bool":
+        return {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False,
+                "0": False}.get(text, value)
+    try:
+        number = float(text)
+    except ValueError:
+        return value
+    return int(number) if spec.kind == "int" and number.is_integer() else number
+
+
+def _filter_problem(name: str, spec: "Spec", value: Any) -> str:
+    if spec.rule.items and isinstance(value, (list, tuple)):
+        unknown = [v for v in value if str(v).lower() not in {i.lower() for i in spec.rule.items}]
+        if unknown:
+            return f"Unknown {name.rstrip('s')} {unknown[0]!r}. {name.capitalize()}: {', '.join(spec.rule.items)}."
+    return f"{name} must be {Spec(spec.kind, spec.optional, replace(spec.rule, help='')).allowed()}, got {value!r}."
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecsConfig(ItemFilter):
+    """The recommender steps' queries; the filters are :class:`ItemFilter`'s fields."""
+
     n: int = key(min=1, max=10_000)
     anime: str | None
     anime_id: int | None = key(min=1)
@@ -214,17 +292,8 @@ class RecsConfig:
     rating_user: str = key(choices=("similar_users", "given", "random"))
     favorite_fraction: float = key(min=0, max=1, min_open=True)
     favorite_min_rating: float = key(**RATING)
-    genres: list[str]
-    genre_match: str = key(choices=("any", "all"))
-    types: list[str] = key(items=TYPES)
-    min_score: float | None = key(min=0, max=10)
-    max_score: float | None = key(min=0, max=10)
     min_predicted_rating: float | None = key(**RATING)
     max_predicted_rating: float | None = key(**RATING)
-    sequels: str = key(choices=SEQUEL_MODES, help="later entries of franchises: hide_unstarted, hide_all or show")
-    adult: bool
-    min_members: int | None = key(min=0)
-    popularity_damping: float = key(min=0, max=2)
     exclude: list[str] = key(help="MAL IDs never to recommend (not interested)")
 
 
@@ -291,7 +360,7 @@ _KINDS = {"int": "int", "float": "float", "bool": "bool", "str": "str", "list[st
           "Floats": "floats", "dict[str, Floats]": "weights", "str | list[str]": "steps"}
 
 
-def _fields(section: type) -> dict[str, Spec | type]:
+def specs(section: type) -> dict[str, Spec | type]:
     """A section's keys: a nested section's class, or the :class:`Spec` its annotation and rule make."""
     out: dict[str, Spec | type] = {}
     for f in fields(section):
@@ -306,15 +375,15 @@ def _fields(section: type) -> dict[str, Spec | type]:
 
 SECTIONS: dict[str, type] = {cls.__name__: cls for cls in (
     MainConfig, WandbConfig, DemoConfig, DataConfig, InputsConfig, LRConfig, RankerConfig, TasteConfig, ModelConfig,
-    TrainConfig, EvaluateConfig, RecsConfig, Config)}
+    TrainConfig, EvaluateConfig, ItemFilter, RecsConfig, Config)}
 
 
 def section_keys(parents: Sequence[str]) -> list[str] | None:
     """The keys of the section at ``parents`` (``["model", "lr"]``); None when there is no such section."""
     section: Any = Config
     for part in parents:
-        section = _fields(section).get(part) if isinstance(section, type) else None
-    return list(_fields(section)) if isinstance(section, type) else None
+        section = specs(section).get(part) if isinstance(section, type) else None
+    return list(specs(section)) if isinstance(section, type) else None
 
 
 def _number(value: Any) -> bool:
@@ -378,7 +447,7 @@ def _convert(spec: Spec, value: Any) -> tuple[Any, str | None]:
 def _walk(section: type, cfg: Any, prefix: str, problems: list[str]) -> Any:
     """``cfg`` checked against ``section``: an instance of it; when a problem was found below it, a namespace
     of what could be read (the rules across keys still run on it, so every problem is reported at once)."""
-    keys = _fields(section)
+    keys = specs(section)
     if not isinstance(cfg, Mapping):
         problems.append(f"{prefix.rstrip('.')}={cfg!r}: expected a section with keys {', '.join(keys)}")
         return None

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from animerec.bundle import ModelBundle
-from animerec.config import TYPES, RecsConfig
+from animerec.config import ItemFilter
 from animerec.errors import RecommenderError
 from animerec.foldin import Person, person_ranking, person_scores
 from animerec.franchise import franchise_ids, hidden_by_sequels
@@ -40,36 +40,6 @@ logger = logging.getLogger(__name__)
 def _norm(text: str) -> str:
     """Case, spacing and punctuation insensitive key: "slice of life" == "Slice of Life", "scifi" == "Sci-Fi"."""
     return re.sub(r"[^0-9a-z]+", "", str(text).lower())
-
-
-@dataclass
-class ItemFilter:
-    """Which anime may be returned: any-of (or all-of) genres, types, a MAL score range, and later
-    entries of franchises (``sequels``, see :mod:`animerec.franchise`: judged against the user's list,
-    or the queried anime for similar anime)."""
-
-    genres: Sequence[str] = ()
-    genre_match: str = "any"
-    types: Sequence[str] = ()
-    min_score: float | None = None
-    max_score: float | None = None
-    sequels: str = "show"
-    popularity_damping: float = 0.0  # hidden gems: rank by score / members^this (0: by score)
-    adult: bool = True  # False hides adult anime (the Hentai genre, or an "Rx" MAL age rating)
-    min_members: int | None = None  # MAL members at least this many
-
-    @classmethod
-    def from_config(cls, recs: RecsConfig) -> "ItemFilter":
-        return cls(
-            genres=list(recs.genres), genre_match=recs.genre_match, types=list(recs.types), min_score=recs.min_score,
-            max_score=recs.max_score, sequels=recs.sequels, popularity_damping=recs.popularity_damping,
-            adult=recs.adult, min_members=recs.min_members,
-        )
-
-    def is_empty(self) -> bool:
-        return (not self.genres and not self.types and self.min_score is None and self.max_score is None
-                and self.sequels == "show" and self.adult and self.min_members is None
-                and not self.popularity_damping)
 
 
 @dataclass
@@ -107,8 +77,6 @@ class Catalogue:
         if filters is None or filters.is_empty():
             return allowed
         if filters.genres:
-            if filters.genre_match not in ("any", "all"):
-                raise RecommenderError(f"genre_match must be 'any' or 'all', got {filters.genre_match!r}.")
             wanted = set()
             for genre in filters.genres:
                 key = _norm(genre)
@@ -121,14 +89,8 @@ class Catalogue:
                 allowed &= np.array([wanted <= s for s in self.genre_sets])
             else:
                 allowed &= np.array([not wanted.isdisjoint(s) for s in self.genre_sets])
-        if filters.types:
-            by_key = {_norm(t): t for t in TYPES}
-            wanted_types = []
-            for kind in filters.types:
-                if _norm(kind) not in by_key:
-                    raise RecommenderError(f"Unknown type {kind!r}. Types: {', '.join(TYPES)}.")
-                wanted_types.append(by_key[_norm(kind)])
-            allowed &= self.frame["type"].isin(wanted_types).to_numpy()
+        if filters.types:  # checked and spelled as the catalogue does by ItemFilter
+            allowed &= self.frame["type"].isin(filters.types).to_numpy()
         if not filters.adult:
             allowed &= ~self.adult
         if filters.min_members is not None:
@@ -161,7 +123,8 @@ class FavoriteRule:
             raise RecommenderError(f"favorite_min_rating must be within 1-10, got {self.min_rating}.")
 
     @classmethod
-    def from_config(cls, recs: RecsConfig) -> "FavoriteRule":
+    def from_config(cls, recs) -> "FavoriteRule":
+        """From the config's ``recs`` section."""
         return cls(float(recs.favorite_fraction), float(recs.favorite_min_rating))
 
     def mask(self, ratings: np.ndarray) -> np.ndarray:
@@ -249,10 +212,8 @@ class Recommender(ABC):
         """The ``n`` best allowed anime and their scores; with ``filters.popularity_damping`` = b they are
         chosen by score / members^b (score * members^b for a negative score), the scores shown unchanged."""
         beta = 0.0 if filters is None else float(filters.popularity_damping)
-        if not beta:
+        if not beta:  # its range is ItemFilter's rule
             return _top(scores, allowed, n, tiebreak)
-        if not 0 <= beta <= 2:
-            raise RecommenderError(f"popularity_damping must be within 0-2, got {beta}.")
         damping = np.power(np.maximum(self.catalogue.frame["members"].fillna(0).to_numpy(np.float64), 1.0), beta)
         scores = np.asarray(scores, np.float64)
         key = np.where(scores > 0, scores / damping, scores * damping)

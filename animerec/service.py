@@ -4,13 +4,14 @@ The pipeline's recommender steps, the ``animerec`` command and the MLflow pyfunc
 through :class:`RecommendationService`, so a query gives the same rows whichever way it is
 asked. A query names its ``kind`` (``similar_anime``, ``similar_users`` or ``rating_recs``), the
 ``query`` (a title or MAL ID for similar_anime, a user ID otherwise), ``n`` and the filters of
-:class:`animerec.recommenders.ItemFilter`. In place of a user ID, ``similar_users`` and
+:class:`animerec.config.ItemFilter` (flat, or as ``filters``). In place of a user ID, ``similar_users`` and
 ``rating_recs`` take anyone's list: ``ratings`` (``[{"anime_id": 1, "rating": 9}, ...]``) or
 ``likes`` (titles), folded into the model (:mod:`animerec.foldin`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import cached_property
 from typing import Any, Literal, Mapping
@@ -23,13 +24,14 @@ from animerec.bundle import ModelBundle
 from animerec.foldin import Person, fold_in
 from animerec.profiles import AnimeList, from_records, from_titles, read_list
 from animerec.reasons import Reasons
-from animerec.recommenders import EmbeddingRecommender, FavoriteRule, ItemFilter, RecommenderError, UserBasedRecommender
+from animerec.config import ItemFilter
+from animerec.recommenders import EmbeddingRecommender, FavoriteRule, RecommenderError, UserBasedRecommender
 from animerec.titles import TitleIndex
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("similar_anime", "similar_users", "rating_recs")
-DEFAULT_SEQUELS = "hide_unstarted"  # what a query that does not say gets: no later seasons of unstarted shows
+FILTER_FIELDS = tuple(f.name for f in dataclasses.fields(ItemFilter))
 
 
 MAL_URL = "https://myanimelist.net/anime/{}"
@@ -65,20 +67,12 @@ class Query(BaseModel):
     validation errors into one message naming the field at fault.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     kind: Literal["similar_anime", "similar_users", "rating_recs"]
     query: Any = None
     n: int = Field(10, gt=0)
-    genres: list[str] = []
-    genre_match: str = "any"
-    types: list[str] = []
-    min_score: float | None = None
-    max_score: float | None = None
-    sequels: str = DEFAULT_SEQUELS
-    adult: bool = False
-    min_members: int | None = Field(None, ge=0)
-    popularity_damping: float = 0.0
+    filters: ItemFilter = ItemFilter()  # given flat: the fields of ItemFilter are fields of the query
     min_rating: float | None = None
     max_rating: float | None = None
     ratings: Any = None  # [{anime_id, rating}, ...] or a DataFrame: anyone's list
@@ -90,9 +84,19 @@ class Query(BaseModel):
     def _drop_blanks(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
-        return {k: v.item() if isinstance(v, np.generic) else v for k, v in data.items() if not _absent(v)}
+        data = {k: v.item() if isinstance(v, np.generic) else v for k, v in data.items() if not _absent(v)}
+        given = {name: data.pop(name) for name in FILTER_FIELDS if name in data}
+        if given and "filters" in data:
+            raise ValueError(f"Give the filters flat or as 'filters', not both ({', '.join(given)}).")
+        nested = data.get("filters", given)
+        if isinstance(nested, Mapping):
+            unknown = sorted(set(nested) - set(FILTER_FIELDS))
+            if unknown:
+                raise ValueError(f"Unknown filter(s) {', '.join(unknown)}; the filters are {', '.join(FILTER_FIELDS)}.")
+            data["filters"] = ItemFilter(**nested)  # its rules: a RecommenderError naming the field
+        return data
 
-    @field_validator("genres", "types", "likes", mode="before")
+    @field_validator("likes", mode="before")
     @classmethod
     def _one_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -124,28 +128,22 @@ class Query(BaseModel):
             raise RecommenderError(_first_problem(err, request)) from None
 
     @property
-    def filters(self) -> ItemFilter:
-        return ItemFilter(genres=self.genres, genre_match=self.genre_match, types=self.types,
-                          min_score=self.min_score, max_score=self.max_score, sequels=self.sequels, adult=self.adult,
-                          min_members=self.min_members, popularity_damping=self.popularity_damping)
-
-    @property
     def has_list(self) -> bool:
         return self.ratings is not None or self.likes is not None
 
 
+QUERY_FIELDS = (*[name for name in Query.model_fields if name != "filters"], *FILTER_FIELDS)
+
 # What each field must be, for the error message ("n must be a positive integer, got 0.").
-_NEEDS = {"kind": "one of " + ", ".join(KINDS), "n": "a positive integer", "min_members": "a whole number >= 0",
-          "exclude": "MAL IDs (a list, or comma-separated)", "adult": "true or false",
-          "likes": "a list of titles", "genres": "a list of genres",
-          "types": "a list of types such as [TV, Movie]"}
+_NEEDS = {"kind": "one of " + ", ".join(KINDS), "n": "a positive integer",
+          "exclude": "MAL IDs (a list, or comma-separated)", "likes": "a list of titles"}
 
 
 def _first_problem(err: ValidationError, request: Mapping[str, Any]) -> str:
     errors = err.errors()
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
-        return f"Unknown field(s) {', '.join(unknown)}; a query has {', '.join(Query.model_fields)}."
+        return f"Unknown field(s) {', '.join(unknown)}; a query has {', '.join(QUERY_FIELDS)}."
     first = errors[0]
     if not first["loc"]:  # a rule across fields: its own message
         return str(first.get("ctx", {}).get("error", first["msg"]))

@@ -6,8 +6,11 @@ rows: similar anime for a title (with suggestions as you type), recommendations 
 their favourites for a dataset user, all with the genre, type and score filters; and a model
 page (data size, metrics next to the baselines, the loss curve and the rating histogram).
 
-FastAPI (already under MLflow's scoring server) with one Jinja template; bad input is shown on
-the page (HTTP 400), never a stack trace. It binds to 127.0.0.1 unless told otherwise.
+FastAPI (already under MLflow's scoring server) with one Jinja template: the routes on one
+``APIRouter`` read the page's shared :class:`Site` through a dependency; the app's lifespan makes it
+(and the worker processes, if any, which end with the server); one exception handler per error type
+shows bad input on the page (HTTP 400), a full queue (503) or a failure (500), never a stack trace.
+It binds to 127.0.0.1 unless told otherwise.
 
 Under load: the CPU work of a query (reading an upload, folding it in, ranking) runs in worker
 threads, never on the event loop, so title suggestions stay fast while lists are uploaded; at most
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -27,23 +31,25 @@ import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from animerec.config import TYPES
+from animerec.config import TYPES, ItemFilter, specs
 from animerec.errors import UserError
 from animerec.plots import figure
 from animerec.profiles import MAX_BYTES, from_records, read_list
 from animerec.recommenders import Catalogue
-from animerec.service import DEFAULT_SEQUELS
 from animerec.titles import normalise
+from animerec.view import Table, view
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +113,26 @@ class Busy(Exception):
     """More queries are waiting than the server queues."""
 
 
-_SERVICE = None  # the service a forked worker process answers with (set before the workers fork)
+class Worker:
+    """The service a forked worker process answers with. The pool's initializer gives it once, in each worker
+    process (inherited through fork, not copied); the server process never sets it."""
+
+    service = None
+
+    @staticmethod
+    def start(service) -> None:
+        Worker.service = service
+
+    @staticmethod
+    def answer(query):
+        return Worker.service.answer(query)
 
 
-def _answer(query):
-    return _SERVICE.answer(query)
+def fork_workers(service, workers: int) -> ProcessPoolExecutor:
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=Worker.start,
+                                   initargs=(service,))
+    list(executor.map(abs, range(workers)))  # fork them now, before the server starts its threads
+    return executor
 
 
 def parse_upload(name: str, data: bytes):
@@ -170,163 +191,202 @@ def anime_rows(rows: list[dict]) -> dict:
     return {"columns": columns, "labels": [LABELS.get(c, c) for c in columns], "rows": rows}
 
 
+BUSY = "The server is busy answering other queries; try again in a few seconds."
+
+
+class Failed(Exception):
+    """A query failed for a reason that is not the person's: the page says so, the log has the traceback."""
+
+
+@dataclass
+class Site:
+    """What every route of the page shares: made once by the app's lifespan, read through :func:`site`."""
+
+    service: Any
+    model_path: Path | None
+    model_ref: str
+    limit: WorkLimit
+    answer: Callable[[dict], dict]  # the service's, or one that runs in a forked worker process
+    template: Any = field(repr=False, default=None)
+    genres: list[str] = field(default_factory=list)
+
+    def page(self, title: str, status: int = 200, **context: Any) -> HTMLResponse:
+        chosen = {"genres": [], "types": [], **context.pop("chosen", {})}
+        html = self.template.render(title=title, page=context.pop("page", "home"), genres=self.genres, types=TYPES,
+                                    tables=context.pop("tables", []), chosen=chosen, **context)
+        return HTMLResponse(html, status_code=status)
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in a worker; a failure that is not the person's becomes :class:`Failed`."""
+        try:
+            return await self.limit.run(fn, *args)
+        except (Busy, UserError):
+            raise
+        except Exception as err:  # noqa: BLE001 - a page, never a stack trace
+            logger.exception("A query failed")
+            raise Failed() from err
+
+
+def site(request: Request) -> Site:
+    return request.app.state.site
+
+
 def create_app(service, model_path: Path | None = None, model_ref: str = "model", *, workers: int | None = None,
                queue: int = 32, max_upload: int = MAX_UPLOAD, processes: bool = False) -> FastAPI:
     """The FastAPI app serving ``service`` (a :class:`RecommendationService`); ``workers`` queries run at once
     (default: the cores) in threads, or with ``processes`` in forked worker processes; ``queue`` more wait;
     uploads over ``max_upload`` bytes are refused."""
+    settings = dict(service=service, model_path=model_path, model_ref=model_ref,
+                    workers=workers or os.cpu_count() or 2, queue=queue, processes=processes)
+    app = FastAPI(title="anime recommender", docs_url=None, redoc_url=None,
+                  lifespan=functools.partial(lifespan, **settings))
+    app.add_middleware(UploadLimit, max_bytes=max_upload)
+    app.include_router(router)
+    app.add_exception_handler(UserError, on_user_error)
+    app.add_exception_handler(Busy, on_busy)
+    app.add_exception_handler(Failed, on_failure)
+    return app
 
+
+@asynccontextmanager
+async def lifespan(app: FastAPI, *, service, model_path, model_ref, workers: int, queue: int, processes: bool):
+    """The page's shared state for the server's life; the worker processes (if any) end with the server."""
+    executor = fork_workers(service, workers) if processes else None
     template = Environment(loader=PackageLoader("animerec", TEMPLATES),
                            autoescape=select_autoescape(default=True)).get_template("page.html")
-    genres = sorted(Catalogue.from_bundle(service.bundle).known_genres.values())
-    app = FastAPI(title="anime recommender", docs_url=None, redoc_url=None)
-    app.add_middleware(UploadLimit, max_bytes=max_upload)
-    workers = workers or os.cpu_count() or 2
-    executor = None
-    if processes:
-        global _SERVICE
-        _SERVICE = service  # the forked workers inherit the loaded model (copy-on-write: not copied)
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-        list(executor.map(abs, range(workers)))  # fork them now, before the server starts its threads
-
-        @app.on_event("shutdown")
-        def stop_workers() -> None:  # Ctrl-C or SIGTERM: the worker processes end with the server
+    app.state.site = Site(service, model_path, model_ref, WorkLimit(workers, queue, executor),
+                          Worker.answer if executor else service.answer, template,
+                          sorted(Catalogue.from_bundle(service.bundle).known_genres.values()))
+    try:
+        yield
+    finally:
+        if executor is not None:  # Ctrl-C or SIGTERM
             executor.shutdown(wait=True, cancel_futures=True)
-    limit = WorkLimit(workers, queue, executor)
-    answer_fn = _answer if processes else service.answer
-    busy = ("The server is busy answering other queries; try again in a few seconds.")
 
-    def page(title: str, status: int = 200, **context: Any) -> HTMLResponse:
-        context.setdefault("chosen", {})
-        chosen = context["chosen"]
-        chosen.setdefault("genres", [])
-        chosen.setdefault("types", [])
-        html = template.render(title=title, page=context.pop("page", "home"), genres=genres, types=TYPES,
-                               tables=context.pop("tables", []), **context)
-        return HTMLResponse(html, status_code=status)
 
-    def query_from(form, kind: str) -> dict:
-        chosen = {"genres": form.getlist("genres"), "types": form.getlist("types"),
-                  "min_score": form.get("min_score") or None, "max_score": form.get("max_score") or None,
-                  "sequels": form.get("sequels") or DEFAULT_SEQUELS, "adult": form.get("adult") == "on",
-                  "min_members": form.get("min_members") or None,
-                  "popularity_damping": form.get("popularity_damping") or 0.0,
-                  "exclude": form.get("exclude") or "",
-                  "n": form.get("n") or 10}
-        return {"kind": kind, **chosen}
+def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """The page the person was on, with their choices kept and the error above the form."""
+    shown = getattr(request.state, "shown", {})
+    return request.app.state.site.page("Anime recommender", status, error=message, chosen=shown.get("chosen", {}),
+                                       form_id=shown.get("form_id"))
 
-    async def answer(request: Request, kind: str, form, extra: dict, chosen: dict) -> HTMLResponse:
-        query = {**query_from(form, kind), **extra}
-        chosen = {**query, **chosen}
-        form_id = FORMS[kind]
-        try:
-            result = await limit.run(answer_fn, query)  # in a worker: the event loop stays free
-        except Busy:
-            response = page("Anime recommender", 503, error=busy, chosen=chosen, form_id=form_id)
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-            return response
-        except UserError as err:
-            return page("Anime recommender", 400, error=str(err), chosen=chosen, form_id=form_id)
-        except Exception:  # noqa: BLE001 - a page, never a stack trace
-            logger.exception("Query %s failed", {k: v for k, v in query.items() if k != "ratings"})
-            return page("Anime recommender", 500, error="Something went wrong answering this query; the server "
-                                                         "log has the details.", chosen=chosen, form_id=form_id)
-        tables, summary = [], None
-        asked = result["query"]
-        if "list" in asked:
-            listed = asked["list"]
-            summary = (f"{listed['source']}: {listed['listed']} anime listed, {listed['used']} rated ones used"
-                       + (f", {listed['skipped']} unknown to the model skipped" if listed["skipped"] else "")
-                       + ". Nothing on it is recommended back.")
-        if kind == "similar_anime":
-            heading = f"Anime similar to {asked['title']} (MAL {asked['anime_id']})"
-            tables.append({"id": "results", "caption": "", **anime_rows(result["anime"])})
-        elif kind == "similar_users":
-            who = "this list" if "list" in asked else f"user {asked['user_id']}"
-            heading = f"Users most similar to {who}"
-            columns = list(result["users"][0]) if result["users"] else []
-            tables.append({"id": "users", "caption": "", "columns": columns, "labels": [LABELS.get(c, c) for c in columns],
-                           "rows": result["users"]})
-            tables.append({"id": "results", "caption": f"Anime they love that {who} has not rated",
-                           **anime_rows(result["anime"])})
-            summary = "Favourite genres: " + (", ".join(f"{g} {c}" for g, c in result["genres"].items()) or "none")
+
+async def on_user_error(request: Request, err: UserError) -> HTMLResponse:
+    return _error_page(request, 400, str(err))
+
+
+async def on_busy(request: Request, _err: Busy) -> HTMLResponse:
+    response = _error_page(request, 503, BUSY)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+async def on_failure(request: Request, _err: Failed) -> HTMLResponse:
+    return _error_page(request, 500, "Something went wrong answering this query; the server log has the details.")
+
+
+def query_from(form, kind: str) -> dict:
+    """A query from the page's form: one control per :class:`ItemFilter` field, and n and exclude."""
+    defaults, chosen = ItemFilter(), {}
+    for name, spec in specs(ItemFilter).items():
+        if spec.kind == "list":
+            chosen[name] = form.getlist(name)
+        elif spec.kind == "bool":
+            chosen[name] = form.get(name) == "on"
         else:
-            heading = "Recommended for " + ("you" if "list" in asked else f"user {asked['user_id']}")
-            tables.append({"id": "results", "caption": "", **anime_rows(result["anime"])})
-        return page(heading, heading=heading, summary=summary, tables=tables, chosen=chosen, form_id=form_id)
+            chosen[name] = form.get(name) or getattr(defaults, name)
+    return {"kind": kind, **chosen, "exclude": form.get("exclude") or "", "n": form.get("n") or 10}
 
-    @app.get("/", response_class=HTMLResponse)
-    async def home(tab: str = "similar-anime"):
-        return page("Anime recommender", tab=tab if tab in FORMS.values() else "similar-anime")
 
-    @app.get("/similar-anime", response_class=HTMLResponse)
-    async def similar_anime(request: Request):
-        form = request.query_params
-        title = (form.get("title") or "").strip()
-        if not title:
-            return page("Anime recommender", 400, error="Type a title first.")
-        return await answer(request, "similar_anime", form, {"query": title}, {"title": title})  # "86" is a title
+async def answer(request: Request, web: Site, kind: str, form, extra: dict, chosen: dict) -> HTMLResponse:
+    query = {**query_from(form, kind), **extra}
+    request.state.shown = {"chosen": {**query, **chosen}, "form_id": FORMS[kind]}
+    shown = view(await web.run(web.answer, query))  # in a worker: the event loop stays free
+    tables = [{"id": t.id, "caption": t.caption, **_columns(t)} for t in shown.tables]
+    return web.page(shown.heading, heading=shown.heading, summary=" ".join(shown.notes) or None, tables=tables,
+                    **request.state.shown)
 
-    @app.get("/similar-users", response_class=HTMLResponse)
-    async def similar_users(request: Request):
-        form = request.query_params
-        return await answer(request, "similar_users", form, {"query": form.get("user_id")},
-                            {"user_id": form.get("user_id")})
 
-    @app.post("/recommend", response_class=HTMLResponse)
-    async def recommend(request: Request):
-        form = await request.form()
-        upload = form.get("ratings_file")
-        likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
-        chosen = {"likes": form.get("likes") or ""}
-        state = form.get("list_state") or ""
-        if not (upload is not None and getattr(upload, "filename", "")) and not likes and state:
-            # the uploaded list, kept in the page (rerunning without an anime the person is not interested in)
-            try:
-                listed = from_records(json.loads(state), form.get("list_name") or "your list")
-            except (ValueError, UserError) as err:
-                return page("Anime recommender", 400, error=f"The page's saved list is unreadable ({err}); upload "
-                                                            f"your list again.", chosen=chosen, form_id="recommend")
-            listed = dataclasses.replace(listed, source=form.get("list_name") or "your list")
-            return await answer(request, "rating_recs", form, {"ratings": listed},
-                                {**chosen, "list_state": state, "list_name": listed.source})
-        if upload is not None and getattr(upload, "filename", ""):
-            data = await upload.read(MAX_BYTES + 1)
-            name = Path(upload.filename).name
+def _columns(table: Table) -> dict:
+    if table.id == "users":
+        columns = list(table.rows[0]) if table.rows else []
+        return {"columns": columns, "labels": [LABELS.get(c, c) for c in columns], "rows": table.rows}
+    return anime_rows(table.rows)
 
-            try:
-                listed = await limit.run(parse_upload, name, data)  # parsing a big export is CPU work too
-            except Busy:
-                response = page("Anime recommender", 503, error=busy, chosen=chosen, form_id="recommend")
-                response.headers["Retry-After"] = str(RETRY_AFTER_S)
-                return response
-            except UserError as err:
-                return page("Anime recommender", 400, error=str(err), chosen=chosen, form_id="recommend")
-            listed = dataclasses.replace(listed, source=name)
-            return await answer(request, "rating_recs", form, {"ratings": listed},
-                                {**chosen, "list_state": list_state(listed), "list_name": name})
-        if likes:
-            return await answer(request, "rating_recs", form, {"likes": likes}, chosen)
-        return page("Anime recommender", 400, error="Upload your MyAnimeList export or a ratings CSV, or type some "
-                                                    "titles you like.", chosen=chosen, form_id="recommend")
 
-    @app.get("/api/suggest")
-    async def suggest(q: str = "", limit: int = 8):
-        return JSONResponse(suggestions(service.titles, q, min(max(limit, 1), 20)))
+router = APIRouter()
 
-    @app.get("/model", response_class=HTMLResponse)
-    async def model_page():
-        return page(f"Model {model_ref}", page="model", card=model_card(service.bundle, model_path))
 
-    @app.get("/model/{name}.png")
-    async def model_image(name: str):
-        if name == "loss_curve" and model_path is not None and (model_path / "loss_curve.png").is_file():
-            return Response((model_path / "loss_curve.png").read_bytes(), media_type="image/png")
-        if name == "ratings":
-            return Response(rating_histogram(service.bundle), media_type="image/png")
-        return Response(status_code=404)
+@router.get("/", response_class=HTMLResponse)
+async def home(web: Annotated[Site, Depends(site)], tab: str = "similar-anime"):
+    return web.page("Anime recommender", tab=tab if tab in FORMS.values() else "similar-anime")
 
-    return app
+
+@router.get("/similar-anime", response_class=HTMLResponse)
+async def similar_anime(request: Request, web: Annotated[Site, Depends(site)]):
+    form = request.query_params
+    title = (form.get("title") or "").strip()
+    if not title:
+        raise UserError("Type a title first.")
+    return await answer(request, web, "similar_anime", form, {"query": title}, {"title": title})  # "86" is a title
+
+
+@router.get("/similar-users", response_class=HTMLResponse)
+async def similar_users(request: Request, web: Annotated[Site, Depends(site)]):
+    form = request.query_params
+    return await answer(request, web, "similar_users", form, {"query": form.get("user_id")},
+                        {"user_id": form.get("user_id")})
+
+
+@router.post("/recommend", response_class=HTMLResponse)
+async def recommend(request: Request, web: Annotated[Site, Depends(site)]):
+    form = await request.form()
+    upload = form.get("ratings_file")
+    likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
+    chosen = {"likes": form.get("likes") or ""}
+    request.state.shown = {"chosen": chosen, "form_id": "recommend"}
+    if upload is not None and getattr(upload, "filename", ""):
+        name = Path(upload.filename).name
+        listed = await web.run(parse_upload, name, await upload.read(MAX_BYTES + 1))  # reading is CPU work too
+        listed = dataclasses.replace(listed, source=name)
+        chosen.update(list_state=list_state(listed), list_name=name)
+    elif likes:
+        return await answer(request, web, "rating_recs", form, {"likes": likes}, chosen)
+    elif form.get("list_state"):  # the uploaded list, kept in the page (rerun without an anime not of interest)
+        listed = saved_list(form.get("list_state"), form.get("list_name") or "your list")
+        chosen.update(list_state=form.get("list_state"), list_name=listed.source)
+    else:
+        raise UserError("Upload your MyAnimeList export or a ratings CSV, or type some titles you like.")
+    return await answer(request, web, "rating_recs", form, {"ratings": listed}, chosen)
+
+
+@router.get("/api/suggest")
+async def suggest(web: Annotated[Site, Depends(site)], q: str = "", limit: int = 8):
+    return JSONResponse(suggestions(web.service.titles, q, min(max(limit, 1), 20)))
+
+
+@router.get("/model", response_class=HTMLResponse)
+async def model_page(web: Annotated[Site, Depends(site)]):
+    return web.page(f"Model {web.model_ref}", page="model", card=model_card(web.service.bundle, web.model_path))
+
+
+@router.get("/model/{name}.png")
+async def model_image(name: str, web: Annotated[Site, Depends(site)]):
+    path = web.model_path
+    if name == "loss_curve" and path is not None and (path / "loss_curve.png").is_file():
+        return Response((path / "loss_curve.png").read_bytes(), media_type="image/png")
+    if name == "ratings":
+        return Response(rating_histogram(web.service.bundle), media_type="image/png")
+    return Response(status_code=404)
+
+
+def saved_list(state: str, name: str):
+    """The list the page kept from an earlier upload."""
+    try:
+        listed = from_records(json.loads(state), name)
+    except (ValueError, UserError) as err:
+        raise UserError(f"The page's saved list is unreadable ({err}); upload your list again.") from None
+    return dataclasses.replace(listed, source=name)
 
 
 def list_state(listed) -> str:

@@ -92,3 +92,31 @@ def test_rules_across_keys_are_reported_with_the_other_problems():
     with pytest.raises(ConfigError) as raised:  # a bad value is not compared: only its own problem is reported
         compose_config(["recs.min_score=x", "recs.max_score=3"], PROJECT_ROOT)
     assert "recs.min_score='x': expected a number" in str(raised.value) and "is above" not in str(raised.value)
+
+
+def test_the_filters_are_declared_once():
+    """ItemFilter's fields are the filters everywhere: config.yaml's values are its defaults, the recs config
+    extends it, the service's query, the CLI's flags and the page's form are made from its fields."""
+    import dataclasses
+
+    from animerec.cli import build_parser
+    from animerec.config import ItemFilter
+    from animerec.service import FILTER_FIELDS, Query
+    from animerec.web import query_from
+
+    defaults = dataclasses.asdict(ItemFilter())
+    recs = compose_config([], PROJECT_ROOT).recs
+    assert {name: getattr(recs, name) for name in FILTER_FIELDS} == defaults and recs.of() == ItemFilter()
+    args = vars(build_parser().parse_args(["recommend", "1"]))
+    assert {name: args[name] for name in FILTER_FIELDS} == defaults
+    assert Query.from_mapping({"kind": "rating_recs", "query": 1}).filters == ItemFilter()
+
+    class Form(dict):
+        def getlist(self, name):
+            return self.get(name, [])
+
+    assert Query.from_mapping({**query_from(Form(), "rating_recs"), "query": 1}).filters == ItemFilter()
+    asked = Query.from_mapping({**query_from(Form(types=["tv"], min_score="7", adult="on"), "rating_recs"), "query": 1})
+    assert asked.filters == ItemFilter(types=["TV"], min_score=7.0, adult=True)
+    with pytest.raises(ConfigError, match="recs.sequels='never'"):
+        compose_config(["recs.sequels=never"], PROJECT_ROOT)

@@ -71,7 +71,7 @@ class RecommenderContract:
         rec = self.make(bundle)
         ids, _ = rec.recommend(100, n=5, filter_items=[20])
         assert 20 not in ids
-        ids, _ = rec.recommend(100, n=5, filters=ItemFilter(types=["tv"]))
+        ids, _ = rec.recommend(100, n=5, filters=ItemFilter.everything(types=["tv"]))
         assert set(ANIME.set_index("anime_id").loc[ids, "type"]) <= {"TV"}
 
     def test_similar_items_and_users_exclude_the_query(self, bundle):
@@ -99,9 +99,9 @@ class RecommenderContract:
         (lambda r: r.similar_users(999), r"Unknown user_id 999"),
         (lambda r: r.similar_items(12345), r"Anime 12345 has no embedding"),
         (lambda r: r.recommend(100, n=0), r"n must be a positive integer"),
-        (lambda r: r.recommend(100, filters=ItemFilter(genres=["Mech"])), r"Unknown genre 'Mech'. Known genres: Action"),
-        (lambda r: r.recommend(100, filters=ItemFilter(types=["Series"])), r"Unknown type 'Series'. Types: TV, Movie"),
-        (lambda r: r.recommend(100, filters=ItemFilter(min_score=9.9)), r"No anime .*left after the filters"),
+        (lambda r: r.recommend(100, filters=ItemFilter.everything(genres=["Mech"])), r"Unknown genre 'Mech'. Known genres: Action"),
+        (lambda r: r.recommend(100, filters=ItemFilter.everything(types=["Series"])), r"Unknown type 'Series'. Types: TV, Movie"),
+        (lambda r: r.recommend(100, filters=ItemFilter.everything(min_score=9.9)), r"No anime .*left after the filters"),
     ])
     def test_bad_queries_say_what_to_fix(self, bundle, call, message):
         with pytest.raises((RecommenderError, ValueError), match=message):
@@ -120,13 +120,13 @@ class TestEmbeddingRecommender(RecommenderContract):
 
     def test_genre_filters_any_all_and_spelling(self, bundle):
         rec = EmbeddingRecommender(bundle)
-        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(genres=["romance"]))
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter.everything(genres=["romance"]))
         assert set(ids) == {30, 40, 50}
-        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(genres=["mecha", "ROMANCE"], genre_match="all"))
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter.everything(genres=["mecha", "ROMANCE"], genre_match="all"))
         assert list(ids) == [50]
-        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(genres=["slice  of life"]))
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter.everything(genres=["slice  of life"]))
         assert list(ids) == [60]
-        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter(min_score=7.0, max_score=8.0))
+        ids, _ = rec.similar_items(10, n=5, filters=ItemFilter.everything(min_score=7.0, max_score=8.0))
         assert set(ids) == {20, 50}
 
     def test_rating_recs_are_the_models_predictions(self, bundle):
@@ -395,21 +395,21 @@ def test_sequels_of_unstarted_franchises_are_hidden(tmp_path):
     rec = EmbeddingRecommender(hand_built(tmp_path, anime=anime))
     everything = set(ANIME.anime_id)
     # user 103 rated Romance (30) and its film (40): Mecha and Mixed are not started
-    shown, _ = rec.recommend(103, n=10, filters=ItemFilter(sequels="show"))
+    shown, _ = rec.recommend(103, n=10, filters=ItemFilter.everything(sequels="show"))
     assert set(shown) == everything - {30, 40}
-    unstarted, _ = rec.recommend(103, n=10, filters=ItemFilter(sequels="hide_unstarted"))
+    unstarted, _ = rec.recommend(103, n=10, filters=ItemFilter.everything(sequels="hide_unstarted"))
     assert set(unstarted) == {10, 50}  # first entries only
-    hide_all, _ = rec.recommend(103, n=10, filters=ItemFilter(sequels="hide_all"))
+    hide_all, _ = rec.recommend(103, n=10, filters=ItemFilter.everything(sequels="hide_all"))
     assert set(hide_all) == {10, 20, 50, 60}  # nothing of Romance: here all of it is rated anyway
     # user 101 rated 10, 20, 50 and 40 (Romance's film, not its first entry): Romance is not started
-    assert set(rec.recommend(101, n=10, filters=ItemFilter(sequels="hide_unstarted"))[0]) == {30, 60}
+    assert set(rec.recommend(101, n=10, filters=ItemFilter.everything(sequels="hide_unstarted"))[0]) == {30, 60}
     with pytest.raises(RecommenderError, match="No anime is left after the filters .*sequels hide_all"):
-        rec.recommend(101, n=10, filters=ItemFilter(sequels="hide_all"))  # every franchise is on the list
+        rec.recommend(101, n=10, filters=ItemFilter.everything(sequels="hide_all"))  # every franchise is on the list
     # similar anime: the queried anime counts as started
-    similar, _ = rec.similar_items(10, n=10, filters=ItemFilter(sequels="hide_unstarted"))
+    similar, _ = rec.similar_items(10, n=10, filters=ItemFilter.everything(sequels="hide_unstarted"))
     assert set(similar) == {20, 30, 50}
     with pytest.raises(RecommenderError, match="sequels must be one of"):
-        rec.similar_items(10, n=10, filters=ItemFilter(sequels="never"))
+        rec.similar_items(10, n=10, filters=ItemFilter.everything(sequels="never"))
 
 
 def test_adult_members_and_hidden_gems_controls(tmp_path):
@@ -419,20 +419,20 @@ def test_adult_members_and_hidden_gems_controls(tmp_path):
     rec = EmbeddingRecommender(hand_built(tmp_path, anime=anime))
     everything, _ = rec.similar_items(10, n=10)
     assert {20, 30} <= set(everything)
-    safe, _ = rec.similar_items(10, n=10, filters=ItemFilter(adult=False))
+    safe, _ = rec.similar_items(10, n=10, filters=ItemFilter.everything(adult=False))
     assert set(safe) == set(everything) - {20, 30}  # 30 by its genre, 20 by its MAL age rating
     members = ANIME.set_index("anime_id")["members"]
-    popular, _ = rec.similar_items(10, n=10, filters=ItemFilter(min_members=800))
+    popular, _ = rec.similar_items(10, n=10, filters=ItemFilter.everything(min_members=800))
     assert set(popular) == {20, 30} and all(members[popular] >= 800)
     # hidden gems: by similarity / members^beta; the scores shown stay the similarities
     ids, scores = rec.similar_items(10, n=5)
-    gems, gem_scores = rec.similar_items(10, n=5, filters=ItemFilter(popularity_damping=2.0))
+    gems, gem_scores = rec.similar_items(10, n=5, filters=ItemFilter.everything(popularity_damping=2.0))
     key = {i: s / members[i] ** 2.0 if s > 0 else s * members[i] ** 2.0 for i, s in zip(ids, scores)}
     assert list(gems) == sorted(key, key=lambda i: -key[i])
     np.testing.assert_allclose(gem_scores, [dict(zip(ids, scores))[i] for i in gems], rtol=1e-6)
     assert list(gems) != list(ids)
-    with pytest.raises(RecommenderError, match="popularity_damping must be within 0-2"):
-        rec.similar_items(10, filters=ItemFilter(popularity_damping=5.0))
+    with pytest.raises(RecommenderError, match="popularity_damping must be a number >= 0 and <= 2"):
+        rec.similar_items(10, filters=ItemFilter.everything(popularity_damping=5.0))
 
 
 def test_a_query_carries_the_fan_controls_with_the_products_defaults():
@@ -445,7 +445,7 @@ def test_a_query_carries_the_fan_controls_with_the_products_defaults():
     assert (asked.sequels, asked.adult, asked.min_members, asked.popularity_damping) == ("show", True, 5000, 0.5)
     with pytest.raises(RecommenderError, match="adult must be true or false, got 'maybe'"):
         Query.from_mapping({"kind": "rating_recs", "query": 1, "adult": "maybe"})
-    with pytest.raises(RecommenderError, match="min_members must be a whole number >= 0"):
+    with pytest.raises(RecommenderError, match="min_members must be an integer >= 0"):
         Query.from_mapping({"kind": "rating_recs", "query": 1, "min_members": -3})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import shutil
 import socket
@@ -18,30 +19,52 @@ from animerec.service import RecommendationService
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-@pytest.fixture(scope="module")
-def site(trained):
-    """The page for the trained demo model, served by uvicorn on 127.0.0.1 in a thread."""
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served by uvicorn on 127.0.0.1 in a thread (its lifespan included); yields the base URL."""
     import uvicorn
 
-    from animerec.web import create_app
-
-    cfg, _, result = trained
-    version = ArtifactStore(cfg.main.artifact_root).resolve(result["model"])
-    service = RecommendationService.from_path(version.path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service, version.path, version.ref), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started:
         assert time.time() < deadline, "the web server did not start in 30 s"
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", service
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def site(trained):
+    """The page for the trained demo model, served by uvicorn on 127.0.0.1 in a thread."""
+    from animerec.web import create_app
+
+    cfg, _, result = trained
+    version = ArtifactStore(cfg.main.artifact_root).resolve(result["model"])
+    service = RecommendationService.from_path(version.path)
+    with serving(create_app(service, version.path, version.ref)) as base:
+        yield base, service
+
+
+def test_forked_worker_processes_answer_as_the_service(site):
+    """With ``processes`` (what ``animerec web`` does where the OS forks) a query runs in a worker process that
+    the app's lifespan forked, and the page shows the service's answer."""
+    import urllib.request
+
+    from animerec.web import create_app
+
+    _, service = site
+    first = service.answer({"kind": "similar_anime", "query": "Naruto", "n": 3})["anime"][0]["title"]
+    with serving(create_app(service, processes=True, workers=1)) as base:
+        with urllib.request.urlopen(f"{base}/similar-anime?title=Naruto&n=3") as response:
+            assert response.status == 200 and first in response.read().decode()
 
 
 def test_pages_without_a_browser(site, tmp_path):

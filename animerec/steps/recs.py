@@ -19,7 +19,7 @@ from animerec.bundle import ModelBundle
 from animerec.config import Config
 from animerec.errors import ConfigError
 from animerec.plots import figure
-from animerec.recommenders import FavoriteRule, ItemFilter, RecommenderError
+from animerec.recommenders import FavoriteRule, RecommenderError
 from animerec.service import RecommendationService
 from animerec.steps.common import pinned, step_run, store_from
 
@@ -60,7 +60,7 @@ def pick_random_user(rec, recs: dict) -> int:
 
 def similar_anime(cfg: Config) -> dict:
     recs = cfg.recs
-    filters = ItemFilter.from_config(recs)
+    filters = recs.of()
     with step_run("similar_anime", cfg) as run:
         service = load_service(run, cfg)
         bundle = service.bundle
@@ -92,7 +92,7 @@ def bar_chart(counts: pd.Series, title: str, path: Path) -> None:
 
 def similar_users(cfg: Config) -> dict:
     recs = cfg.recs
-    filters = ItemFilter.from_config(recs)
+    filters = recs.of()
     with step_run("similar_users", cfg) as run:
         service = load_service(run, cfg)
         user, query, who = step_user(service, recs)
@@ -168,7 +168,7 @@ def rating_user(cfg: Config, rec, run) -> int:
 
 def rating_recs(cfg: Config) -> dict:
     recs = cfg.recs
-    filters = ItemFilter.from_config(recs)
+    filters = recs.of()
     with step_run("rating_recs", cfg) as run:
         service = load_service(run, cfg)
         if recs.ratings_file:

@@ -1,0 +1,48 @@
+"""One answer, laid out for people: the heading, the notes and the tables that the CLI prints and the page shows.
+
+:func:`view` reads a JSON-ready answer of :meth:`animerec.service.RecommendationService.answer`; the CLI prints
+the :class:`View` as text tables, the page renders it with its template, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Table:
+    id: str  # "results" or "users": the page's element id
+    caption: str
+    rows: list[dict]
+
+
+@dataclass(frozen=True)
+class View:
+    heading: str
+    notes: list[str]
+    tables: list[Table]
+
+
+def list_note(listed: dict) -> str:
+    """What was read of anyone's list: ``{"source", "listed", "used", "skipped"}`` as one sentence."""
+    return (f"{listed['source']}: {listed['listed']} anime listed, {listed['used']} rated ones used"
+            + (f", {listed['skipped']} unknown to the model skipped" if listed["skipped"] else "")
+            + ". Nothing on it is recommended back.")
+
+
+def view(answer: dict) -> View:
+    """The heading, notes and tables of one answer (``kind`` similar_anime, similar_users or rating_recs)."""
+    asked = answer["query"]
+    if answer["kind"] == "similar_anime":
+        return View(f"Anime similar to {asked['title']} (MAL {asked['anime_id']})", [],
+                    [Table("results", "", answer["anime"])])
+    notes = [list_note(asked["list"])] if "list" in asked else []
+    who = "this list" if "list" in asked else f"user {asked['user_id']}"
+    unseen = "not on the list" if "list" in asked else f"not rated by user {asked['user_id']}"
+    if answer["kind"] == "similar_users":
+        genres = ", ".join(f"{genre} {count}" for genre, count in answer["genres"].items())
+        return View(f"Users most similar to {who}", [*notes, f"Favourite genres of {who}: {genres or 'none'}"],
+                    [Table("users", "", answer["users"]),
+                     Table("results", f"Anime users similar to {who} love, {unseen}", answer["anime"])])
+    heading = "Recommended for you" if "list" in asked else f"Recommended for user {asked['user_id']}"
+    return View(f"{heading}, {unseen}", notes, [Table("results", "", answer["anime"])])
