@@ -27,7 +27,7 @@ from animerec.artifacts import project_version, read_arrays, read_part, write_ar
 from animerec.errors import UserError
 from animerec.ranking import ItemRanker
 from animerec.scoring import Scorer
-from animerec.taste import TasteIndex
+from animerec.taste.index import TasteIndex
 
 # 2: the ranking head lost rating_power and the taste index its learned part and user blend (both parts
 # carry their own format version from then on); an older release refuses this model instead of misreading it

@@ -31,7 +31,7 @@ INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "l
 ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
 LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber")
 SCHEDULES = ("rampup_decay", "cosine", "constant")
-TASTE_ITEM_PARTS = ("cooc", "content", "ease")  # model.taste.item_weights (animerec/taste.py)
+TASTE_ITEM_PARTS = ("cooc", "content", "ease")  # model.taste.item_weights (animerec/taste/index.py)
 WANDB_MODES = ("online", "offline", "disabled")
 STRATEGIES = ("auto", "tpu", "gpu", "cpu", "multi_worker")  # train.strategy (animerec/strategy.py)
 TRAINERS = ("lazy", "keras")  # train.trainer
@@ -145,7 +145,7 @@ class RankerConfig:
 @dataclass(frozen=True)
 class TasteConfig:
     kind: str = key(choices=("none", "blend"),
-                    help="none: similar anime / users by the rating embeddings; blend: animerec/taste.py")
+                    help="none: similar anime / users by the rating embeddings; blend: animerec/taste/index.py")
     ease_l2: Floats = key(min=0, min_open=True, help="EASE L2 values for the ease part, chosen by cross-validation")
     ease_keep: int = key(min=1)
     ease_items: int | None = key(min=1, help="only the most-rated anime get EASE neighbours (null = all)")

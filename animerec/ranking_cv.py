@@ -26,9 +26,10 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from animerec.config import RankerConfig
+from animerec.ease import gram_matrix, most_rated, rating_matrix, weighted_history
 from animerec.evaluation import Interactions, UserItems, ranking_metrics
 from animerec.memory import phase
-from animerec.ranking import LIKE_PRIOR, ItemRanker, RankerData, gram_matrix, most_rated, rating_matrix, weighted_history
+from animerec.ranking import LIKE_PRIOR, ItemRanker, RankerData
 from animerec.selection import choose_best, choose_knob, deal_folds, sample_users
 
 logger = logging.getLogger(__name__)

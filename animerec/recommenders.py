@@ -23,7 +23,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -238,7 +238,7 @@ class Recommender(ABC):
         """Anime most similar to one anime, the anime itself excluded.
 
         With the model's taste index (``model.taste.kind=blend``): its blend of the taste model's
-        vectors, who-rated-what co-occurrence and content (animerec/taste.py); without one, the
+        vectors, who-rated-what co-occurrence and content (animerec/taste/index.py); without one, the
         cosine of the rating model's anime embeddings (the seed's).
         """
         n = self._check_n(n)

@@ -21,10 +21,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from animerec.bundle import ModelBundle
+from animerec.config import ItemFilter
 from animerec.foldin import Person, fold_in
 from animerec.profiles import AnimeList, from_records, from_titles, read_list
 from animerec.reasons import Reasons
-from animerec.config import ItemFilter
 from animerec.recommenders import EmbeddingRecommender, FavoriteRule, RecommenderError, UserBasedRecommender
 from animerec.titles import TitleIndex
 

@@ -113,11 +113,10 @@ def fit(
     epochs, batch_size = int(model_cfg.epochs), int(model_cfg.batch_size)
     loop = _make_loop(model, model_cfg, trainer, strategy)
     drop = is_tpu(strategy)  # TPUs need static batch shapes
-    valid_made = valid_ds = None
+    valid_ds = None
     if valid is not None and len(valid):  # the same validation negatives every epoch (epoch 0's draw)
-        valid_made = make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed, drop_remainder=drop,
-                                  epoch=0)
-        valid_ds = loop.distribute(valid_made)
+        valid_ds = loop.distribute(make_dataset(valid, max(batch_size, 50_000), shuffle=False, seed=seed,
+                                                drop_remainder=drop, epoch=0))
     history = History(trainer=loop.name, planned_epochs=epochs, batch_size=batch_size)
     state = _resume(checkpoint, model, loop, history, epochs)
     for epoch in range(state.epochs_done, epochs):
@@ -132,19 +131,26 @@ def fit(
                     row["loss"], row["val_loss"], row["lr"], row["seconds"], row["ratings_per_s"])
         if on_epoch_end:
             on_epoch_end(row)
-        if _early_stopping(state, row["val_loss"], model, history, model_cfg, epoch):
-            state.stopped = True
-        if checkpoint is not None:
-            checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), state.best,
-                                          history.best_epoch, state.best_weights, state.waited, history.epochs,
-                                          state.stopped))
-        if state.stopped:
-            logger.info("Early stopping after epoch %d: val_loss has not improved by %g of its best for %d epochs",
-                        epoch + 1, float(model_cfg.min_delta), int(model_cfg.patience))
+        if _end_epoch(state, row, model, loop, history, model_cfg, epoch, checkpoint):
             break
     if state.best_weights is not None:
         model.set_weights(state.best_weights)
     return history
+
+
+def _end_epoch(state, row: dict, model, loop, history: History, model_cfg: ModelConfig, epoch: int,
+               checkpoint) -> bool:
+    """Early stopping's bookkeeping and the epoch's checkpoint; True when training stops here."""
+    if _early_stopping(state, row["val_loss"], model, history, model_cfg, epoch):
+        state.stopped = True
+    if checkpoint is not None:
+        checkpoint.save(TrainingState(epoch + 1, model.get_weights(), loop.optimizer_state(), state.best,
+                                      history.best_epoch, state.best_weights, state.waited, history.epochs,
+                                      state.stopped))
+    if state.stopped:
+        logger.info("Early stopping after epoch %d: val_loss has not improved by %g of its best for %d epochs",
+                    epoch + 1, float(model_cfg.min_delta), int(model_cfg.patience))
+    return state.stopped
 
 
 def _make_loop(model, model_cfg: ModelConfig, trainer: str, strategy) -> "_Loop":

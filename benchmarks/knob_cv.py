@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import DEV, SAMPLE, demo_ratings, load_split, train_keras  # noqa: E402
 
 from animerec.data import demo  # noqa: E402
-from animerec.ranking import ease_weights, gram_matrix, most_rated, rating_matrix, weighted_history  # noqa: E402
+from animerec.ease import ease_weights, gram_matrix, most_rated, rating_matrix, weighted_history  # noqa: E402
 from animerec.ranking_cv import FoldEase, _folds  # noqa: E402
 from animerec.selection import choose_best, choose_knob, deal_folds, sample_users  # noqa: E402
 

@@ -10,10 +10,8 @@ each (so peak RSS is that run's own), and prints the figures and their 20M/10M r
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -52,8 +52,15 @@ import pandas as pd
 from animerec.data import demo
 from animerec.data.layouts import load_anime
 from animerec.data.preprocess import PreprocessOptions, preprocess
-from animerec.evaluation import (Interactions, paired_interval, popularity_scorer, ranking_metrics, rating_errors,
-                                 similar_item_metrics, similar_user_metrics)
+from animerec.evaluation import (
+    Interactions,
+    paired_interval,
+    popularity_scorer,
+    ranking_metrics,
+    rating_errors,
+    similar_item_metrics,
+    similar_user_metrics,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "fixtures" / "rating_complete_sample.csv"
@@ -338,10 +345,10 @@ def report(title: str, frames, num_users, num_anime, names) -> pd.DataFrame:
 def similarity_contenders(frames, num_users, num_anime, anime, seed: int = 42):
     """``{name: (item_scores(q) -> [num_anime] or None, user_scores(u) -> [num_users] or None)}``, fitted on
     train + valid (settings chosen on valid)."""
+    from animerec.ease import interaction_matrix as history_matrix
     from animerec.pipeline import compose_config
-    from animerec.ranking import interaction_matrix as history_matrix
-    from animerec.taste import TasteIndex, content_matrix, top_excluding
-    from animerec.taste_cv import fit_taste
+    from animerec.taste.choice import fit_taste
+    from animerec.taste.index import TasteIndex, content_matrix, top_excluding
 
     train, valid = frames["train"], frames["valid"]
     both = pd.concat([train, valid])
@@ -385,7 +392,7 @@ def similarity_contenders(frames, num_users, num_anime, anime, seed: int = 42):
 
 
 def similarity_report(title: str, frames, num_users, num_anime, anime, seed: int = 42) -> pd.DataFrame:
-    from animerec.taste import top_excluding
+    from animerec.taste.index import top_excluding
 
     print(f"\n== {title}: similar anime (hit@10) and similar users (recall@10), history = train + valid")
     history = Interactions.from_frame(pd.concat([frames["train"], frames["valid"]]))

@@ -50,9 +50,9 @@ def synthetic_model(folder: Path, users: int = 20_000, seed: int = 0) -> Path:
     from animerec.bundle import write_bundle
     from animerec.data import demo
     from animerec.data.layouts import load_anime
+    from animerec.ease import interaction_matrix as history_matrix
     from animerec.ranking import RankerData
-    from animerec.ranking import interaction_matrix as history_matrix
-    from animerec.taste import TasteIndex, content_matrix
+    from animerec.taste.index import TasteIndex, content_matrix
 
     rng = np.random.default_rng(seed)
     anime = load_anime(demo.catalogue_path()).sort_values("anime_id").reset_index(drop=True)

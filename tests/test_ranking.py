@@ -6,8 +6,9 @@ import pytest
 import scipy.sparse as sp
 
 from animerec.config import RankerConfig
+from animerec.ease import ease_weights, gram_matrix, interaction_matrix
 from animerec.errors import ConfigError
-from animerec.ranking import ItemRanker, RankerData, ease_weights, gram_matrix, interaction_matrix, like_rates
+from animerec.ranking import ItemRanker, RankerData, like_rates
 from animerec.ranking_cv import FoldEase, fit_ranker
 
 
@@ -58,9 +59,9 @@ def test_gram_matrix_is_the_lower_triangle_of_the_co_rating_counts(anime):
 
 
 def test_symmetrising_works_across_blocks(monkeypatch):
-    import animerec.ranking as ranking
+    import animerec.ease as ease
 
-    monkeypatch.setattr(ranking, "_BLOCK", 4)  # 12 anime: three blocks
+    monkeypatch.setattr(ease, "_BLOCK", 4)  # 12 anime: three blocks
     rng = np.random.default_rng(2)
     x = (rng.random((50, 12)) < 0.3).astype(np.float32)
     gram = x.T @ x
@@ -69,7 +70,7 @@ def test_symmetrising_works_across_blocks(monkeypatch):
 
 
 def test_bad_l2_is_a_config_error():
-    with pytest.raises(ConfigError, match="model.ranker.l2 values must be > 0"):
+    with pytest.raises(ConfigError, match=r"model.ranker.l2, model.taste.ease_l2\) must be > 0"):
         ease_weights(np.eye(3, dtype=np.float32), 0.0)
 
 

@@ -182,7 +182,7 @@ class TestEmbeddingRecommenderWithRanker(RecommenderContract):
         import shutil
 
         from animerec.ranking import ItemRanker
-        from animerec.taste import TasteIndex
+        from animerec.taste.index import TasteIndex
 
         source = (ranked_bundle if part == "ranker" else taste_bundle)[0].path
         shutil.copytree(source, tmp_path / "copy")
@@ -201,8 +201,8 @@ class TestEmbeddingRecommenderWithRanker(RecommenderContract):
 @pytest.fixture(scope="module")
 def taste_bundle(tmp_path_factory):
     """The hand-built model with a taste index (co-occurrence and content)."""
-    from animerec.ranking import interaction_matrix
-    from animerec.taste import TasteIndex, content_matrix
+    from animerec.ease import interaction_matrix
+    from animerec.taste.index import TasteIndex, content_matrix
 
     history = interaction_matrix(RATINGS.user_index, RATINGS.anime_index, len(USER_IDS), len(ANIME))
     taste = TasteIndex(history, content=content_matrix(ANIME, len(ANIME)), item_weights={"cooc": 1.0, "content": 0.5})

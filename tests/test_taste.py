@@ -1,5 +1,5 @@
-"""The taste index (animerec/taste.py): exact co-occurrence and content similarity, EASE neighbours,
-the blend chosen by cross-validation (animerec/taste_cv.py), and storage."""
+"""The taste index (animerec/taste/index.py): exact co-occurrence and content similarity, EASE neighbours,
+the blend chosen by cross-validation (animerec/taste/choice.py), and storage."""
 
 import dataclasses
 
@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from animerec.ease import interaction_matrix as history_matrix
 from animerec.pipeline import compose_config
-from animerec.ranking import interaction_matrix as history_matrix
-from animerec.taste import TasteIndex, blend, content_matrix, ease_neighbours, top_excluding, weight_grid
-from animerec.taste_cv import fit_taste
+from animerec.taste.choice import fit_taste
+from animerec.taste.index import TasteIndex, blend, content_matrix, ease_neighbours, top_excluding, weight_grid
 from tests.conftest import PROJECT_ROOT, model_config
 
 ANIME = pd.DataFrame({
@@ -71,7 +71,7 @@ def test_content_similarity_shares_genres_and_gives_unrated_anime_no_row():
 
 
 def test_ease_neighbours_keep_the_largest_positive_weights_of_each_row():
-    from animerec.ranking import ease_weights
+    from animerec.ease import ease_weights
 
     history = block_lists(10, 6)
     dense = ease_weights(np.tril((history.T @ history).toarray()), 30.0)
@@ -82,7 +82,7 @@ def test_ease_neighbours_keep_the_largest_positive_weights_of_each_row():
 
 
 def test_ease_neighbours_over_the_most_rated_anime_only():
-    from animerec.ranking import ease_weights
+    from animerec.ease import ease_weights
 
     history = block_lists(10, 6, seed=4)
     counts = np.bincount(history.indices, minlength=history.shape[1])

@@ -66,44 +66,15 @@ def read_filtered(ratings_path: Path, anime: pd.DataFrame, options: PreprocessOp
     known[anime["anime_id"].to_numpy()] = True
     episodes = np.full(max_id + 1, np.nan, dtype=np.float32)
     episodes[anime["anime_id"].to_numpy()] = anime["episodes"].to_numpy(dtype=np.float32)
-
     counts = {"rows_read": 0, "not_rated": 0, "plan_to_watch": 0, "unwatched": 0, "half_watched": 0, "unknown_anime": 0}
     unknown_examples: set[int] = set()
     users, animes, ratings = [], [], []
     for batch in iter_ratings(ratings_path, options.chunk_rows):
-        counts["rows_read"] += len(batch.rating)
-        keep = batch.rating > 0  # 0 (animelist) and -1 (2016) mean "watched, not rated"
-        counts["not_rated"] += int((~keep).sum())
-        if batch.watching_status is not None and options.drop_plan_to_watch:
-            plan = batch.watching_status == WatchStatus.PLAN_TO_WATCH
-            counts["plan_to_watch"] += int((keep & plan).sum())
-            keep &= ~plan
-        if batch.watched_episodes is not None and options.drop_unwatched:
-            unwatched = batch.watched_episodes <= 0
-            counts["unwatched"] += int((keep & unwatched).sum())
-            keep &= ~unwatched
-        in_range = (batch.anime_id >= 0) & (batch.anime_id <= max_id)
-        is_known = np.zeros(len(batch.anime_id), dtype=bool)
-        is_known[in_range] = known[batch.anime_id[in_range]]
-        unknown = keep & ~is_known
-        if unknown.any():
-            counts["unknown_anime"] += int(unknown.sum())
-            if len(unknown_examples) < 5:
-                unknown_examples.update(np.unique(batch.anime_id[unknown])[:5].tolist())
-            keep &= is_known
-        if batch.watched_episodes is not None and options.drop_half_watched:
-            total = np.full(len(keep), np.nan, dtype=np.float32)
-            total[is_known] = episodes[batch.anime_id[is_known]]
-            half = keep & ~np.isnan(total) & (batch.watched_episodes < total / 2)
-            counts["half_watched"] += int(half.sum())
-            keep &= ~half
+        keep = _kept_rows(batch, options, known, episodes, counts, unknown_examples)
         bad = keep & ((batch.rating > 10) | (batch.rating != np.round(batch.rating)))
         if bad.any():
-            example = batch.rating[bad][0]
-            raise DataError(
-                f"{ratings_path}: column rating holds {int(bad.sum())} value(s) outside the MAL scale "
-                f"1-10 (0/-1 = not rated), e.g. {example:g}."
-            )
+            raise DataError(f"{ratings_path}: column rating holds {int(bad.sum())} value(s) outside the MAL scale "
+                            f"1-10 (0/-1 = not rated), e.g. {batch.rating[bad][0]:g}.")
         users.append(batch.user_id[keep])
         animes.append(batch.anime_id[keep].astype(np.int32))
         ratings.append(batch.rating[keep])
@@ -124,6 +95,38 @@ def read_filtered(ratings_path: Path, anime: pd.DataFrame, options: PreprocessOp
         np.concatenate(ratings) if ratings else np.empty(0, np.float32),
     )
     return kept, counts
+
+
+def _kept_rows(batch, options: PreprocessOptions, known: np.ndarray, episodes: np.ndarray, counts: dict,
+               unknown_examples: set) -> np.ndarray:
+    """``[rows]`` bool: the batch's rows that pass the row filters; ``counts`` gains what each filter dropped."""
+    counts["rows_read"] += len(batch.rating)
+    keep = batch.rating > 0  # 0 (animelist) and -1 (2016) mean "watched, not rated"
+    counts["not_rated"] += int((~keep).sum())
+    if batch.watching_status is not None and options.drop_plan_to_watch:
+        plan = batch.watching_status == WatchStatus.PLAN_TO_WATCH
+        counts["plan_to_watch"] += int((keep & plan).sum())
+        keep &= ~plan
+    if batch.watched_episodes is not None and options.drop_unwatched:
+        unwatched = batch.watched_episodes <= 0
+        counts["unwatched"] += int((keep & unwatched).sum())
+        keep &= ~unwatched
+    in_range = (batch.anime_id >= 0) & (batch.anime_id < len(known))
+    is_known = np.zeros(len(batch.anime_id), dtype=bool)
+    is_known[in_range] = known[batch.anime_id[in_range]]
+    unknown = keep & ~is_known
+    if unknown.any():
+        counts["unknown_anime"] += int(unknown.sum())
+        if len(unknown_examples) < 5:
+            unknown_examples.update(np.unique(batch.anime_id[unknown])[:5].tolist())
+        keep &= is_known
+    if batch.watched_episodes is not None and options.drop_half_watched:
+        total = np.full(len(keep), np.nan, dtype=np.float32)
+        total[is_known] = episodes[batch.anime_id[is_known]]
+        half = keep & ~np.isnan(total) & (batch.watched_episodes < total / 2)
+        counts["half_watched"] += int(half.sum())
+        keep &= ~half
+    return keep
 
 
 def deduplicate(r: Ratings) -> tuple[Ratings, int]:

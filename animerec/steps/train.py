@@ -30,7 +30,7 @@ from animerec.ranking_cv import fit_ranker
 from animerec.registry import register_and_promote
 from animerec.steps.common import pinned, step_run
 from animerec.strategy import make_strategy, trainer_for
-from animerec.taste_cv import fit_taste
+from animerec.taste.choice import fit_taste
 from animerec.trainer import fit, train_data
 
 logger = logging.getLogger(__name__)

@@ -59,30 +59,8 @@ def make_dataset(data: TrainData, batch_size: int, *, shuffle: bool, seed: int, 
     # TensorFlow's registry of numpy functions keeps every function it is given for the life of the process,
     # so the function holds only a weak reference: the permutation (185 MB at full MyAnimeList size) lives as
     # long as the returned dataset, which holds the strong one.
-    weak = weakref.ref(source)
-
-    def rows(index):  # -> this batch's columns, numpy
-        return weak()(int(index))
-
-    def negatives(user, index):
-        users, anime = sampler.sample(user, epoch, int(index))
-        return users.astype(np.int32), anime.astype(np.int32)
-
-    def gather(i):
-        columns = tf.numpy_function(rows, [i], [tf.as_dtype(dtype) for _, dtype in arrays], stateful=False)
-        for column in columns:
-            column.set_shape([rated])
-        user, anime, target, *weight = columns
-        if sampler is not None:
-            neg_user, neg_anime = tf.numpy_function(negatives, [user, i], [tf.int32, tf.int32], stateful=False)
-            neg_user.set_shape([static if drop_remainder else None])
-            neg_anime.set_shape([static if drop_remainder else None])
-            count = tf.shape(neg_user)[0]
-            user, anime = tf.concat([user, neg_user], 0), tf.concat([anime, neg_anime], 0)
-            target = tf.concat([target, -tf.ones([count], tf.float32)], 0)
-            weight = [tf.concat([weight[0], tf.ones([count], tf.float32)], 0)] if weight else []
-        features = {"user": user, "anime": anime}
-        return (features, target, weight[0]) if weight else (features, target)
+    gather = _gather_fn(weakref.ref(source), [dtype for _, dtype in arrays], sampler, epoch, rated,
+                        static if drop_remainder else None)
 
     # Fixed parallelism, no autotuning: on 2 cores the autotuner made about every other epoch twice
     # as slow (102 instead of 50 ms per 10,000-rating batch in benchmarks/train_throughput.py), while
@@ -93,6 +71,36 @@ def make_dataset(data: TrainData, batch_size: int, *, shuffle: bool, seed: int, 
                .prefetch(2).with_options(options))
     dataset._animerec_rows = source  # iterate this dataset (or one derived from it while it is alive)
     return dataset
+
+
+def _gather_fn(weak, dtypes: list, sampler, epoch: int, rated: int | None, static: int | None):
+    """The pipeline's map function: a batch index -> ``(features, target[, weight])``, the rated pairs taken
+    from the arrays through ``weak`` (a weak reference to the :class:`_Rows`) and the sampled negatives added."""
+
+    def rows(index):  # -> this batch's columns, numpy
+        return weak()(int(index))
+
+    def negatives(user, index):
+        users, anime = sampler.sample(user, epoch, int(index))
+        return users.astype(np.int32), anime.astype(np.int32)
+
+    def gather(i):
+        columns = tf.numpy_function(rows, [i], [tf.as_dtype(dtype) for dtype in dtypes], stateful=False)
+        for column in columns:
+            column.set_shape([rated])
+        user, anime, target, *weight = columns
+        if sampler is not None:
+            neg_user, neg_anime = tf.numpy_function(negatives, [user, i], [tf.int32, tf.int32], stateful=False)
+            neg_user.set_shape([static])
+            neg_anime.set_shape([static])
+            count = tf.shape(neg_user)[0]
+            user, anime = tf.concat([user, neg_user], 0), tf.concat([anime, neg_anime], 0)
+            target = tf.concat([target, -tf.ones([count], tf.float32)], 0)
+            weight = [tf.concat([weight[0], tf.ones([count], tf.float32)], 0)] if weight else []
+        features = {"user": user, "anime": anime}
+        return (features, target, weight[0]) if weight else (features, target)
+
+    return gather
 
 
 class _Rows:

@@ -2,7 +2,7 @@
 
 The rating network's embeddings learn who rates what higher; they carry little of "people who
 like X also like Y". Similar anime blend up to three parts, with weights chosen by K-fold
-cross-validation (animerec/taste_cv.py):
+cross-validation (animerec/taste/choice.py):
 
 - **co-occurrence**: the cosine between two anime's columns of the users x anime matrix (who
   rated what); similar users use the same cosine between two users' rows (user-kNN).
@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from animerec.config import TASTE_ITEM_PARTS
-from animerec.ranking import ease_weights, gram_matrix, most_rated
+from animerec.ease import ease_weights, gram_matrix, most_rated
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,20 @@ import pandas as pd
 import scipy.sparse as sp
 
 from animerec.config import TasteConfig
+from animerec.ease import gram_matrix, interaction_matrix, rating_matrix, symmetrise_lower, weighted_history
 from animerec.evaluation import Interactions, similar_item_metrics
 from animerec.memory import phase
-from animerec.ranking import gram_matrix, interaction_matrix, rating_matrix, symmetrise_lower, weighted_history
 from animerec.selection import choose_best, choose_knob, deal_folds, sample_users
-from animerec.taste import (TasteIndex, _scaled, blend, content_matrix, ease_neighbours, tail_size,
-                            top_excluding, weight_grid)
+from animerec.taste.index import (
+    TasteIndex,
+    _scaled,
+    blend,
+    content_matrix,
+    ease_neighbours,
+    tail_size,
+    top_excluding,
+    weight_grid,
+)
 
 logger = logging.getLogger(__name__)
 
