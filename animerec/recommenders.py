@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Iterable
 
@@ -376,21 +376,8 @@ class UserBasedRecommender(Recommender):
 
 
 def _describe(filters: ItemFilter | None) -> str:
-    if filters is None or filters.is_empty():
-        return "no filters"
-    parts = []
-    if filters.genres:
-        parts.append(f"genres {filters.genre_match} of {list(filters.genres)}")
-    if filters.types:
-        parts.append(f"types {list(filters.types)}")
-    if filters.min_score is not None or filters.max_score is not None:
-        parts.append(f"MAL score {filters.min_score}-{filters.max_score}")
-    if filters.sequels != "show":
-        parts.append(f"sequels {filters.sequels}")
-    if not filters.adult:
-        parts.append("adult anime hidden")
-    if filters.popularity_damping:
-        parts.append(f"popularity damping {filters.popularity_damping:g}")
-    if filters.min_members is not None:
-        parts.append(f"at least {filters.min_members} members")
-    return ", ".join(parts)
+    """The filters that hold anime back: each field that differs from the filter that keeps everything."""
+    neutral = ItemFilter.everything()
+    changed = [(f.name, getattr(filters, f.name)) for f in fields(ItemFilter)
+               if filters is not None and getattr(filters, f.name) != getattr(neutral, f.name)]
+    return ", ".join(f"{name} {value}" for name, value in changed) or "no filters"
