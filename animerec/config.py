@@ -224,6 +224,7 @@ class ItemFilter:
                             "is not on the list), hide_all (nothing of a franchise on the list) or show")
     adult: bool = key(default=False, help="include adult anime (hidden by default, as on MAL)")
     min_members: int | None = key(default=None, min=0, help="only anime with at least this many MAL members")
+    max_episodes: int | None = key(default=None, min=1, help="only anime with at most this many episodes")
     popularity_damping: float = key(default=0.0, min=0, max=2, help="hidden gems: rank by score / members^this "
                                     "(0 the plain ranking; 0.3-0.5 lifts less-watched anime)")
 

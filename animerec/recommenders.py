@@ -95,6 +95,8 @@ class Catalogue:
             allowed &= ~self.adult
         if filters.min_members is not None:
             allowed &= self.frame["members"].fillna(0).to_numpy() >= int(filters.min_members)
+        if filters.max_episodes is not None:  # an unknown count (still airing) is not a short show
+            allowed &= self.frame["episodes"].to_numpy(float, na_value=np.inf) <= filters.max_episodes
         score = self.frame["score"].to_numpy(dtype=float)
         if filters.min_score is not None:
             allowed &= score >= float(filters.min_score)

@@ -424,6 +424,8 @@ def test_adult_members_and_hidden_gems_controls(tmp_path):
     members = ANIME.set_index("anime_id")["members"]
     popular, _ = rec.similar_items(10, n=10, filters=ItemFilter.everything(min_members=800))
     assert set(popular) == {20, 30} and all(members[popular] >= 800)
+    short, _ = rec.similar_items(10, n=10, filters=ItemFilter.everything(max_episodes=12))
+    assert set(short) == {20, 40, 50, 60}  # 30 has 24 episodes
     # hidden gems: by similarity / members^beta; the scores shown stay the similarities
     ids, scores = rec.similar_items(10, n=5)
     gems, gem_scores = rec.similar_items(10, n=5, filters=ItemFilter.everything(popularity_damping=2.0))
