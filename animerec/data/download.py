@@ -45,12 +45,18 @@ class RetryPolicy:
     backoff_s: float = 1.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
+    methods: tuple[str, ...] = ("GET",)  # the requests it retries (AniList's queries are POSTs)
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """``(connect, read)`` for requests' ``timeout``."""
+        return self.connect_timeout_s, self.read_timeout_s
 
     def session(self) -> requests.Session:
         """A session whose requests urllib3 retries: connection errors, and 429 / 5xx answers
         (waiting what a ``Retry-After`` header asks, else the exponential backoff)."""
         retries = Retry(total=self.attempts - 1, backoff_factor=self.backoff_s, status_forcelist=RETRY_STATUS,
-                        allowed_methods={"GET"}, respect_retry_after_header=True, raise_on_status=False)
+                        allowed_methods=frozenset(self.methods), respect_retry_after_header=True, raise_on_status=False)
         session = requests.Session()
         for prefix in ("http://", "https://"):
             session.mount(prefix, HTTPAdapter(max_retries=retries))

@@ -1,0 +1,166 @@
+"""Anyone's public list by username: MyAnimeList (API v2) and AniList (GraphQL), read into an :class:`AnimeList`.
+
+- MyAnimeList: ``GET {MAL}/users/{name}/animelist?fields=list_status&limit=1000&nsfw=true`` with the
+  ``X-MAL-CLIENT-ID`` header (from ``MAL_CLIENT_ID``; MAL gives one to anyone who registers an app),
+  following ``paging.next`` as given. Without ``nsfw=true`` MAL silently leaves entries out.
+- AniList: ``MediaListCollection(userName:, type: ANIME)`` in chunks, scores asked in
+  ``POINT_10_DECIMAL`` (every user's scale then reads 0-10), the MAL ID from ``media { idMal }``; entries
+  without one are skipped and counted, an anime on custom lists too is read once. Public lists need no key.
+
+Both end in the :class:`AnimeList` an upload gives (score 0 = not rated, plan-to-watch = planned), with the
+upload's limits. Requests go through urllib3's ``Retry`` as downloads do (429 honours ``Retry-After``, 5xx
+and dropped connections are retried), with a timeout; every failure is a :class:`ListError` that says which
+user, which site and what to do. :class:`ListFetcher` keeps fetched lists a few minutes in memory (bounded),
+so that changing a filter does not fetch again; nothing about a person is written to disk.
+The base URLs are ``ANIMEREC_MAL_API_URL`` and ``ANIMEREC_ANILIST_API_URL`` (tests point them at 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import requests
+import urllib3
+
+from animerec.data.download import RetryPolicy
+from animerec.profiles import MAX_ENTRIES, AnimeList, ListError, from_records
+
+MAL_API_URL = "https://api.myanimelist.net/v2"
+ANILIST_API_URL = "https://graphql.anilist.co"
+SITES = ("mal", "anilist")
+NAMES = {"mal": "MyAnimeList", "anilist": "AniList"}
+MAL_PLANNED, ANILIST_PLANNED = "plan_to_watch", "PLANNING"
+ANILIST_QUERY = """query ($userName: String, $chunk: Int, $perChunk: Int) {
+  MediaListCollection(userName: $userName, type: ANIME, chunk: $chunk, perChunk: $perChunk) {
+    lists { isCustomList entries { status score(format: POINT_10_DECIMAL) media { idMal } } }
+    hasNextChunk
+  }
+}"""
+
+
+@dataclass
+class ListFetcher:
+    """Fetches public lists by username; lists stay ``ttl_s`` seconds in memory, ``max_lists`` at most."""
+
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=4, backoff_s=0.5, connect_timeout_s=5.0,
+                                                                   read_timeout_s=20.0, methods=("GET", "POST")))
+    ttl_s: float = 300.0
+    max_lists: int = 32
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fetch(self, site: str, user: str) -> AnimeList:
+        """``site`` (``mal`` or ``anilist``) user ``user``'s list, from the cache when it is fresh."""
+        user = _username(user, site)
+        key = (site, user.lower())
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                return hit[1]
+        listed = (mal_list if site == "mal" else anilist_list)(user, self.retry)
+        with self._lock:
+            self._cache[key] = (time.monotonic(), listed)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.max_lists:
+                self._cache.popitem(last=False)
+        return listed
+
+
+def _username(user: str, site: str) -> str:
+    user = str(user or "").strip()
+    if not user or len(user) > 64 or any(ch in user for ch in "/?#&% "):
+        raise ListError(f"{user!r} is not a {NAMES[site]} username (letters, digits, _ and -, at most 64).")
+    return user
+
+
+def mal_list(user: str, retry: RetryPolicy) -> AnimeList:
+    """A MyAnimeList user's public list (every page)."""
+    client_id = os.environ.get("MAL_CLIENT_ID", "").strip()
+    if not client_id:
+        raise ListError("Reading a MyAnimeList list by username needs a MAL API client ID: create one at "
+                        "https://myanimelist.net/apiconfig and set MAL_CLIENT_ID, or upload your list's export.")
+    url = (f"{os.environ.get('ANIMEREC_MAL_API_URL', MAL_API_URL).rstrip('/')}/users/{quote(user)}/animelist"
+           f"?fields=list_status&limit=1000&nsfw=true")
+    records, session = [], retry.session()
+    while url:
+        page = _call(lambda: session.get(url, headers={"X-MAL-CLIENT-ID": client_id}, timeout=retry.timeouts),
+                     "mal", user, retry)
+        for entry in page.get("data") or []:
+            status = entry.get("list_status") or {}
+            records.append({"anime_id": (entry.get("node") or {}).get("id"), "rating": status.get("score") or 0,
+                            "planned": status.get("status") == MAL_PLANNED, "dropped": status.get("status") == "dropped"})
+        _check_size(records, "mal", user)
+        url = (page.get("paging") or {}).get("next")
+    return from_records(records, f"MyAnimeList user {user}")
+
+
+def anilist_list(user: str, retry: RetryPolicy) -> AnimeList:
+    """An AniList user's public list (every chunk), by MAL ID; entries without one are skipped and counted."""
+    url = os.environ.get("ANIMEREC_ANILIST_API_URL", ANILIST_API_URL)
+    session, chunk, found, missing = retry.session(), 1, {}, 0
+    while True:
+        body = {"query": ANILIST_QUERY, "variables": {"userName": user, "chunk": chunk, "perChunk": 500}}
+        page = _call(lambda: session.post(url, json=body, timeout=retry.timeouts), "anilist", user, retry)
+        collection = (page.get("data") or {}).get("MediaListCollection") or {}
+        for listed in sorted(collection.get("lists") or [], key=lambda lst: bool(lst.get("isCustomList"))):
+            for entry in listed.get("entries") or []:
+                mal_id = (entry.get("media") or {}).get("idMal")
+                if mal_id is None:
+                    missing += 1
+                elif mal_id not in found:  # an anime on a custom list is on a status list too
+                    score = float(entry.get("score") or 0)
+                    found[mal_id] = {"anime_id": mal_id, "rating": max(score, 1.0) if score else 0,
+                                     "planned": entry.get("status") == ANILIST_PLANNED,
+                                     "dropped": entry.get("status") == "DROPPED"}
+        _check_size(found, "anilist", user)
+        if not collection.get("hasNextChunk"):
+            break
+        chunk += 1
+    skipped = f" ({missing} entries without a MAL ID skipped)" if missing else ""
+    return from_records(list(found.values()), f"AniList user {user}{skipped}")
+
+
+def _check_size(records, site: str, user: str) -> None:
+    if len(records) > MAX_ENTRIES:
+        raise ListError(f"{NAMES[site]} user {user} lists more than {MAX_ENTRIES:,} anime; that is the limit.")
+
+
+def _call(send, site: str, user: str, retry: RetryPolicy) -> dict:
+    """``send()`` (a request, retried by the session) and its JSON, with every failure a ListError."""
+    try:
+        return _json(send(), site, user)
+    except requests.RequestException as err:
+        reason = getattr(err.args[0], "reason", None) if err.args else None  # what urllib3 gave up on
+        if not isinstance(err, requests.Timeout) and not isinstance(reason, urllib3.exceptions.TimeoutError):
+            raise ListError(f"Cannot reach {NAMES[site]} ({type(err).__name__}); check the connection, or upload "
+                            f"the list's export.") from None
+        raise ListError(f"{NAMES[site]} did not answer within {retry.read_timeout_s:g} s (tried {retry.attempts} "
+                        f"times); try again later, or upload the list's export.") from None
+
+
+def _json(response: requests.Response, site: str, user: str) -> dict:
+    """The answer's JSON; a ListError a person understands for every way it can fail."""
+    who = f"{NAMES[site]} user {user!r}"
+    status = response.status_code
+    if status >= 400:
+        if status in (401, 403) or "private" in response.text.lower():
+            what = "the MAL client ID was refused (check MAL_CLIENT_ID)" if status == 401 else "the list is private"
+            raise ListError(f"{who}: {what}. Make the list public, or upload its export instead.")
+        if status == 404:
+            raise ListError(f"{who} does not exist; check the spelling (the name in the profile's address).")
+        if status == 429:
+            wait = response.headers.get("Retry-After", "60")
+            raise ListError(f"{NAMES[site]} is rate-limiting requests; try again in {wait} s.")
+        raise ListError(f"{NAMES[site]} answered HTTP {status} for {who}; the service may be down, try again later.")
+    try:
+        data = response.json()
+    except ValueError:
+        raise ListError(f"{NAMES[site]} sent a malformed answer for {who}; try again later.") from None
+    if not isinstance(data, dict):
+        raise ListError(f"{NAMES[site]} sent an unexpected answer for {who}; try again later.")
+    return data
