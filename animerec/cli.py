@@ -5,6 +5,8 @@
     animerec recommend 1234 --genres Action Comedy --min-rating 7
     animerec recommend --ratings my_animelist.xml.gz -n 20        # anyone: a MAL export or anime_id,rating CSV
     animerec recommend --likes "Cowboy Bebop" "Steins;Gate"
+    animerec recommend --anilist-user NAME                         # a public AniList list, fetched
+    MAL_CLIENT_ID=... animerec recommend --mal-user NAME           # a public MyAnimeList list, fetched
     animerec web --model model:best                                # a web page on http://127.0.0.1:8080
     animerec recommend 1234 --model my-team/anime-recommender/model:best   # a W&B model
 
@@ -86,6 +88,9 @@ def _add_person(parser: argparse.ArgumentParser) -> None:
                              "with columns anime_id,rating (1-10; 0 or empty = listed, not rated); nothing on it is "
                              "recommended back")
     parser.add_argument("--likes", nargs="+", metavar="TITLE", help="liked titles instead of a user ID")
+    parser.add_argument("--mal-user", metavar="NAME", help="a MyAnimeList username: their public list, fetched "
+                        "(needs a MAL API client ID in MAL_CLIENT_ID)")
+    parser.add_argument("--anilist-user", metavar="NAME", help="an AniList username: their public list, fetched")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,16 +149,17 @@ def request_from(args: argparse.Namespace) -> dict:
         request = {"query": query}
     else:
         given = [what for what, value in (("a user ID", args.user_id), ("--ratings", args.ratings),
-                                          ("--likes", args.likes)) if value is not None]
+                                          ("--likes", args.likes), ("--mal-user", args.mal_user),
+                                          ("--anilist-user", args.anilist_user)) if value is not None]
         if len(given) != 1:
-            raise UserError(f"{args.command} needs one of: a user ID, --ratings FILE or --likes TITLE... "
-                            f"(got {' and '.join(given) if given else 'none'}).")
+            raise UserError(f"{args.command} needs one of: a user ID, --ratings FILE, --likes TITLE..., --mal-user "
+                            f"NAME or --anilist-user NAME (got {' and '.join(given) if given else 'none'}).")
         if args.ratings is not None:
             request = {"ratings": read_list(args.ratings)}
-        elif args.likes is not None:
-            request = {"likes": args.likes}
-        else:
+        elif args.user_id is not None:
             request = {"query": args.user_id}
+        else:
+            request = {"likes": args.likes, "mal_user": args.mal_user, "anilist_user": args.anilist_user}
     request.update({"kind": COMMANDS[args.command], "n": args.n, "exclude": args.exclude,
                     **{name: getattr(args, name) for name in FILTER_FIELDS}})
     if args.command == "recommend":

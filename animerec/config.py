@@ -288,6 +288,8 @@ class RecsConfig(ItemFilter):
     seed: int
     user_id: int | None
     ratings_file: str | None
+    mal_user: str | None = key(help="a MyAnimeList username: their public list (needs MAL_CLIENT_ID)")
+    anilist_user: str | None = key(help="an AniList username: their public list")
     user_min_ratings: int = key(min=1)
     user_max_ratings: int = key(min=1)
     rating_user: str = key(choices=("similar_users", "given", "random"))

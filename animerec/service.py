@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from animerec.bundle import ModelBundle
 from animerec.config import ItemFilter
 from animerec.foldin import Person, fold_in
+from animerec.online import ListFetcher
 from animerec.profiles import AnimeList, from_records, from_titles, read_list
 from animerec.reasons import Reasons
 from animerec.recommenders import EmbeddingRecommender, FavoriteRule, RecommenderError, UserBasedRecommender
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("similar_anime", "similar_users", "rating_recs")
 FILTER_FIELDS = tuple(f.name for f in dataclasses.fields(ItemFilter))
+LIST_FIELDS = ("ratings", "likes", "mal_user", "anilist_user")  # anyone's list, in place of a user ID
 
 
 MAL_URL = "https://myanimelist.net/anime/{}"
@@ -77,6 +79,8 @@ class Query(BaseModel):
     max_rating: float | None = None
     ratings: Any = None  # [{anime_id, rating}, ...] or a DataFrame: anyone's list
     likes: list[str] | None = None  # titles: anyone's list
+    mal_user: str | None = None  # a MyAnimeList username: their public list
+    anilist_user: str | None = None  # an AniList username: their public list
     exclude: tuple[int, ...] = ()  # MAL IDs the person is not interested in: never in the answer
 
     @model_validator(mode="before")
@@ -108,14 +112,16 @@ class Query(BaseModel):
 
     @model_validator(mode="after")
     def _one_subject(self) -> "Query":
-        given = [name for name in ("ratings", "likes") if getattr(self, name) is not None]
+        given = [name for name in LIST_FIELDS if getattr(self, name) is not None]
         if given and self.kind == "similar_anime":
             raise ValueError(f"A similar_anime query takes an anime in 'query', not {given[0]!r}.")
         if len(given) > 1 or (given and self.query is not None):
-            raise ValueError(f"A {self.kind} query takes one of 'query' (a user ID), 'ratings' or 'likes', not several.")
+            raise ValueError(f"A {self.kind} query takes one of 'query' (a user ID), "
+                             f"{', '.join(map(repr, LIST_FIELDS))}, not several.")
         if self.query is None and not given:
             what = ("an anime title or MAL ID" if self.kind == "similar_anime"
-                    else "a user ID, or 'ratings' ([{anime_id, rating}]) or 'likes' ([titles]) for anyone's list")
+                    else "a user ID, or for anyone's list 'ratings' ([{anime_id, rating}]), 'likes' ([titles]), "
+                         "'mal_user' or 'anilist_user' (a username)")
             raise ValueError(f"A {self.kind} query needs 'query': {what}.")
         return self
 
@@ -129,7 +135,7 @@ class Query(BaseModel):
 
     @property
     def has_list(self) -> bool:
-        return self.ratings is not None or self.likes is not None
+        return any(getattr(self, name) is not None for name in LIST_FIELDS)
 
 
 QUERY_FIELDS = (*[name for name in Query.model_fields if name != "filters"], *FILTER_FIELDS)
@@ -216,10 +222,17 @@ class RecommendationService:
     def titles(self):
         return TitleIndex(self.bundle.anime)
 
-    def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None):
-        """Fold anyone's list into the model: ``ratings`` records, liked titles or a list file."""
+    @cached_property
+    def lists(self) -> ListFetcher:
+        """Lists fetched by username, kept a few minutes (a filter changed, an anime marked not interesting)."""
+        return ListFetcher()
 
-        if ratings_file is not None:
+    def person(self, ratings: Any = None, likes: Any = None, ratings_file: Any = None, mal_user: Any = None,
+               anilist_user: Any = None):
+        """Fold anyone's list into the model: ``ratings`` records, liked titles, a list file or a username."""
+        if mal_user is not None or anilist_user is not None:
+            anime_list = self.lists.fetch("mal" if mal_user is not None else "anilist", mal_user or anilist_user)
+        elif ratings_file is not None:
             anime_list = read_list(ratings_file)
         elif isinstance(ratings, AnimeList):  # already read (the CLI's --ratings FILE)
             anime_list = ratings
@@ -296,7 +309,8 @@ class RecommendationService:
             title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]
             return {"kind": query.kind, "query": {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None},
                     "anime": records(table)}
-        user = self.person(query.ratings, query.likes) if query.has_list else user_id_of(query.query)
+        user = (self.person(query.ratings, query.likes, mal_user=query.mal_user, anilist_user=query.anilist_user)
+                if query.has_list else user_id_of(query.query))
         asked = {"list": user.summary()} if query.has_list else {"user_id": user}
         if query.kind == "similar_users":
             result = self.similar_users(user, query.n, query.filters, query.exclude)

@@ -343,8 +343,11 @@ async def recommend(request: Request, web: Annotated[Site, Depends(site)]):
     form = await request.form()
     upload = form.get("ratings_file")
     likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
-    chosen = {"likes": form.get("likes") or ""}
+    username, site = (form.get("username") or "").strip(), "anilist" if form.get("site") == "anilist" else "mal"
+    chosen = {"likes": form.get("likes") or "", "username": username, "site": site}
     request.state.shown = {"chosen": chosen, "form_id": "recommend"}
+    if username and not (upload is not None and getattr(upload, "filename", "")):  # fetched (and cached) in a worker
+        return await answer(request, web, "rating_recs", form, {f"{site}_user": username}, chosen)
     if upload is not None and getattr(upload, "filename", ""):
         name = Path(upload.filename).name
         listed = await web.run(parse_upload, name, await upload.read(MAX_BYTES + 1))  # reading is CPU work too
@@ -356,7 +359,8 @@ async def recommend(request: Request, web: Annotated[Site, Depends(site)]):
         listed = saved_list(form.get("list_state"), form.get("list_name") or "your list")
         chosen.update(list_state=form.get("list_state"), list_name=listed.source)
     else:
-        raise UserError("Upload your MyAnimeList export or a ratings CSV, or type some titles you like.")
+        raise UserError("Upload your MyAnimeList export or a ratings CSV, give your MyAnimeList or AniList username, "
+                        "or type some titles you like.")
     return await answer(request, web, "rating_recs", form, {"ratings": listed}, chosen)
 
 

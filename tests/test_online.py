@@ -9,11 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from animerec.data.download import RetryPolicy
 from animerec.online import ListFetcher
-from animerec.profiles import ListError
+from animerec.profiles import ListError, read_list
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, connect_timeout_s=2, read_timeout_s=0.5, methods=("GET", "POST"))
 
@@ -211,3 +212,47 @@ def test_anilist_errors(stand_in, message, expected):
     stand_in(lambda *a: (404, {}, json.dumps(body).encode()), site="anilist")
     with pytest.raises(ListError, match=expected):
         ListFetcher(retry=FAST).fetch("anilist", "ghost")
+
+
+def test_a_list_by_username_answers_as_the_same_list_uploaded(stand_in, tmp_path):
+    """The same list through --mal-user / --anilist-user, the page's username box and the pyfunc gets the answer the
+    uploaded file gets."""
+    import urllib.parse
+    import urllib.request
+
+    from animerec.cli import build_parser, request_from
+    from animerec.pyfunc import AnimeRecPyfunc
+    from animerec.service import RecommendationService
+    from animerec.web import create_app
+    from tests.test_recommenders import hand_built
+    from tests.test_web import serving
+
+    (tmp_path / "model").mkdir()
+    service = RecommendationService(hand_built(tmp_path / "model"))
+    (tmp_path / "list.csv").write_text("anime_id,rating\n10,9\n40,3\n")
+    uploaded = service.answer({"kind": "rating_recs", "ratings": read_list(tmp_path / "list.csv"), "sequels": "show"})
+    expected = [row["anime_id"] for row in uploaded["anime"]]
+    assert len(expected) >= 2
+    holder = {}
+    mal = stand_in(mal_pages([{"id": 10, "status": "completed", "score": 9}, {"id": 40, "status": "dropped", "score": 3}],
+                             lambda: holder["url"]))
+    holder["url"] = mal.url
+    stand_in(anilist_chunks([[{"isCustomList": False, "entries": [entry(10, score=9.0), entry(40, "DROPPED", 3.0)]}]]),
+             site="anilist")
+    for flag in ("--mal-user", "--anilist-user"):
+        request = request_from(build_parser().parse_args(["recommend", flag, "fan", "--sequels", "show"]))
+        assert [row["anime_id"] for row in service.answer(request)["anime"]] == expected
+    pyfunc = AnimeRecPyfunc()
+    pyfunc.service = service
+    answers = pyfunc.predict(None, pd.DataFrame([{"kind": "rating_recs", "mal_user": "fan", "sequels": "show"}]))
+    assert [row["anime_id"] for row in answers[0]["anime"]] == expected
+    with serving(create_app(service)) as base:
+        form = urllib.parse.urlencode({"username": "fan", "site": "anilist", "sequels": "show"}).encode()
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/recommend", data=form)) as response:
+            page = response.read().decode()
+        titles = [row["title"] for row in uploaded["anime"]]
+        assert all(title in page for title in titles) and page.index(titles[0]) < page.index(titles[-1])
+        form = urllib.parse.urlencode({"username": "ghost/x", "site": "mal"}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"{base}/recommend", data=form))
+        assert refused.value.code == 400 and "is not a MyAnimeList username" in refused.value.read().decode()

@@ -127,10 +127,12 @@ def similar_users(cfg: Config) -> dict:
 
 
 def step_user(service, recs: dict):
-    """``(user, query, who)`` for recs.ratings_file (a folded-in person) or recs.user_id; Nones for neither."""
-    if recs.ratings_file:
-        person = service.person(ratings_file=recs.ratings_file)
-        return person, {"ratings_file": recs.ratings_file, "list": person.summary()}, "the list in recs.ratings_file"
+    """``(user, query, who)`` for recs.ratings_file, recs.mal_user or recs.anilist_user (a folded-in person) or
+    recs.user_id; Nones for none of them."""
+    for key in ("ratings_file", "mal_user", "anilist_user"):
+        if getattr(recs, key):
+            person = service.person(**{key: getattr(recs, key)})
+            return person, {key: getattr(recs, key), "list": person.summary()}, f"the list in recs.{key}"
     if recs.user_id is not None:
         return int(recs.user_id), {"user_id": int(recs.user_id)}, f"user {int(recs.user_id)}"
     return None, None, None
@@ -141,8 +143,8 @@ def unseen_by(who: str) -> str:
 
 
 def query_metadata(query: dict) -> dict:
-    return {"user_id": query["user_id"]} if "user_id" in query else {"ratings_file": query["ratings_file"],
-                                                                    **query["list"]}
+    return {"user_id": query["user_id"]} if "user_id" in query else {k: v for k, v in query.items() if k != "list"} | {
+        **query["list"]}
 
 
 def rating_user(cfg: Config, rec, run) -> int:
@@ -171,7 +173,7 @@ def rating_recs(cfg: Config) -> dict:
     filters = recs.of()
     with step_run("rating_recs", cfg) as run:
         service = load_service(run, cfg)
-        if recs.ratings_file:
+        if recs.ratings_file or recs.mal_user or recs.anilist_user:
             user, query, who = step_user(service, recs)
         else:
             user = rating_user(cfg, service.by_rating, run)
