@@ -25,6 +25,7 @@ import pandas as pd
 
 from animerec.artifacts import project_version, read_arrays, read_part, write_arrays, write_part
 from animerec.errors import UserError
+from animerec.franchise import SequelLinks, co_watch_prerequisites
 from animerec.ranking import ItemRanker
 from animerec.scoring import Scorer
 from animerec.taste.index import TasteIndex
@@ -65,7 +66,10 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
     write_arrays(folder / "ratings.npz", {"user_index": np.asarray(ratings["user_index"], np.int32),
                                           "anime_index": np.asarray(ratings["anime_index"], np.int32),
                                           "rating": np.asarray(ratings["rating"], np.int8)})
-    for name, part in (("ranker", ranker), ("taste", taste)):
+    titles = anime.set_index("anime_id")["name"].reindex(np.asarray(anime_ids)).fillna("").astype(str).to_numpy()
+    sequels = SequelLinks(co_watch_prerequisites(np.asarray(ratings["user_index"]), np.asarray(ratings["anime_index"]),
+                                                 np.asarray(anime_ids, np.int64), titles))
+    for name, part in (("ranker", ranker), ("taste", taste), ("sequels", sequels)):
         if part is not None:
             write_part(folder / f"{name}.npz", part.arrays(), name, part.FORMAT_VERSION)
     info = {
@@ -115,6 +119,7 @@ class ModelBundle:
     anime: pd.DataFrame
     ratings: pd.DataFrame
     taste: Any = None  # animerec.taste.TasteIndex: similar anime / users, when the model has one
+    sequels: SequelLinks | None = None  # each anime's prerequisite by co-watching (animerec/franchise.py)
 
     REQUIRED = ("model_info.json", "user_embeddings.npy", "anime_embeddings.npy", "scorer.npz", "encoders.npz",
                 "scale.json", "anime.parquet", "ratings.npz")
@@ -164,10 +169,12 @@ class ModelBundle:
             ranker,
         )
         taste = _optional_part(path, info, "taste", "a taste index", shape)
+        sequels = (SequelLinks.from_arrays(read_part(path / "sequels.npz", "sequels", SequelLinks.FORMAT_VERSION))
+                   if (path / "sequels.npz").is_file() else None)  # older models: the titles alone
         rows = read_arrays(path / "ratings.npz")
         ratings = pd.DataFrame({k: rows[k] for k in ("user_index", "anime_index", "rating")})
         scale = json.loads((path / "scale.json").read_text(encoding="utf-8"))
-        return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings, taste)
+        return cls(path, info, scorer, user_ids, anime_ids, scale, anime, ratings, taste, sequels)
 
     @cached_property
     def ratings_by_user(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,20 +15,34 @@ The 2020 Kaggle layout has no relation data, so a franchise is found from the ti
    "Tokyo" and "Tokyo Magnitude 8.0", "One" and "One Piece" stay apart).
 
 A franchise's **first entry** is its TV series with the lowest MAL ID (MAL numbers anime as they
-are added, so the original comes before its sequels), or its lowest MAL ID when it has no series. ``recs.sequels`` then decides what a person sees:
-``hide_unstarted`` (no later entry of a franchise whose first entry they have not rated),
-``hide_all`` (nothing of a franchise already on their list) or ``show``.
+are added, so the original comes before its sequels), or its lowest MAL ID when it has no series.
+
+Titles alone miss sequels whose title only adds a word to a one-word name (``Mushishi Zoku Shou``),
+and put a series inside a larger family of the same name (``Mobile Suit Gundam 00`` among the
+Gundams). The ratings tell: almost everyone who rated a sequel rated what came before it, while
+few people rated it without. :func:`co_watch_prerequisites` finds, when the model is stored, each
+anime's **prerequisite**: an older anime (lower MAL ID) that at least ``min_share`` of its raters
+rated, at least ``min_lift`` times as often as everyone does, and whose whole title is in its own
+(so a show everybody watched is nobody's prerequisite, and neither is an unrelated one).
+
+``recs.sequels`` then decides what a person sees: ``hide_unstarted`` (no later entry of a franchise
+whose first entry they have not rated, and nothing whose prerequisite they have not rated),
+``hide_all`` (nothing of a franchise already on their list, nor anything after what is on it) or
+``show``.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from animerec.config import SEQUEL_MODES
+from animerec.ease import gram_matrix, interaction_matrix, symmetrise_lower
 from animerec.errors import RecommenderError
 
 MIN_ROOT = 5  # characters a stem needs to absorb the longer stems that begin with it
@@ -47,7 +61,7 @@ _TRAILING = [re.compile(p) for p in (
     r"\s\d+$",
     r"\s(?:season|part|cour|series)$",
 )]
-_LEADING = re.compile(r"^(?:gekijouban|eiga)\s")
+_LEADING = re.compile(r"^(?:gekijouban|eiga|zoku)\s")  # zoku: "continuation" (Zoku Natsume Yuujinchou)
 
 
 def _plain(text: str) -> str:
@@ -101,12 +115,15 @@ def franchise_ids(anime: pd.DataFrame) -> pd.Series:
     return pd.Series(frame["key"].map(first).to_numpy(), index=ids, name="franchise")
 
 
-def hidden_by_sequels(franchise: np.ndarray, first: np.ndarray, rated: np.ndarray, mode: str) -> np.ndarray:
+def hidden_by_sequels(franchise: np.ndarray, first: np.ndarray, rated: np.ndarray, mode: str,
+                      prerequisite: np.ndarray | None = None) -> np.ndarray:
     """Which anime ``[num_anime]`` a person with ``rated`` (anime indices) should not be shown.
 
     ``franchise`` ``[num_anime]``: each anime's franchise ID; ``first`` ``[num_anime]``: whether it
-    is its franchise's first entry. ``hide_unstarted``: later entries of franchises whose first entry
-    is not rated; ``hide_all``: every entry of a franchise on the list; ``show``: nothing.
+    is its franchise's first entry; ``prerequisite`` ``[num_anime]``: each anime's prerequisite by
+    co-watching (an anime index, -1 for none). ``hide_unstarted``: later entries of franchises whose
+    first entry is not rated, and anime whose prerequisite is not rated; ``hide_all``: every entry of a
+    franchise on the list, and anime whose prerequisite is on it; ``show``: nothing.
     """
     if mode not in SEQUEL_MODES:
         raise RecommenderError(f"sequels must be one of {', '.join(SEQUEL_MODES)}; got {mode!r}.")
@@ -114,8 +131,53 @@ def hidden_by_sequels(franchise: np.ndarray, first: np.ndarray, rated: np.ndarra
     if mode == "show":
         return hidden
     rated = np.asarray(rated, np.int64)
-    on_list = np.isin(franchise, franchise[rated])
+    needs = np.full(len(franchise), -1) if prerequisite is None else np.asarray(prerequisite)
+    after_rated = (needs >= 0) & np.isin(needs, rated)
     if mode == "hide_all":
-        return on_list
+        return np.isin(franchise, franchise[rated]) | after_rated
     started = np.isin(franchise, franchise[rated[first[rated]]])  # their first entry is rated
-    return ~first & ~started
+    return (~first & ~started) | ((needs >= 0) & ~after_rated)
+
+
+@dataclass(frozen=True)
+class SequelLinks:
+    """``prerequisite`` ``[num_anime]``: each anime's prerequisite by co-watching (an anime index, -1 for none),
+    stored with the model (``sequels.npz``) so that serving does not recompute it."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+    prerequisite: np.ndarray
+
+    def arrays(self) -> dict:
+        return {"prerequisite": np.asarray(self.prerequisite, np.int32)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "SequelLinks":
+        return cls(np.asarray(arrays["prerequisite"], np.int64))
+
+
+def co_watch_prerequisites(users: np.ndarray, anime: np.ndarray, anime_ids: np.ndarray, titles, *, min_raters: int = 5,
+                           min_share: float = 0.8, min_lift: float = 2.0) -> np.ndarray:
+    """``[num_anime]`` each anime's prerequisite (an anime index, -1 for none) from who rated what.
+
+    ``users``, ``anime`` ``[n]``: the (user index, anime index) of every known rating; ``anime_ids``
+    ``[num_anime]`` MAL IDs and ``titles`` ``[num_anime]`` by anime index. Anime rated by at least
+    ``min_raters`` people get one: among older anime whose whole title (without case and punctuation) is
+    in theirs (``Mushishi`` in ``Mushishi Zoku Shou``, ``Mobile Suit Gundam 00`` in ``Mobile Suit Gundam
+    00 Second Season``), rated by at least ``min_share`` of their raters and ``min_lift`` times the base
+    rate, the one rated by most of them (the latest on a tie: a third season's is the second).
+    """
+    num_anime = len(anime_ids)
+    history = interaction_matrix(users, anime, int(np.max(users, initial=-1)) + 1, num_anime)
+    counts = np.diff(history.tocsc().indptr).astype(np.float64)
+    base = counts / max(np.count_nonzero(np.diff(history.indptr)), 1)
+    together = gram_matrix(history)  # co-rating counts, lower triangle
+    symmetrise_lower(together)
+    plain = [f" {_plain(t)} " for t in titles]
+    prerequisite = np.full(num_anime, -1, np.int64)
+    for s in np.flatnonzero(counts >= min_raters):
+        share = together[s] / counts[s]  # of the people who rated s, the share who rated each anime
+        ok = (share >= min_share) & (share >= min_lift * base) & (anime_ids < anime_ids[s])
+        found = [p for p in np.flatnonzero(ok) if len(plain[p]) > 3 and plain[p] in plain[s]]
+        if found:
+            prerequisite[s] = max(found, key=lambda p: (share[p], anime_ids[p]))
+    return prerequisite

@@ -202,8 +202,9 @@ class Recommender(ABC):
         allowed = self.catalogue.mask(filters)
         if filters is not None and filters.sequels != "show":
             franchise, first = self.franchises
+            links = self.bundle.sequels.prerequisite if self.bundle.sequels is not None else None
             allowed &= ~hidden_by_sequels(franchise, first, np.zeros(0, np.int64) if started is None else started,
-                                          filters.sequels)
+                                          filters.sequels, links)
         if filter_items is not None:
             for anime_id in filter_items:
                 allowed[self.bundle.anime_index(int(anime_id))] = False

@@ -81,7 +81,7 @@ def test_likes_and_similar_users_through_the_service(bundle):
     answer = service.answer({"kind": "similar_users", "likes": ["Mecha One", "Robots Two"], "n": 3})
     assert [row["user_id"] for row in answer["users"]] == [100, 101, 102]  # the users closest to the mecha axis
     assert [row["anime_id"] for row in answer["anime"]] == [50]  # 102's favourite; 10 and 20 are on the list
-    with pytest.raises(ValueError, match="takes one of 'query' \\(a user ID\\), 'ratings' or 'likes'"):
+    with pytest.raises(ValueError, match="takes one of 'query' \\(a user ID\\), 'ratings', 'likes'"):
         service.answer({"kind": "rating_recs", "query": 100, "likes": ["Mecha One"]})
     with pytest.raises(ValueError, match="similar_anime query takes an anime in 'query', not 'likes'"):
         service.answer({"kind": "similar_anime", "likes": ["Mecha One"]})

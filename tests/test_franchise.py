@@ -49,6 +49,8 @@ SAME_FRANCHISE = [
     ("Naruto: Shippuuden", "Naruto"),
     ("Fullmetal Alchemist: Brotherhood", "Fullmetal Alchemist"),
     ("Kimetsu no Yaiba Movie: Mugen Ressha-hen", "Kimetsu no Yaiba"),
+    ("Zoku Natsume Yuujinchou", "Natsume Yuujinchou"),  # a Japanese "continuation" prefix
+    ("Zoku Sayonara Zetsubou Sensei", "Sayonara Zetsubou Sensei"),
 ]
 
 # false friends: titles alike that are different stories
@@ -99,3 +101,52 @@ def test_what_each_sequels_mode_hides():
     assert list(np.flatnonzero(hidden_by_sequels(franchise, first, np.array([], np.int64), "hide_unstarted"))) == [1, 2, 4]
     with pytest.raises(RecommenderError, match="sequels must be one of hide_unstarted, hide_all, show"):
         hidden_by_sequels(franchise, first, rated, "hide")
+
+
+def test_a_prerequisite_hides_what_comes_after_it_until_it_is_rated():
+    franchise = np.array([10, 11, 12])  # three franchises by title: 1 and 2 are sequels the titles missed
+    first = np.array([True, True, True])
+    prerequisite = np.array([-1, 0, 1])  # 2 after 1 after 0
+    assert list(np.flatnonzero(hidden_by_sequels(franchise, first, np.array([], np.int64), "hide_unstarted",
+                                                 prerequisite))) == [1, 2]
+    assert list(np.flatnonzero(hidden_by_sequels(franchise, first, np.array([0]), "hide_unstarted",
+                                                 prerequisite))) == [2]  # 1 is next; 2 waits for it
+    assert list(np.flatnonzero(hidden_by_sequels(franchise, first, np.array([0]), "hide_all", prerequisite))) == [0, 1]
+
+
+# sequels the titles alone miss, and their prerequisite by co-watching (real 2020 titles)
+CO_WATCHED = [("Mushishi Zoku Shou", "Mushishi"), ("Durarara!!x2 Shou", "Durarara!!"),
+              ("Mobile Suit Gundam 00 Second Season", "Mobile Suit Gundam 00"), ("Hello!! Kiniro Mosaic", "Kiniro Mosaic")]
+
+
+def test_co_watching_finds_the_sequels_titles_miss_and_not_the_shows_everybody_watched():
+    """600 users: each pair's sequel is rated mostly by people who rated its first entry; a show 70% of everyone
+    rated is nobody's prerequisite (no lift), nor is a title inside another whose raters seldom rated it."""
+    from animerec.franchise import co_watch_prerequisites
+
+    anime = load_anime(demo.catalogue_path()).set_index("name")
+    titles = [t for pair in CO_WATCHED for t in pair] + ["Shingeki no Kyojin", "Shingeki no Bahamut: Genesis",
+                                                         "Monster", "Monster Musume no Iru Nichijou"]
+    ids = anime.loc[titles, "anime_id"].to_numpy()
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for user in range(600):
+        rated = set()
+        for pair in range(len(CO_WATCHED)):
+            if rng.random() < 0.3:
+                rated.add(2 * pair + 1)  # the first entry
+                if rng.random() < 0.6:
+                    rated.add(2 * pair)
+                    if rng.random() < 0.1:
+                        rated.discard(2 * pair + 1)  # a few watched the sequel alone
+        if rng.random() < 0.7:
+            rated.add(8)  # Shingeki no Kyojin: nearly everybody
+        if rng.random() < 0.1:
+            rated.add(9)  # Bahamut: its raters are mostly Kyojin's too, as everybody's are
+        if rng.random() < 0.2:
+            rated.update({10, 11} if rng.random() < 0.3 else {11})  # few of Monster Musume's raters rated Monster
+        users += [user] * len(rated)
+        items += sorted(rated)
+    found = co_watch_prerequisites(np.array(users), np.array(items), ids, titles)
+    expected = [1, -1, 3, -1, 5, -1, 7, -1, -1, -1, -1, -1]
+    assert found.tolist() == expected

@@ -148,8 +148,8 @@ def test_cli_matches_the_library(served, trained, capsys, tmp_path):
     assert main(["recommend", "--ratings", str(csv_path), "--store", store]) == 0
     assert "6 anime listed, 5 rated ones used" in capsys.readouterr().out
     assert main(["recommend", "5", "--likes", "Naruto", "--store", store]) == 2
-    assert "needs one of: a user ID, --ratings FILE or --likes TITLE... (got a user ID and --likes)" in \
-        capsys.readouterr().err
+    assert ("needs one of: a user ID, --ratings FILE, --likes TITLE..., --mal-user NAME or --anilist-user NAME "
+            "(got a user ID and --likes)") in capsys.readouterr().err
     (tmp_path / "bad.xml").write_text("<myanimelist><anime><series_animedb_id>1")
     assert main(["recommend", "--ratings", str(tmp_path / "bad.xml"), "--store", store]) == 2
     assert "bad.xml is not well-formed XML" in capsys.readouterr().err
