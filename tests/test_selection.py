@@ -74,3 +74,19 @@ def test_the_train_step_records_every_choice_in_metrics_json_and_mlflow(trained)
     assert "ranker.like_weight.values.1.gain" in logged and "ranker.like_weight.fold_wins.1" in logged
     assert logged["ranker.like_weight.values.1.low"] == pytest.approx(like["values"]["1"]["low"])
     assert any(key.startswith("taste.curve.curve.") for key in logged)  # a blend's name, made MLflow-safe
+
+
+def test_the_preprocess_and_train_runs_list_their_data_as_mlflow_datasets(trained):
+    """Lineage on the run page: the train step's run lists the splits it learned from (contexts training,
+    validation, testing), the preprocess step's run the raw ratings, each with its manifest's sha256."""
+    import mlflow
+
+    by_step = {}
+    for experiment in mlflow.search_experiments():
+        for run in mlflow.search_runs([experiment.experiment_id], output_format="list"):
+            step = run.data.tags.get("animerec.step")
+            by_step.setdefault(step, []).extend(run.inputs.dataset_inputs)
+    contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context") for d in by_step["train"]}
+    assert {"training", "validation", "testing"} <= contexts
+    assert all(len(d.dataset.digest) == 32 and d.dataset.source_type == "local" for d in by_step["train"])
+    assert any(d.dataset.name.startswith("raw_ratings/") for d in by_step["preprocess"])
