@@ -234,8 +234,6 @@ class ItemFilter:
             if problem:
                 raise RecommenderError(_filter_problem(name, spec, getattr(self, name)))
             object.__setattr__(self, name, value)
-        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
-            raise RecommenderError(f"min_score={self.min_score:g} is above max_score={self.max_score:g}.")
 
     @classmethod
     def everything(cls, **only: Any) -> "ItemFilter":

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from animerec.config import SEQUEL_MODES
-from animerec.ease import gram_matrix, interaction_matrix, symmetrise_lower
+from animerec.ease import interaction_matrix
 from animerec.errors import RecommenderError
 
 MIN_ROOT = 5  # characters a stem needs to absorb the longer stems that begin with it
@@ -167,17 +167,27 @@ def co_watch_prerequisites(users: np.ndarray, anime: np.ndarray, anime_ids: np.n
     rate, the one rated by most of them (the latest on a tie: a third season's is the second).
     """
     num_anime = len(anime_ids)
-    history = interaction_matrix(users, anime, int(np.max(users, initial=-1)) + 1, num_anime)
-    counts = np.diff(history.tocsc().indptr).astype(np.float64)
-    base = counts / max(np.count_nonzero(np.diff(history.indptr)), 1)
-    together = gram_matrix(history)  # co-rating counts, lower triangle
-    symmetrise_lower(together)
-    plain = [f" {_plain(t)} " for t in titles]
+    raters = interaction_matrix(users, anime, int(np.max(users, initial=-1)) + 1, num_anime).tocsc()  # by anime
+    counts = np.diff(raters.indptr)
+    base = counts / max(len(np.unique(users)), 1)
+    plain = [_plain(t) for t in titles]
+    by_title: dict[str, list[int]] = {}
+    for p, title in enumerate(plain):
+        if len(title) >= 2:
+            by_title.setdefault(title, []).append(p)
     prerequisite = np.full(num_anime, -1, np.int64)
+    rated_s = np.zeros(raters.shape[0], bool)
     for s in np.flatnonzero(counts >= min_raters):
-        share = together[s] / counts[s]  # of the people who rated s, the share who rated each anime
-        ok = (share >= min_share) & (share >= min_lift * base) & (anime_ids < anime_ids[s])
-        found = [p for p in np.flatnonzero(ok) if len(plain[p]) > 3 and plain[p] in plain[s]]
-        if found:
-            prerequisite[s] = max(found, key=lambda p: (share[p], anime_ids[p]))
+        words = plain[s].split()  # every run of whole words of its title: the older anime so named are candidates
+        found = {p for i in range(len(words)) for j in range(i + 1, len(words) + 1)
+                 for p in by_title.get(" ".join(words[i:j]), ()) if anime_ids[p] < anime_ids[s]}
+        if not found:
+            continue
+        mine = raters.indices[raters.indptr[s]:raters.indptr[s + 1]]
+        rated_s[mine] = True
+        share = {p: rated_s[raters.indices[raters.indptr[p]:raters.indptr[p + 1]]].sum() / counts[s] for p in found}
+        rated_s[mine] = False
+        ok = [p for p in found if share[p] >= min_share and share[p] >= min_lift * base[p]]
+        if ok:
+            prerequisite[s] = max(ok, key=lambda p: (share[p], anime_ids[p]))
     return prerequisite
