@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -256,3 +257,10 @@ def test_a_list_by_username_answers_as_the_same_list_uploaded(stand_in, tmp_path
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(f"{base}/recommend", data=form))
         assert refused.value.code == 400 and "is not a MyAnimeList username" in refused.value.read().decode()
+
+
+def test_a_list_over_the_upload_limit_is_refused_as_an_upload_is(stand_in):
+    entries = [{"id": i, "status": "completed", "score": 8} for i in range(1, 100_002)]
+    stand_in(mal_pages(entries, lambda: "", per_page=len(entries)))  # one oversized page: no paging needed
+    with pytest.raises(ListError, match="lists more than 100,000 anime; that is the limit"):
+        ListFetcher(retry=dataclasses.replace(FAST, read_timeout_s=60)).fetch("mal", "hoarder")  # a big page
