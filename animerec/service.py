@@ -74,7 +74,7 @@ class Query(BaseModel):
     kind: Literal["similar_anime", "similar_users", "rating_recs"]
     query: Any = None
     n: int = Field(10, gt=0)
-    filters: ItemFilter = ItemFilter()  # given flat: the fields of ItemFilter are fields of the query
+    filters: ItemFilter = Field(default_factory=ItemFilter)  # given flat: the fields of ItemFilter are the query's
     min_rating: float | None = None
     max_rating: float | None = None
     ratings: Any = None  # [{anime_id, rating}, ...] or a DataFrame: anyone's list
