@@ -117,7 +117,7 @@ class Tracker:
         return f"{self.name} run {self.run_id}"
 
 
-DATA_TYPES = ("raw_data", "preprocessed_data")  # artifacts whose files are the data a step learns from
+LINEAGE_KINDS = ("raw_data", "preprocessed_data")  # artifacts whose files are the data a step learns from
 CONTEXTS = {"train": "training", "valid": "validation", "test": "testing"}  # by the file's name
 
 
@@ -175,7 +175,7 @@ class MlflowTracker(Tracker):
 
     def record_input(self, version: ArtifactVersion) -> None:
         mlflow.set_tag(f"input.{version.name}", version.ref)
-        if version.type in DATA_TYPES:
+        if version.type in LINEAGE_KINDS:
             log_datasets(version)
 
     def record_output(self, version: ArtifactVersion, description: str) -> None:
