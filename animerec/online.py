@@ -32,7 +32,6 @@ from animerec.profiles import MAX_ENTRIES, AnimeList, ListError, from_records
 
 MAL_API_URL = "https://api.myanimelist.net/v2"
 ANILIST_API_URL = "https://graphql.anilist.co"
-SITES = ("mal", "anilist")
 NAMES = {"mal": "MyAnimeList", "anilist": "AniList"}
 MAL_PLANNED, ANILIST_PLANNED = "plan_to_watch", "PLANNING"
 ANILIST_QUERY = """query ($userName: String, $chunk: Int, $perChunk: Int) {
