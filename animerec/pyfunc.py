@@ -9,28 +9,47 @@ either a recommendation query or a rating pair:
 - ``{"user_id": 1234, "anime_id": 1}``: the predicted rating on the 1-10 scale.
 
 Queries answer with one JSON object per row, the same rows the pipeline steps produce (see
-:meth:`animerec.service.RecommendationService.answer`). A bad request gets HTTP 400 with a
-message saying which row and field is at fault, not a stack trace.
+:meth:`animerec.service.RecommendationService.answer`); a table of rating pairs only answers as a
+table with ``predicted_rating``. A bad request gets HTTP 400 with a message saying which row and
+field is at fault, not a stack trace.
+
+The logged model is self-contained: it carries this package as code (``code_paths``) and pins the
+packages serving imports (:data:`SERVING_PACKAGES`, none of them TensorFlow) at the versions in use,
+so ``mlflow models serve`` builds its environment anywhere. Its signature names every field of a
+query and of a rating pair (all optional, any type: the query checks types itself and names the
+field at fault); MLflow drops columns a signature does not name, so a misspelled field is ignored
+with a warning in the server's log rather than refused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import BAD_REQUEST
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, sha256_file
 from animerec.errors import UserError
-from animerec.service import RecommendationService, is_missing
+from animerec.profiles import MAX_ENTRIES
+from animerec.service import QUERY_FIELDS, RecommendationService, is_missing
 
 logger = logging.getLogger(__name__)
+
+# What serving imports (checked by a test), pinned at the installed versions when a model is logged.
+SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scipy", "pyarrow", "pydantic", "rapidfuzz", "filelock", "defusedxml", "tqdm",
+                    "requests", "urllib3", "pyyaml")
+PAIR_FIELDS = ("user_id", "anime_id")
+MAX_QUERY_ROWS = 100  # recommendation queries in one request (rating pairs: up to MAX_ENTRIES rows)
 
 
 def bad_request(message: str):
@@ -43,29 +62,69 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input)
-        if "kind" not in frame.columns:
+        asks = frame["kind"].map(lambda v: not is_missing(v)) if "kind" in frame.columns else pd.Series(False)
+        if not asks.any():
             return self._ratings(frame)
+        if asks.sum() > MAX_QUERY_ROWS or len(frame) > MAX_ENTRIES:
+            raise bad_request(f"A request takes at most {MAX_QUERY_ROWS} queries (rows with 'kind'); this one has "
+                              f"{int(asks.sum()):,} in {len(frame):,} rows. Send them in several requests.")
         answers = []
         for position, row in enumerate(frame.to_dict(orient="records")):
             request = {k: v for k, v in row.items() if not is_missing(v)}
             try:
-                answers.append(self.service.answer(request))
+                answers.append(self.service.answer(request) if "kind" in request else self._pair(request))
             except UserError as err:
                 raise bad_request(f"Request row {position}: {err}") from None
         return answers
 
     def _ratings(self, frame: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in ("user_id", "anime_id") if c not in frame.columns]
+        missing = [c for c in PAIR_FIELDS if c not in frame.columns]
         if missing:
             raise bad_request(
                 f"Request lacks column(s) {', '.join(missing)}: send kind (similar_anime, similar_users, rating_recs) "
-                f"with query and n, or user_id and anime_id (MAL IDs) for a predicted rating."
-            )
+                f"with query and n, or user_id and anime_id (MAL IDs) for a predicted rating.")
+        if len(frame) > MAX_ENTRIES:
+            raise bad_request(f"A request takes at most {MAX_ENTRIES:,} rating pairs; this one has {len(frame):,}.")
         try:
-            ratings = self.service.bundle.predict(frame["user_id"].to_numpy(np.int64), frame["anime_id"].to_numpy(np.int64))
+            users, anime = (_ids(frame[c], c) for c in PAIR_FIELDS)
+            ratings = self.service.bundle.predict(users, anime)
         except (UserError, ValueError, TypeError) as err:
             raise bad_request(str(err)) from None
-        return pd.DataFrame({"user_id": frame["user_id"], "anime_id": frame["anime_id"], "predicted_rating": ratings})
+        return pd.DataFrame({"user_id": users, "anime_id": anime, "predicted_rating": ratings})
+
+    def _pair(self, request: dict) -> dict:
+        """One rating pair in a table of queries: ``{"user_id", "anime_id", "predicted_rating"}``."""
+        if set(request) != set(PAIR_FIELDS):
+            raise UserError(f"A row without 'kind' is a rating pair of user_id and anime_id only, not "
+                            f"{', '.join(sorted(request))}.")
+        answer = self._ratings(pd.DataFrame([request])).iloc[0]
+        return {"user_id": int(answer["user_id"]), "anime_id": int(answer["anime_id"]),
+                "predicted_rating": float(answer["predicted_rating"])}
+
+
+def _ids(column: pd.Series, name: str) -> np.ndarray:
+    """Whole-number IDs (a JSON client may send 5.0); a UserError naming the column otherwise."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(float)
+    if np.isnan(values).any() or (values != np.round(values)).any():
+        bad = column[np.isnan(values) | (values != np.round(values))].iloc[0]
+        raise UserError(f"{name} must be a MAL ID (a whole number), got {bad!r}.")
+    return values.astype(np.int64)
+
+
+def signature_and_example(service: RecommendationService) -> tuple[ModelSignature, pd.DataFrame]:
+    """Every field of a query and of a rating pair, optional and of any type; an example row of each shape."""
+    columns = [ColSpec(AnyType(), name, required=False) for name in (*QUERY_FIELDS, *PAIR_FIELDS)]
+    bundle = service.bundle
+    popular = bundle.anime.iloc[0]
+    example = pd.DataFrame([
+        {"kind": "similar_anime", "query": str(popular["name"]), "n": 5, "genres": ["Action"]},
+        {"user_id": int(bundle.user_ids[0]), "anime_id": int(popular["anime_id"])},
+    ])
+    return ModelSignature(inputs=Schema(columns)), example
+
+
+def pinned_requirements() -> list[str]:
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
 
 
 REFERENCE_FILE = "bundle_reference.json"
@@ -91,11 +150,17 @@ def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: floa
             logger.info("The MLflow model refers to %s (%.0f MB, over main.mlflow_copy_max_mb=%g) instead of copying "
                         "it; serve it on this machine, or set main.mlflow_copy_max_mb=null for a self-contained copy.",
                         bundle_dir, size / 2**20, copy_max_mb)
+        code = Path(tmp) / "animerec"
+        shutil.copytree(Path(__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+        signature, example = signature_and_example(RecommendationService.from_path(bundle_folder(source)))
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=AnimeRecPyfunc(),
             artifacts={"bundle": str(source)},
-            pip_requirements=["animerec"],
+            code_paths=[str(code)],
+            pip_requirements=pinned_requirements(),
+            signature=signature,
+            input_example=example,
         )
     return info.model_uri
 

@@ -60,6 +60,9 @@ def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, 
     return table
 
 
+MAX_N = 1000  # anime (or users) in one answer
+
+
 class Query(BaseModel):
     """One request. ``query`` is a title or MAL ID (similar_anime) or a user ID (the other kinds).
 
@@ -73,7 +76,7 @@ class Query(BaseModel):
 
     kind: Literal["similar_anime", "similar_users", "rating_recs"]
     query: Any = None
-    n: int = Field(10, gt=0)
+    n: int = Field(10, gt=0, le=MAX_N)
     filters: ItemFilter = Field(default_factory=ItemFilter)  # given flat: the fields of ItemFilter are the query's
     min_rating: float | None = None
     max_rating: float | None = None
@@ -154,6 +157,8 @@ def _first_problem(err: ValidationError, request: Mapping[str, Any]) -> str:
     if not first["loc"]:  # a rule across fields: its own message
         return str(first.get("ctx", {}).get("error", first["msg"]))
     name = str(first["loc"][0])
+    if first["type"] == "less_than_equal":  # a limit (n)
+        return f"{name} must be at most {first['ctx']['le']:,}, got {request.get(name)!r}."
     need = _NEEDS.get(name, "a number" if "float" in first["type"] else "text")
     return f"{name} must be {need}, got {request.get(name)!r}."
 

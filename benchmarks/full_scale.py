@@ -10,13 +10,15 @@
    ``data.source=local`` for download + preprocess, ``train`` with the seed model for one epoch,
    ``train`` with ``model=best`` for one epoch, ``train`` with ``model=best`` to early stopping (every
    epoch the preset allows, the taste index and the ranking head: the time to a trained model), and
-   the three recommender steps.
+   the three recommender steps; and the peer users would pick, implicit's ALS (64 factors, 15 iterations)
+   on the same preprocessed ratings (``benchmarks/als_fit.py``, its own process, loading included).
 3. Prints ``stage=<name> seconds=<s> peak_rss_mb=<m>`` per stage (the peak of the stage's
    largest process, children included), the ratings count, ``seed_epoch_seconds``,
    ``best_epoch_seconds`` (the network's epoch), ``best_taste_fit_seconds`` (the similar-anime index's whole
    fit, its cross-validation included), ``best_ranker_fit_seconds`` (the EASE head's whole fit, its
    cross-validation included), ``best_train_to_stop_seconds`` with the epochs the network ran,
-   ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
+   ``als_seconds`` and ``best_to_stop_vs_als`` (the ratio of the two stages' wall times; the goal is at or
+   below 1.0), ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
 
     python benchmarks/full_scale.py                                  # full size (long: see the README)
     python benchmarks/full_scale.py --users 20000 --ratings 3500000  # a smaller run for development
@@ -94,7 +96,7 @@ def run_stage(name: str, command: list[str], env: dict, log: Path) -> dict:
     with open(log, "a") as out:
         out.write(done.stdout)
     row = {"stage": name, "seconds": seconds, "peak_rss_mb": (peak[0] / 1024) if peak else float("nan"),
-           "rc": done.returncode}
+           "rc": done.returncode, "printed": done.stdout}
     print(f"stage={name} seconds={seconds:.1f} peak_rss_mb={row['peak_rss_mb']:.0f}"
           + ("" if done.returncode == 0 else f" FAILED (exit {done.returncode}; see {log})"), flush=True)
     return row
@@ -110,7 +112,12 @@ def epoch_seconds(store: Path) -> tuple[float, float | None, dict | None]:
 
 
 def newest_model(store: Path) -> Path:
-    return max((store / "model").glob("v*"), key=lambda p: int(p.name[1:]))
+    return newest(store / "model")
+
+
+def newest(folder: Path) -> Path:
+    """An artifact's newest version folder (``v3`` after ``v2``)."""
+    return max(folder.glob("v*"), key=lambda p: int(p.name[1:]))
 
 
 def folder_mb(path: Path) -> float:
@@ -124,8 +131,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=325_000)
     parser.add_argument("--ratings", type=int, default=57_600_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/animerec-full-scale"))
-    parser.add_argument("--stages", nargs="+", default=["data", "seed", "best", "best_to_stop", "recs"],
-                        choices=["data", "seed", "best", "best_to_stop", "recs"])
+    parser.add_argument("--stages", nargs="+", default=["data", "seed", "best", "best_to_stop", "als", "recs"],
+                        choices=["data", "seed", "best", "best_to_stop", "als", "recs"])
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -159,7 +166,9 @@ def main() -> None:
     rows, log = [], work / "full_scale.log"
     create_experiment(env["MLFLOW_TRACKING_URI"], work / "mlruns")  # MLflow's run artifacts go to work/mlruns
     for name in args.stages:
-        row = run_stage(name, [sys.executable, "main.py", *stages[name], *common], env, log)
+        command = [sys.executable, "main.py", *stages[name], *common] if name != "als" else \
+            [sys.executable, str(ROOT / "benchmarks" / "als_fit.py"), str(newest(work / "artifacts" / "preprocessed"))]
+        row = run_stage(name, command, env, log)
         rows.append(row)
         if row["rc"] != 0:
             break
@@ -181,6 +190,13 @@ def main() -> None:
     if stop:
         print(f"best_train_to_stop_seconds: {stop[0]['seconds']:.1f} (network {stop[0]['epochs']} epochs, the ranking "
               f"head {stop[0]['ranker_seconds'] or 0:.0f} s; evaluation included)")
+    als = [float(line.split()[1]) for r in rows if r["stage"] == "als" for line in r["printed"].splitlines()
+           if line.startswith("als_seconds")]
+    if als:
+        print(f"als_seconds: {als[0]:.1f} (the whole stage {[r for r in rows if r['stage'] == 'als'][0]['seconds']:.1f} s)")
+    if als and stop:  # the two stages' wall times, each a process of its own that loads the ratings
+        als_stage = [r for r in rows if r["stage"] == "als"][0]["seconds"]
+        print(f"best_to_stop_vs_als: {stop[0]['seconds'] / als_stage:.2f}")
     print(f"max_peak_rss_mb: {max(r['peak_rss_mb'] for r in rows):.0f}")
     disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(work / "mlruns"),
             "wandb": folder_mb(work / "wandb")}

@@ -1,9 +1,15 @@
 """Latency of one query of each recommender at full MAL size, once warm.
 
-17.5k anime and 300k users with 128-wide random embeddings and ~60 ratings per user;
+Seed-style: 17.5k anime and 300k users with 128-wide random embeddings and ~60 ratings per user;
 prints `<query> median_ms=<x> p99_ms=<y>` for similar_anime, similar_users and rating_recs.
 
-    python benchmarks/recs_latency.py [--users 300000] [--repeats 200]
+model=best (``--best FOLDER``, a model artifact trained at full size, e.g. by
+``benchmarks/full_scale.py --stages data best_to_stop``, whose model lands in
+``/tmp/animerec-full-scale/artifacts/model/v1``): the answers the page and the served model give
+(the taste index, the ranking head, similar users, and a 1,000-entry list folded in), printing
+`best_<query> median_ms=<x> p99_ms=<y>`.
+
+    python benchmarks/recs_latency.py [--users 300000] [--repeats 200] [--best FOLDER] [--skip-seed]
 """
 
 from __future__ import annotations
@@ -48,13 +54,41 @@ def timed(fn, queries) -> np.ndarray:
     return np.array(out)
 
 
+def time_best(folder: Path, repeats: int) -> None:
+    from animerec.service import RecommendationService
+
+    start = time.perf_counter()
+    service = RecommendationService.from_path(folder)
+    print(f"best_load seconds={time.perf_counter() - start:.1f}", flush=True)
+    bundle, rng = service.bundle, np.random.default_rng(2)
+    anime = rng.choice(bundle.anime_ids, repeats)
+    users = rng.choice(bundle.user_ids, repeats)
+    lists = [[{"anime_id": int(a), "rating": int(r)} for a, r in
+              zip(rng.choice(bundle.anime_ids, 1000, replace=False), rng.integers(1, 11, 1000))]
+             for _ in range(max(repeats // 10, 10))]
+    for name, fn, queries in (
+        ("similar_anime", lambda q: service.answer({"kind": "similar_anime", "query": int(q)}), anime),
+        ("similar_users", lambda q: service.answer({"kind": "similar_users", "query": int(q)}), users),
+        ("rating_recs", lambda q: service.answer({"kind": "rating_recs", "query": int(q)}), users),
+        ("foldin_1000", lambda q: service.answer({"kind": "rating_recs", "ratings": q}), lists),
+    ):
+        ms = timed(fn, queries)
+        print(f"best_{name} median_ms={np.median(ms):.2f} p99_ms={np.percentile(ms, 99):.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=300_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--ratings-per-user", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--best", type=Path, help="a model=best artifact folder trained at full size")
+    parser.add_argument("--skip-seed", action="store_true", help="time only the --best bundle")
     args = parser.parse_args()
+    if args.best:
+        time_best(args.best, args.repeats)
+    if args.skip_seed:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         bundle = build(Path(tmp), args.users, args.dim, args.ratings_per_user)
         rec = EmbeddingRecommender(bundle)

@@ -59,6 +59,27 @@ def test_pyfunc_answers_like_the_library(served):
         model.predict(pd.DataFrame([{"kind": "similar_anime", "query": "Qqqzzz Nothing"}]))
 
 
+def test_serving_imports_only_the_pinned_packages(served, trained):
+    """What animerec's modules import while the pyfunc answers every request shape is what the logged model pins
+    (:data:`animerec.pyfunc.SERVING_PACKAGES`), and none of it is TensorFlow or Keras."""
+    from importlib.metadata import distribution
+
+    from animerec.pyfunc import PAIR_FIELDS, SERVING_PACKAGES
+
+    _, service, requests = served
+    cfg, _, result = trained
+    path = ArtifactStore(cfg.main.artifact_root).resolve(result["model"]).path
+    pair = dict(zip(PAIR_FIELDS, (int(service.bundle.user_ids[0]), int(service.bundle.anime_ids[0]))))
+    script = os.path.join(os.path.dirname(__file__), "serving_imports.py")
+    done = subprocess.run([sys.executable, script, str(path), json.dumps([*requests, pair])],
+                          capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    pinned = {distribution(name).metadata["Name"].lower() for name in SERVING_PACKAGES}
+    mlflow_parts = {"mlflow-skinny", "mlflow-tracing"}  # the module mlflow is in all three distributions
+    assert {name.lower() for name in found["distributions"]} - mlflow_parts <= pinned, found
+    assert not found["tensorflow"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,45 +95,93 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_each_recommender(served, tmp_path):
-    uri, service, requests = served
-    port = _free_port()
+def _serve(model: str, port: int, log, env_manager: str, env: dict, cwd) -> subprocess.Popen:
     mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    server = subprocess.Popen(
-        [mlflow_cli, "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    return subprocess.Popen(
+        [mlflow_cli, "models", "serve", "-m", model, "--env-manager", env_manager, "-h", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=cwd)
+
+
+def _wait_for(base: str, server: subprocess.Popen, log_path, seconds: int) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        assert server.poll() is None, log_path.read_text()[-3000:]
+        assert time.time() < deadline, f"mlflow models serve did not come up in {seconds} s"
+        time.sleep(2)
+
+
+@pytest.mark.slow
+def test_a_copied_model_serves_from_its_own_environment(served, tmp_path):
+    """The registered model, copied by its alias to a folder away from this repository, served with
+    ``--env-manager virtualenv``: an environment that has only MLflow and the model's own requirements."""
+    import mlflow.artifacts
+    import yaml
+
+    uri, service, requests = served
+    if shutil.which("pyenv") is None:
+        pytest.skip("mlflow's virtualenv environments need pyenv")
+    folder = tmp_path / "away" / "model"
+    mlflow.artifacts.download_artifacts(uri, dst_path=str(folder))
+    described = yaml.safe_load((folder / "MLmodel").read_text())
+    named = {column["name"] for column in json.loads(described["signature"]["inputs"])}
+    assert {"kind", "query", "n", "genres", "ratings", "user_id", "anime_id"} <= named
+    assert (folder / described["saved_input_example_info"]["artifact_path"]).is_file()
+    needs = (folder / "requirements.txt").read_text().split()
+    assert all("==" in line for line in needs if not line.startswith("-")), needs
+    assert not any(line.startswith(("animerec", "tensorflow", "keras")) for line in needs), needs
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MLFLOW_TRACKING_URI")}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
+    env["MLFLOW_ENV_ROOT"] = str(tmp_path / "envs")  # built here, from nothing
+    port, log_path = _free_port(), tmp_path / "server.log"
+    server = _serve(str(folder), port, open(log_path, "w"), "virtualenv", env, tmp_path / "away")
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.time() < deadline, "mlflow models serve did not come up in 180 s"
-            time.sleep(1)
-        for request in requests:
-            status, body = _post(f"{base}/invocations", {"dataframe_records": [request]})
-            assert status == 200, body
-            assert body["predictions"] == [json.loads(json.dumps(service.answer(request)))]
-        status, body = _post(f"{base}/invocations", {"dataframe_records": [
-            {"user_id": int(service.bundle.user_ids[0]), "anime_id": int(service.bundle.anime_ids[0])}]})
-        assert status == 200 and 1 <= body["predictions"][0]["predicted_rating"] <= 10
-        for bad, message in (({"kind": "similar_anime", "query": "Qqqzzz Nothing"}, "No anime titled"),
-                             ({"kind": "top_charts", "query": 1}, "kind must be one of"),
-                             ({"kind": "rating_recs", "query": -1}, "Unknown user_id -1"),
-                             ({"kind": "similar_users", "query": 1, "colour": "red"}, "Unknown field")):
-            status, body = _post(f"{base}/invocations", {"dataframe_records": [bad]})
-            assert status == 400 and message in body["message"], body
-            assert "stack_trace" not in body and "Traceback" not in body["message"]
+        _wait_for(base, server, log_path, 900)
+        installed = {p.name.split("-")[0].lower() for p in (tmp_path / "envs").rglob("site-packages/*")}
+        assert installed & {"mlflow", "numpy"} and not installed & {"animerec", "tensorflow", "keras"}
+        _check_answers(base, service, requests)
     finally:
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def _check_answers(base: str, service, requests) -> None:
+    for request in requests:
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [request]})
+        assert status == 200, body
+        assert body["predictions"] == [json.loads(json.dumps(service.answer(request)))]
+    pair = {"user_id": int(service.bundle.user_ids[0]), "anime_id": int(service.bundle.anime_ids[0])}
+    status, body = _post(f"{base}/invocations", {"dataframe_records": [pair]})
+    assert status == 200 and 1 <= body["predictions"][0]["predicted_rating"] <= 10
+    expected = float(service.bundle.predict([pair["user_id"]], [pair["anime_id"]])[0])
+    assert body["predictions"][0]["predicted_rating"] == pytest.approx(expected, rel=1e-5)
+    status, body = _post(f"{base}/invocations", {"dataframe_records": [requests[0], pair]})  # both shapes at once
+    assert status == 200 and body["predictions"][1]["predicted_rating"] == pytest.approx(expected, rel=1e-5)
+    too_long = [{"anime_id": int(a), "rating": 8} for a in range(1, 100_002)]
+    for bad, message in (({"kind": "similar_anime", "query": "Qqqzzz Nothing"}, "No anime titled"),
+                         ({"kind": "top_charts", "query": 1}, "kind must be one of"),
+                         ({"kind": "rating_recs", "query": -1}, "Unknown user_id -1"),
+                         ({"kind": "similar_anime", "query": "Naruto", "min_score": 11}, "min_score"),
+                         ({"kind": "similar_anime", "query": "Naruto", "n": 5000}, "n must be at most 1,000"),
+                         ({"kind": "rating_recs", "ratings": too_long}, "more than 100,000 anime")):
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [bad]})
+        assert status == 400 and message in body["message"], body
+        assert "stack_trace" not in body and "Traceback" not in body["message"]
+    # A field the signature does not name is dropped by MLflow (with a warning in the server's log), not refused
+    status, body = _post(f"{base}/invocations", {"dataframe_records": [{**requests[2], "colour": "red"}]})
+    assert status == 200 and body["predictions"] == [json.loads(json.dumps(service.answer(requests[2])))]
 
 
 def test_cli_matches_the_library(served, trained, capsys, tmp_path):
