@@ -38,7 +38,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import BAD_REQUEST
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
-from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, sha256_file
+from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, read_arrays, sha256_file
 from animerec.errors import UserError
 from animerec.profiles import MAX_ENTRIES
 from animerec.service import QUERY_FIELDS, RecommendationService, is_missing
@@ -111,14 +111,17 @@ def _ids(column: pd.Series, name: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def signature_and_example(service: RecommendationService) -> tuple[ModelSignature, pd.DataFrame]:
-    """Every field of a query and of a rating pair, optional and of any type; an example row of each shape."""
+def signature_and_example(folder: Path) -> tuple[ModelSignature, pd.DataFrame]:
+    """Every field of a query and of a rating pair, optional and of any type; an example row of each shape,
+    read from the model artifact's encoders and catalogue (not the whole model: it may be gigabytes)."""
     columns = [ColSpec(AnyType(), name, required=False) for name in (*QUERY_FIELDS, *PAIR_FIELDS)]
-    bundle = service.bundle
-    popular = bundle.anime.iloc[0]
+    encoders = read_arrays(Path(folder) / "encoders.npz")
+    user, anime = int(encoders["user_ids"][0]), int(encoders["anime_ids"][0])
+    names = pd.read_parquet(Path(folder) / "anime.parquet", columns=["anime_id", "name"])
+    title = names.loc[names["anime_id"] == anime, "name"]
     example = pd.DataFrame([
-        {"kind": "similar_anime", "query": str(popular["name"]), "n": 5, "genres": ["Action"]},
-        {"user_id": int(bundle.user_ids[0]), "anime_id": int(popular["anime_id"])},
+        {"kind": "similar_anime", "query": str(title.iloc[0]) if len(title) else anime, "n": 5, "genres": ["Action"]},
+        {"user_id": user, "anime_id": anime},
     ])
     return ModelSignature(inputs=Schema(columns)), example
 
@@ -152,7 +155,7 @@ def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: floa
                         bundle_dir, size / 2**20, copy_max_mb)
         code = Path(tmp) / "animerec"
         shutil.copytree(Path(__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
-        signature, example = signature_and_example(RecommendationService.from_path(bundle_folder(source)))
+        signature, example = signature_and_example(bundle_dir)
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=AnimeRecPyfunc(),

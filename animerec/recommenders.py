@@ -345,22 +345,23 @@ class UserBasedRecommender(Recommender):
         self.neighbours = int(neighbours)
         self.favorite_rule = favorites or FavoriteRule()
 
-    def neighbour_favorites(self, user_id) -> pd.DataFrame:
+    def neighbour_favorites(self, user_id, similar=None) -> pd.DataFrame:
         """Per anime: how many similar users favour it, and their mean rating of it (``anime_index``,
         ``count``, ``mean_rating``). Nothing is kept on the recommender: a caller that also shows the mean
-        ratings passes the table to :meth:`recommend` (``favorites=``), so one search serves both."""
-        similar, _ = self.similar_users(user_id, self.neighbours)
-        rows = []
-        for other in similar:
-            anime, ratings = self.rated(self.bundle.user_index(int(other)))
-            if len(anime) == 0:
-                continue
-            keep = self.favorite_rule.mask(ratings)
-            rows.append(pd.DataFrame({"anime_index": anime[keep], "rating": ratings[keep]}))
-        if not rows:
-            return pd.DataFrame({"anime_index": [], "count": [], "mean_rating": []})
-        stacked = pd.concat(rows)
-        return stacked.groupby("anime_index")["rating"].agg(count="size", mean_rating="mean").reset_index()
+        ratings passes the table to :meth:`recommend` (``favorites=``), so one search serves both; one that
+        has searched for similar users already passes them (``similar``, most similar first)."""
+        if similar is None:
+            similar, _ = self.similar_users(user_id, self.neighbours)
+        anime, ratings = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+        for other in similar[:self.neighbours]:
+            rated, values = self.rated(self.bundle.user_index(int(other)))
+            keep = self.favorite_rule.mask(values)
+            anime.append(rated[keep])
+            ratings.append(values[keep])
+        index, position, count = np.unique(np.concatenate(anime).astype(np.int64), return_inverse=True,
+                                           return_counts=True)
+        total = np.bincount(position, weights=np.concatenate(ratings).astype(np.float64), minlength=len(index))
+        return pd.DataFrame({"anime_index": index, "count": count, "mean_rating": total / np.maximum(count, 1)})
 
     def recommend(self, user_id, n=10, *, filter_already_rated=True, filter_items=None, filters=None, favorites=None):
         """``favorites``: this user's :meth:`neighbour_favorites`, when the caller has it already."""

@@ -277,12 +277,13 @@ class RecommendationService:
         """
         user_id = user_or_person(user_id)
         rec = self.by_users
-        users, similarity = rec.similar_users(user_id, n)
+        found, similarity = rec.similar_users(user_id, max(n, self.neighbours))  # one search serves both
+        users, similarity = found[:n], similarity[:n]
         counts = rec.rating_counts[[self.bundle.user_index(int(u)) for u in users]]
         users_table = pd.DataFrame({"user_id": users.astype(np.int64), "similarity": np.round(similarity, 4),
                                     "rating_count": counts.astype(np.int64)})
         prefs = rec.preferences(user_id, self.favorite_rule)
-        favorites = rec.neighbour_favorites(user_id)  # one search for the picks and their mean ratings
+        favorites = rec.neighbour_favorites(user_id, found)  # the picks and their mean ratings
         ids, scores = rec.recommend(user_id, n, filters=filters, filter_items=self.known(exclude), favorites=favorites)
         picks = anime_table(self.bundle, ids, scores, "similar_users_favouring",
                             Reasons.neighbours(scores, self.neighbours))

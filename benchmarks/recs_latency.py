@@ -55,12 +55,15 @@ def timed(fn, queries) -> np.ndarray:
 
 
 def time_best(folder: Path, repeats: int) -> None:
+    from animerec.pyfunc import AnimeRecPyfunc
     from animerec.service import RecommendationService
 
     start = time.perf_counter()
     service = RecommendationService.from_path(folder)
     print(f"best_load seconds={time.perf_counter() - start:.1f}", flush=True)
     bundle, rng = service.bundle, np.random.default_rng(2)
+    served = AnimeRecPyfunc()
+    served.service = service
     anime = rng.choice(bundle.anime_ids, repeats)
     users = rng.choice(bundle.user_ids, repeats)
     lists = [[{"anime_id": int(a), "rating": int(r)} for a, r in
@@ -71,6 +74,8 @@ def time_best(folder: Path, repeats: int) -> None:
         ("similar_users", lambda q: service.answer({"kind": "similar_users", "query": int(q)}), users),
         ("rating_recs", lambda q: service.answer({"kind": "rating_recs", "query": int(q)}), users),
         ("foldin_1000", lambda q: service.answer({"kind": "rating_recs", "ratings": q}), lists),
+        ("served_foldin_1000", lambda q: served.predict(None, pd.DataFrame([{"kind": "rating_recs", "ratings": q}])),
+         lists),  # the MLflow model's own path (a one-row table), without HTTP
     ):
         ms = timed(fn, queries)
         print(f"best_{name} median_ms={np.median(ms):.2f} p99_ms={np.percentile(ms, 99):.2f}", flush=True)

@@ -115,13 +115,16 @@ def _top_rows(dense: np.ndarray, keep: int, block: int = 2048) -> sp.csr_matrix:
                          shape=(n, n))
 
 
-def _row_sum(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    """``matrix[rows].sum(axis=0)`` ``[matrix.shape[1]]`` float32, reading only those rows (not every nonzero:
-    at full MyAnimeList size a niche anime's co-rating counts then cost its raters' lists, not 46M ratings)."""
+def _row_counts(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows].sum(axis=0)`` ``[matrix.shape[1]]`` float32 of a binary matrix (who rated what), reading
+    only those rows (not every nonzero: at full MyAnimeList size a niche anime's co-rating counts then cost its
+    raters' lists, not 46M ratings). One ``bincount`` over the rows' column indices: a third of a sparse product's
+    time."""
     rows = np.asarray(rows, np.int64)
-    pick = sp.csr_matrix((np.ones(len(rows), np.float32), (np.zeros(len(rows), np.int64), rows)),
-                         shape=(1, matrix.shape[0]))
-    return (pick @ matrix).toarray().ravel().astype(np.float32)
+    if len(rows) == 0:
+        return np.zeros(matrix.shape[1], np.float32)
+    columns = np.concatenate([matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]] for r in rows])
+    return np.bincount(columns, minlength=matrix.shape[1]).astype(np.float32)
 
 
 # the index --------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ class TasteIndex:
             together = self.corated[anime_index]
         else:
             by_anime = self.by_anime
-            together = _row_sum(self.history, by_anime.indices[by_anime.indptr[anime_index]:by_anime.indptr[anime_index + 1]])
+            together = _row_counts(self.history, by_anime.indices[by_anime.indptr[anime_index]:by_anime.indptr[anime_index + 1]])
         denom = np.sqrt(self.anime_counts[anime_index] * self.anime_counts)
         parts = {"cooc": (together / np.maximum(denom, 1e-12)).astype(np.float32)}
         if self.content is not None:
@@ -186,7 +189,7 @@ class TasteIndex:
         if listed is None:
             listed = self.history.indices[self.history.indptr[user_index]:self.history.indptr[user_index + 1]]
         listed = np.unique(np.asarray(listed, np.int64))
-        together = _row_sum(self.by_anime, listed)  # shared anime with every user [num_users]
+        together = _row_counts(self.by_anime, listed)  # shared anime with every user [num_users]
         denom = np.sqrt(max(len(listed), 1) * self.user_counts)
         return _scaled((together / np.maximum(denom, 1e-12)).astype(np.float32), user_index)
 
