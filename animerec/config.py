@@ -36,6 +36,7 @@ WANDB_MODES = ("online", "offline", "disabled")
 STRATEGIES = ("auto", "tpu", "gpu", "cpu", "multi_worker")  # train.strategy (animerec/strategy.py)
 TRAINERS = ("lazy", "keras")  # train.trainer
 SEQUEL_MODES = ("hide_unstarted", "hide_all", "show")  # recs.sequels (animerec/franchise.py)
+MAX_N = 10_000  # results in one answer: recs.n, and every query's n (CLI, page, served model)
 METRICS = ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae")  # model:best reads valid only
 
 
@@ -279,7 +280,7 @@ def _filter_problem(name: str, spec: "Spec", value: Any) -> str:
 class RecsConfig(ItemFilter):
     """The recommender steps' queries; the filters are :class:`ItemFilter`'s fields."""
 
-    n: int = key(min=1, max=10_000)
+    n: int = key(min=1, max=MAX_N)
     anime: str | None
     anime_id: int | None = key(min=1)
     random: bool

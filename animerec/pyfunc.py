@@ -138,7 +138,9 @@ def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: floa
 
     The pyfunc holds a copy of the folder, unless it is over ``copy_max_mb`` (None: no limit):
     then it holds only a reference (the folder's path and its manifest's sha256), checked when
-    the model is loaded, so a multi-GB full-scale model is not stored twice.
+    the model is loaded, so a multi-GB full-scale model is not stored twice. Such a model has its
+    signature but no input example: MLflow checks an example by loading the model and answering it,
+    which at full size would hold a second copy of the model (2.2 GB) in the train step's process.
     """
 
     bundle_dir = Path(bundle_dir).resolve()
@@ -156,6 +158,8 @@ def log_pyfunc(bundle_dir: Path, name: str = "recommender", *, copy_max_mb: floa
         code = Path(tmp) / "animerec"
         shutil.copytree(Path(__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
         signature, example = signature_and_example(bundle_dir)
+        if source != bundle_dir:  # MLflow checks an example by loading the model: gigabytes, in the train step
+            example = None
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=AnimeRecPyfunc(),

@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from animerec.bundle import ModelBundle
-from animerec.config import ItemFilter
+from animerec.config import MAX_N, ItemFilter
 from animerec.foldin import Person, fold_in
 from animerec.online import ListFetcher
 from animerec.profiles import AnimeList, from_records, from_titles, read_list
@@ -58,9 +58,6 @@ def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, 
     if reasons is not None:
         table["reason"] = reasons
     return table
-
-
-MAX_N = 1000  # anime (or users) in one answer
 
 
 class Query(BaseModel):

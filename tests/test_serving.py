@@ -57,6 +57,18 @@ def test_pyfunc_answers_like_the_library(served):
     assert ((ratings >= 1) & (ratings <= 10)).all()
     with pytest.raises(MlflowException, match="Request row 0: No anime titled"):
         model.predict(pd.DataFrame([{"kind": "similar_anime", "query": "Qqqzzz Nothing"}]))
+    # the signature names both shapes' fields; a table may mix them; the service's limits hold
+    assert {"kind", "query", "n", "genres", "mal_user", "user_id", "anime_id"} <= set(
+        model.metadata.get_input_schema().input_names())
+    pair = {"user_id": int(service.bundle.user_ids[0]), "anime_id": int(service.bundle.anime_ids[0])}
+    mixed = model.predict(pd.DataFrame([requests[0], pair]))
+    assert mixed[0] == service.answer(requests[0])
+    assert mixed[1]["predicted_rating"] == pytest.approx(float(service.bundle.predict([pair["user_id"]],
+                                                                                      [pair["anime_id"]])[0]))
+    with pytest.raises(MlflowException, match="n must be at most 10,000, got 10001"):
+        model.predict(pd.DataFrame([{**requests[0], "n": 10_001}]))
+    with pytest.raises(MlflowException, match="at most 100 queries"):
+        model.predict(pd.DataFrame([requests[0]] * 101))
 
 
 def test_serving_imports_only_the_pinned_packages(served, trained):
@@ -174,7 +186,7 @@ def _check_answers(base: str, service, requests) -> None:
                          ({"kind": "top_charts", "query": 1}, "kind must be one of"),
                          ({"kind": "rating_recs", "query": -1}, "Unknown user_id -1"),
                          ({"kind": "similar_anime", "query": "Naruto", "min_score": 11}, "min_score"),
-                         ({"kind": "similar_anime", "query": "Naruto", "n": 5000}, "n must be at most 1,000"),
+                         ({"kind": "similar_anime", "query": "Naruto", "n": 50000}, "n must be at most 10,000"),
                          ({"kind": "rating_recs", "ratings": too_long}, "more than 100,000 anime")):
         status, body = _post(f"{base}/invocations", {"dataframe_records": [bad]})
         assert status == 400 and message in body["message"], body
@@ -301,6 +313,10 @@ def test_a_model_over_the_copy_limit_is_logged_by_reference(trained, tmp_path):
     assert files == [REFERENCE_FILE], files  # no model file was copied
     assert json.loads(next((tmp_path / "held").rglob(REFERENCE_FILE)).read_text())["path"] == str(version.path)
     assert held
+    # both have the signature; only the copy has an input example (MLflow checks one by loading the model)
+    held_info, copied_info = mlflow.models.get_model_info(uri), mlflow.models.get_model_info(copied)
+    assert held_info.signature is not None and copied_info.signature is not None
+    assert held_info.saved_input_example_info is None and copied_info.saved_input_example_info is not None
     request = pd.DataFrame([{"kind": "similar_anime", "query": "Naruto", "n": 3}])
     assert mlflow.pyfunc.load_model(uri).predict(request) == mlflow.pyfunc.load_model(copied).predict(request)
     shutil.move(version.path, tmp_path / "moved")
