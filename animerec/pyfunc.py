@@ -46,8 +46,8 @@ from animerec.service import QUERY_FIELDS, RecommendationService, is_missing
 logger = logging.getLogger(__name__)
 
 # What serving imports (checked by a test), pinned at the installed versions when a model is logged.
-SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scipy", "pyarrow", "pydantic", "rapidfuzz", "filelock", "defusedxml", "tqdm",
-                    "requests", "urllib3", "pyyaml")
+SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scipy", "pyarrow", "pydantic", "rapidfuzz", "filelock",
+                    "defusedxml", "tqdm", "requests", "urllib3", "pyyaml")
 PAIR_FIELDS = ("user_id", "anime_id")
 MAX_QUERY_ROWS = 100  # recommendation queries in one request (rating pairs: up to MAX_ENTRIES rows)
 
@@ -57,6 +57,8 @@ def bad_request(message: str):
 
 
 class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
+    """The service behind ``mlflow models serve``: rows with ``kind`` are queries, rows without are rating pairs."""
+
     def load_context(self, context) -> None:
         self.service = RecommendationService.from_path(bundle_folder(Path(context.artifacts["bundle"])))
 
