@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scipy", "pyarrow", "pydantic", "rapidfuzz", "filelock",
                     "defusedxml", "tqdm", "requests", "urllib3", "pyyaml")
 PAIR_FIELDS = ("user_id", "anime_id")
-MAX_QUERY_ROWS = 100  # recommendation queries in one request (rating pairs: up to MAX_ENTRIES rows)
+MAX_QUERY_ROWS = 100  # recommendation queries in one request (rows in all: up to MAX_ENTRIES)
 
 
 def bad_request(message: str):
@@ -64,12 +64,14 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input)
+        if len(frame) > MAX_ENTRIES:
+            raise bad_request(f"A request takes at most {MAX_ENTRIES:,} rows; this one has {len(frame):,}.")
         asks = frame["kind"].map(lambda v: not is_missing(v)) if "kind" in frame.columns else pd.Series(False)
         if not asks.any():
             return self._ratings(frame)
-        if asks.sum() > MAX_QUERY_ROWS or len(frame) > MAX_ENTRIES:
+        if asks.sum() > MAX_QUERY_ROWS:
             raise bad_request(f"A request takes at most {MAX_QUERY_ROWS} queries (rows with 'kind'); this one has "
-                              f"{int(asks.sum()):,} in {len(frame):,} rows. Send them in several requests.")
+                              f"{int(asks.sum()):,}. Send them in several requests.")
         answers = []
         for position, row in enumerate(frame.to_dict(orient="records")):
             request = {k: v for k, v in row.items() if not is_missing(v)}
@@ -85,8 +87,6 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
             raise bad_request(
                 f"Request lacks column(s) {', '.join(missing)}: send kind (similar_anime, similar_users, rating_recs) "
                 f"with query and n, or user_id and anime_id (MAL IDs) for a predicted rating.")
-        if len(frame) > MAX_ENTRIES:
-            raise bad_request(f"A request takes at most {MAX_ENTRIES:,} rating pairs; this one has {len(frame):,}.")
         try:
             users, anime = (_ids(frame[c], c) for c in PAIR_FIELDS)
             ratings = self.service.bundle.predict(users, anime)
