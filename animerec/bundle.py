@@ -186,6 +186,14 @@ class ModelBundle:
         return (np.concatenate([[0], np.cumsum(counts)]), ratings["anime_index"].to_numpy(np.int64),
                 ratings["rating"].to_numpy(np.float32))
 
+    @cached_property
+    def catalogue_rows(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The catalogue as ``(MAL IDs sorted, {column: values in that order})``: an answer's rows are looked up
+        in it (``np.searchsorted``), not found by indexing the whole frame anew for each answer."""
+        order = np.argsort(self.anime["anime_id"].to_numpy(), kind="stable")
+        frame = self.anime.iloc[order]
+        return frame["anime_id"].to_numpy(np.int64), {name: frame[name].to_numpy() for name in frame.columns}
+
     # ID handling -------------------------------------------------------------------------------
     def to_rating(self, scaled: np.ndarray) -> np.ndarray:
         return np.asarray(scaled) * (self.scale["max"] - self.scale["min"]) + self.scale["min"]

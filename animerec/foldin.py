@@ -22,6 +22,7 @@ Nothing on the list is ever recommended back, plan-to-watch entries included.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,27 +128,29 @@ def fit_user(scorer: Scorer, anime_index: np.ndarray, target: np.ndarray, steps:
     if np.linalg.norm(start) < 1e-6:
         start = anime.mean(axis=0) + 1e-3
     params = np.concatenate([start / np.linalg.norm(start), [0.0]])
-    moment, second = np.zeros_like(params), np.zeros_like(params)
-    beta1, beta2 = 0.9, 0.999
-    for step in range(1, steps + 1):
+    moment, second, grad = np.zeros_like(params), np.zeros_like(params), np.zeros_like(params)
+    base, beta1, beta2 = offset + anime_bias, 0.9, 0.999  # [r] (or a number): the logit's fixed part
+    for step in range(1, steps + 1):  # each numpy call counts here (150 steps): one per term, in place
         w, b = params[:-1], params[-1]
-        norm = np.sqrt(max(float(w @ w), _NORM_EPS))
+        norm = math.sqrt(max(float(w @ w), _NORM_EPS))
         unit = w / norm
-        cos = anime @ unit
-        z = cos * kernel + offset + anime_bias + (b if with_bias else 0.0)
+        z = anime @ (unit * kernel)
+        z += base + b if with_bias else base
         p = _activate(z, scorer.activation)
         residual = p - target
         if scorer.activation != "sigmoid":
-            residual = residual * _activation_grad(z, p, scorer.activation)
-        dz = residual / len(target)
-        dcos = dz * kernel
-        grad_unit = anime.T @ dcos
-        grad_w = (grad_unit - unit * (unit @ grad_unit)) / norm if contrast else np.zeros_like(w)
-        grad_b = float(dz.sum()) + BIAS_L2 * b if with_bias else 0.0
-        grad = np.concatenate([grad_w, [grad_b]])
-        moment = beta1 * moment + (1 - beta1) * grad
-        second = beta2 * second + (1 - beta2) * grad * grad
-        params -= learning_rate * (moment / (1 - beta1**step)) / (np.sqrt(second / (1 - beta2**step)) + 1e-8)
+            residual *= _activation_grad(z, p, scorer.activation)
+        if contrast:
+            grad_unit = (residual @ anime) * (kernel / len(target))
+            grad[:-1] = grad_unit
+            grad[:-1] -= unit * float(unit @ grad_unit)
+            grad[:-1] /= norm
+        grad[-1] = float(residual.sum()) / len(target) + BIAS_L2 * b if with_bias else 0.0
+        moment *= beta1
+        moment += (1 - beta1) * grad
+        second *= beta2
+        second += (1 - beta2) * (grad * grad)
+        params -= (learning_rate / (1 - beta1**step)) * moment / (np.sqrt(second / (1 - beta2**step)) + 1e-8)
     w = params[:-1]
     return (w / np.sqrt(max(float(w @ w), _NORM_EPS))).astype(np.float32), float(params[-1]) if with_bias else 0.0
 

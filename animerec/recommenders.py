@@ -65,6 +65,11 @@ class Catalogue:
         return cls(frame.reset_index(drop=True), genre_sets, known)
 
     @cached_property
+    def genre_names(self) -> list[list[str]]:
+        """Each anime's genres as the catalogue spells them, in its order."""
+        return [[g.strip() for g in names.split(",") if g.strip()] for names in self.frame["genres"]]
+
+    @cached_property
     def adult(self) -> np.ndarray:
         """``[num_anime]`` bool: adult anime (MAL hides them by default): the Hentai genre or an "Rx" age rating."""
         hentai = np.array([_norm("Hentai") in s for s in self.genre_sets], dtype=bool)
@@ -276,18 +281,27 @@ class Recommender(ABC):
         return self.bundle.user_ids[top], values.astype(np.float32)
 
     # user preferences -------------------------------------------------------------------------------
-    def favorites(self, user_id, rule: FavoriteRule | None = None) -> pd.DataFrame:
-        """The user's (or person's) favourite anime (see :class:`FavoriteRule`), best rated first."""
+    def _favorite_order(self, user_id, rule: FavoriteRule | None) -> tuple[np.ndarray, np.ndarray]:
+        """(anime indices, ratings) of the user's favourites, best rated first, then the most members."""
         anime, ratings = self.ratings_of(user_id)
         keep = (rule or FavoriteRule()).mask(ratings)
-        frame = self.catalogue.frame.iloc[anime[keep]].assign(rating=ratings[keep])
-        return frame.sort_values(["rating", "members"], ascending=[False, False]).reset_index(drop=True)
+        anime, ratings = anime[keep], ratings[keep]
+        members = self.catalogue.frame["members"].to_numpy()[anime]
+        order = pd.DataFrame({"rating": ratings, "members": members}).sort_values(
+            ["rating", "members"], ascending=[False, False]).index.to_numpy()
+        return anime[order], ratings[order]
+
+    def favorites(self, user_id, rule: FavoriteRule | None = None) -> pd.DataFrame:
+        """The user's (or person's) favourite anime (see :class:`FavoriteRule`), best rated first."""
+        anime, ratings = self._favorite_order(user_id, rule)
+        return self.catalogue.frame.iloc[anime].assign(rating=ratings).reset_index(drop=True)
 
     def preferences(self, user_id, rule: FavoriteRule | None = None) -> dict:
         """Favourites, and counts of their genres and (when the data has it) source material."""
-        favorites = self.favorites(user_id, rule)
-        genres = favorites["genres"].str.split(",").explode().str.strip()
-        genres = genres[genres.astype(bool)].value_counts()
+        anime, ratings = self._favorite_order(user_id, rule)
+        favorites = self.catalogue.frame.iloc[anime].assign(rating=ratings).reset_index(drop=True)
+        names = self.catalogue.genre_names
+        genres = pd.Series([g for a in anime for g in names[a]], dtype=object, name="genres").value_counts()
         sources = None
         if "source" in favorites and favorites["source"].notna().any():
             sources = favorites["source"].dropna().value_counts()

@@ -43,17 +43,21 @@ def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, 
                 reasons: list[str] | None = None) -> pd.DataFrame:
     """Rows of the catalogue for ``anime_ids``, in order, with the score column third, the anime's
     MyAnimeList page (``url``) and, when given, why each is recommended (``reason``)."""
-    rows = bundle.anime.set_index("anime_id").loc[anime_ids]
+    anime_ids = np.asarray(anime_ids, dtype=np.int64)
+    known, columns = bundle.catalogue_rows
+    rows = np.minimum(np.searchsorted(known, anime_ids), len(known) - 1)
+    if not np.array_equal(known[rows], anime_ids):
+        raise RecommenderError(f"Anime {anime_ids[known[rows] != anime_ids][0]} is not in the model's catalogue.")
     table = pd.DataFrame({
-        "anime_id": np.asarray(anime_ids, dtype=np.int64),
-        "title": rows["name"].to_numpy(),
+        "anime_id": anime_ids,
+        "title": columns["name"][rows],
         score_name: np.round(np.asarray(scores, dtype=float), 4),
-        "genres": rows["genres"].to_numpy(),
-        "type": rows["type"].to_numpy(),
-        "episodes": np.array([None if e != e else int(e) for e in rows["episodes"].to_numpy(float)], dtype=object),
-        "mal_score": rows["score"].to_numpy(),
-        "members": rows["members"].to_numpy(),
-        "url": [MAL_URL.format(int(a)) for a in anime_ids],
+        "genres": columns["genres"][rows],
+        "type": columns["type"][rows],
+        "episodes": np.array([None if e != e else int(e) for e in columns["episodes"][rows]], dtype=object),
+        "mal_score": columns["score"][rows],
+        "members": columns["members"][rows],
+        "url": [MAL_URL.format(a) for a in anime_ids.tolist()],
     })
     if reasons is not None:
         table["reason"] = reasons
@@ -284,8 +288,8 @@ class RecommendationService:
         ids, scores = rec.recommend(user_id, n, filters=filters, filter_items=self.known(exclude), favorites=favorites)
         picks = anime_table(self.bundle, ids, scores, "similar_users_favouring",
                             Reasons.neighbours(scores, self.neighbours))
-        means = favorites.set_index("anime_index")["mean_rating"]
-        picks.insert(3, "mean_rating", np.round(means.loc[[self.bundle.anime_index(int(a)) for a in ids]].to_numpy(), 2))
+        picked = np.searchsorted(favorites["anime_index"].to_numpy(), np.searchsorted(self.bundle.anime_ids, ids))
+        picks.insert(3, "mean_rating", np.round(favorites["mean_rating"].to_numpy()[picked], 2))  # anime_index sorted
         return {"user_id": user_id, "users": users_table, "picks": picks, "genres": prefs["genres"],
                 "sources": prefs["sources"], "favorites": prefs["favorites"]}
 
@@ -325,15 +329,11 @@ class RecommendationService:
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
-    """DataFrame rows as plain-Python dicts (JSON-serialisable; NaN becomes None)."""
-    out = []
-    for row in frame.to_dict(orient="records"):
-        clean = {}
-        for key, value in row.items():
-            if isinstance(value, np.generic):
-                value = value.item()
-            if isinstance(value, float) and np.isnan(value):
-                value = None
-            clean[key] = value
-        out.append(clean)
-    return out
+    """DataFrame rows as plain-Python dicts (JSON-serialisable; NaN becomes None), built column by column."""
+    columns = {}
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        items = values.tolist() if values.dtype != object else [
+            v.item() if isinstance(v, np.generic) else v for v in values]
+        columns[name] = [None if isinstance(v, float) and np.isnan(v) else v for v in items]
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]

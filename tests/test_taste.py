@@ -59,6 +59,19 @@ def test_cooc_similarity_is_the_cosine_of_who_rated_what_scaled_by_the_largest()
     np.testing.assert_allclose(index.similar_users(listed=np.array([0, 1])), raw, rtol=1e-6)
 
 
+def test_co_rating_counts_are_the_same_counted_in_two_threads(monkeypatch):
+    from animerec.taste import index as taste_index
+
+    history = sp.random(300, 40, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    history.data[:] = 1
+    rows = np.array([3, 7, 11, 19, 39])
+    expected = np.asarray(history[rows].sum(axis=0)).ravel()
+    np.testing.assert_array_equal(taste_index._row_counts(history, rows), expected)  # one thread
+    monkeypatch.setattr(taste_index, "SPLIT_COUNTS", 1)  # every call splits its entries between two threads
+    np.testing.assert_array_equal(taste_index._row_counts(history, rows), expected)
+    assert taste_index._row_counts(history, rows).dtype == np.float32
+
+
 def test_content_similarity_shares_genres_and_gives_unrated_anime_no_row():
     content = content_matrix(ANIME, 5)
     assert content.shape[0] == 5 and content[4].nnz == 0  # index 4 is no anime of the model
