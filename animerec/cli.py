@@ -57,8 +57,8 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     defaults = ItemFilter()
     for name, spec in specs(ItemFilter).items():
         flag, metavar = FLAGS.get(name, ("--" + name.replace("_", "-"), None))
-        default, rule = getattr(defaults, name), spec.rule
-        text = rule.help + (f": {', '.join(rule.items)}" if rule.items else "")
+        default = getattr(defaults, name)
+        text = spec.rule.help + (f": {', '.join(spec.items)}" if spec.items else "")
         text += f" (default {default})" if default not in (None, [], False) else ""
         if spec.kind == "list":
             parser.add_argument(flag, dest=name, nargs="+", default=default, metavar=metavar or name[:-1].upper(),
@@ -68,7 +68,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
                                 default=default, help=text)
         else:
             parser.add_argument(flag, dest=name, type={"int": int, "float": float}.get(spec.kind, str), default=default,
-                                choices=rule.choices, metavar=metavar, help=text)
+                                choices=spec.choices, metavar=metavar, help=text)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,8 @@
 """The one typed schema of the pipeline configuration, and how overrides travel.
 
 ``config.yaml`` holds the values and their comments; this module holds their types (frozen
-dataclasses, one per section: :class:`Config` down to :class:`LRConfig`), ranges and choices
-(:func:`key`), once. :func:`validate_config` checks a composed configuration once per process
+dataclasses, one per section: :class:`Config` down to :class:`LRConfig`; a key's choices are its
+``Literal`` type, read with ``typing.get_type_hints``) and ranges (:func:`key`), once. :func:`validate_config` checks a composed configuration once per process
 (``main.py``'s pipeline, every component, the tests' configs): wrong types, out-of-range values,
 unknown choices, unknown and missing keys and the rules across keys all come back together as
 one :class:`~animerec.errors.ConfigError` naming each key, the value given and what is allowed.
@@ -17,39 +17,38 @@ quotes or brackets stays, so ``recs.anime="Cowboy Bebop"`` and
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, make_dataclass, replace
-from types import SimpleNamespace
-from typing import Any, Callable, Mapping, Sequence
+from types import SimpleNamespace, UnionType
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 from animerec.errors import ConfigError, RecommenderError
 from animerec.steps import INPUTS
 
-TYPES = ("TV", "Movie", "OVA", "ONA", "Special", "Music")
-INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal", "lecun_uniform",
-                "random_normal", "random_uniform", "truncated_normal", "orthogonal", "variance_scaling")
-ACTIVATIONS = ("sigmoid", "linear", "relu", "softplus", "tanh")
-LOSSES = ("binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber")
-SCHEDULES = ("rampup_decay", "cosine", "constant")
-TASTE_ITEM_PARTS = ("cooc", "content", "ease")  # model.taste.item_weights (animerec/taste/index.py)
-WANDB_MODES = ("online", "offline", "disabled")
-STRATEGIES = ("auto", "tpu", "gpu", "cpu", "multi_worker")  # train.strategy (animerec/strategy.py)
-TRAINERS = ("lazy", "keras")  # train.trainer
-SEQUEL_MODES = ("hide_unstarted", "hide_all", "show")  # recs.sequels (animerec/franchise.py)
+AnimeType = Literal["TV", "Movie", "OVA", "ONA", "Special", "Music"]
+Initializer = Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal", "lecun_uniform",
+                      "random_normal", "random_uniform", "truncated_normal", "orthogonal", "variance_scaling"]
+Activation = Literal["sigmoid", "linear", "relu", "softplus", "tanh"]
+Loss = Literal["binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber"]
+Schedule = Literal["rampup_decay", "cosine", "constant"]
+TasteItemPart = Literal["cooc", "content", "ease"]  # model.taste.item_weights (animerec/taste/index.py)
+WandbMode = Literal["online", "offline", "disabled"]
+Strategy = Literal["auto", "tpu", "gpu", "cpu", "multi_worker"]  # train.strategy (animerec/strategy.py)
+SequelMode = Literal["hide_unstarted", "hide_all", "show"]  # recs.sequels (animerec/franchise.py)
+Metric = Literal["valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae"]  # model:best reads valid only
+TYPES, ACTIVATIONS, TASTE_ITEM_PARTS, WANDB_MODES, SEQUEL_MODES = (
+    get_args(t) for t in (AnimeType, Activation, TasteItemPart, WandbMode, SequelMode))
 MAX_N = 10_000  # results in one answer: recs.n, and every query's n (CLI, page, served model)
-METRICS = ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_mae")  # model:best reads valid only
-
 
 @dataclass(frozen=True)
 class Rule:
-    """What a key allows beyond its type (the type is the field's annotation)."""
+    """What a key allows beyond its type (the field's annotation: choices are ``Literal`` types)."""
 
     min: float | None = None
     max: float | None = None
     min_open: bool = False  # min itself excluded
     max_open: bool = False
-    choices: tuple | None = None
-    items: tuple | None = None  # allowed list items (case-insensitive); for weights, the allowed keys
     help: str = ""
 
 
@@ -77,7 +76,7 @@ class MainConfig:
 class WandbConfig:
     project: str
     entity: str | None
-    mode: str | None = key(choices=WANDB_MODES)
+    mode: WandbMode | None
     group: str | None
     dir: str | None
 
@@ -93,7 +92,7 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = key(choices=("demo", "url", "kaggle", "local"))
+    source: Literal["demo", "url", "kaggle", "local"]
     demo: DemoConfig
     anime_url: str | None
     ratings_url: str | None
@@ -109,7 +108,7 @@ class DataConfig:
     drop_plan_to_watch: bool
     drop_unwatched: bool
     drop_half_watched: bool
-    unknown_anime: str = key(choices=("error", "drop"))
+    unknown_anime: Literal["error", "drop"]
     test_fraction: float = key(min=0, max=1, max_open=True)
     valid_fraction: float = key(min=0, max=1, max_open=True)
     split_seed: int
@@ -117,12 +116,12 @@ class DataConfig:
 
 
 InputsConfig = make_dataclass(  # the exact versions to read, one key per artifact a step reads (animerec/steps)
-    "InputsConfig", [(artifact, "str | None") for artifact in INPUTS], frozen=True)
+    "InputsConfig", [(artifact, Optional[str]) for artifact in INPUTS], frozen=True)
 
 
 @dataclass(frozen=True)
 class LRConfig:
-    schedule: str = key(choices=SCHEDULES)
+    schedule: Schedule
     start_lr: float = key(min=0, min_open=True)
     min_lr: float = key(min=0, min_open=True)
     max_lr: float = key(min=0, min_open=True)
@@ -133,7 +132,7 @@ class LRConfig:
 
 @dataclass(frozen=True)
 class RankerConfig:
-    kind: str = key(choices=("none", "ease"), help="none ranks by the network; ease adds the EASE ranking head")
+    kind: Literal["none", "ease"] = key(help="none ranks by the network; ease adds the EASE ranking head")
     l2: Floats = key(min=0, min_open=True, help="EASE's L2 values; the best by cross-validation is taken")
     like_weight: Floats = key(min=0, help="exponents of the like-rate factor; 0 unless another clears the rule")
     rating_weight: Floats = key(min=0, help="exponents g: each anime in a user's history weighs (rating / the "
@@ -145,12 +144,12 @@ class RankerConfig:
 
 @dataclass(frozen=True)
 class TasteConfig:
-    kind: str = key(choices=("none", "blend"),
-                    help="none: similar anime / users by the rating embeddings; blend: animerec/taste/index.py")
+    kind: Literal["none", "blend"] = key(
+        help="none: similar anime / users by the rating embeddings; blend: animerec/taste/index.py")
     ease_l2: Floats = key(min=0, min_open=True, help="EASE L2 values for the ease part, chosen by cross-validation")
     ease_keep: int = key(min=1)
     ease_items: int | None = key(min=1, help="only the most-rated anime get EASE neighbours (null = all)")
-    item_weights: dict[str, Floats] = key(items=TASTE_ITEM_PARTS, **GRID)
+    item_weights: dict[TasteItemPart, Floats] = key(**GRID)
     tune_users: int | None = key(min=1, help="users the cross-validation folds score (a seeded sample; null = all)")
 
 
@@ -158,10 +157,10 @@ class TasteConfig:
 class ModelConfig:
     name: str
     embedding_size: int = key(min=1, max=4096)
-    kernel_initializer: str = key(choices=INITIALIZERS)
+    kernel_initializer: Initializer
     l2: float = key(min=0)
-    activation: str = key(choices=ACTIVATIONS)
-    loss: str = key(choices=LOSSES)
+    activation: Activation
+    loss: Loss
     use_bias: bool
     negatives_per_positive: int = key(min=0, max=1000)
     negative_weight: float = key(min=0, min_open=True)
@@ -179,14 +178,14 @@ class ModelConfig:
     taste: TasteConfig
     pretrained: str | None
     registry_name: str | None
-    best_metric: str = key(choices=METRICS)
+    best_metric: Metric
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    strategy: str = key(choices=STRATEGIES)
+    strategy: Strategy
     tpu_address: str | None
-    trainer: str = key(choices=TRAINERS)
+    trainer: Literal["lazy", "keras"]
     seed: int
     verbose: int = key(min=0, max=2)
     resume: bool
@@ -216,11 +215,11 @@ class ItemFilter:
 
     genres: list[str] = key(default_factory=list, help="keep anime with any of these genres (case and punctuation "
                             "ignored: scifi = Sci-Fi)")
-    genre_match: str = key(default="any", choices=("any", "all"), help="with several genres: any of them or all")
-    types: list[str] = key(default_factory=list, items=TYPES, help="keep these types")
+    genre_match: Literal["any", "all"] = key(default="any", help="with several genres: any of them or all")
+    types: list[AnimeType] = key(default_factory=list, help="keep these types")
     min_score: float | None = key(default=None, min=0, max=10, help="lowest MAL score to keep")
     max_score: float | None = key(default=None, min=0, max=10, help="highest MAL score to keep")
-    sequels: str = key(default="hide_unstarted", choices=SEQUEL_MODES,
+    sequels: SequelMode = key(default="hide_unstarted",
                        help="later entries of franchises: hide_unstarted (none of a franchise whose first entry "
                             "is not on the list), hide_all (nothing of a franchise on the list) or show")
     adult: bool = key(default=False, help="include adult anime (hidden by default, as on MAL)")
@@ -269,11 +268,11 @@ def _loose(spec: "Spec", value: Any) -> Any:
 
 
 def _filter_problem(name: str, spec: "Spec", value: Any) -> str:
-    if spec.rule.items and isinstance(value, (list, tuple)):
-        unknown = [v for v in value if str(v).lower() not in {i.lower() for i in spec.rule.items}]
+    if spec.items and isinstance(value, (list, tuple)):
+        unknown = [v for v in value if str(v).lower() not in {i.lower() for i in spec.items}]
         if unknown:
-            return f"Unknown {name.rstrip('s')} {unknown[0]!r}. {name.capitalize()}: {', '.join(spec.rule.items)}."
-    return f"{name} must be {Spec(spec.kind, spec.optional, replace(spec.rule, help='')).allowed()}, got {value!r}."
+            return f"Unknown {name.rstrip('s')} {unknown[0]!r}. {name.capitalize()}: {', '.join(spec.items)}."
+    return f"{name} must be {replace(spec, rule=replace(spec.rule, help='')).allowed()}, got {value!r}."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,7 +290,7 @@ class RecsConfig(ItemFilter):
     anilist_user: str | None = key(help="an AniList username: their public list")
     user_min_ratings: int = key(min=1)
     user_max_ratings: int = key(min=1)
-    rating_user: str = key(choices=("similar_users", "given", "random"))
+    rating_user: Literal["similar_users", "given", "random"]
     favorite_fraction: float = key(min=0, max=1, min_open=True)
     favorite_min_rating: float = key(**RATING)
     min_predicted_rating: float | None = key(**RATING)
@@ -329,27 +328,29 @@ ORDERED = (
 
 @dataclass(frozen=True)
 class Spec:
-    """One key as the validator sees it: its kind (from the annotation) and its :class:`Rule`."""
+    """One key as the validator sees it: its kind and choices (from its type) and its :class:`Rule`."""
 
     kind: str  # int, float, bool, str, list, floats, weights, steps
     optional: bool
     rule: Rule
+    choices: tuple | None = None  # a Literal's values
+    items: tuple | None = None  # allowed list items (case-insensitive); for weights, the allowed keys
 
     def allowed(self) -> str:
         rule = self.rule
         bounds = " and ".join(filter(None, [
             f"{'>' if rule.min_open else '>='} {rule.min:g}" if rule.min is not None else "",
             f"{'<' if rule.max_open else '<='} {rule.max:g}" if rule.max is not None else ""]))
-        if rule.choices:
-            text = "one of " + ", ".join(map(str, rule.choices))
+        if self.choices:
+            text = "one of " + ", ".join(map(str, self.choices))
         elif self.kind == "steps":
             text = "'all', a list such as [download,preprocess] or a comma-separated string"
         elif self.kind == "floats":
             text = f"a number or a list of numbers such as [100,300]{' each ' + bounds if bounds else ''}"
         elif self.kind == "weights":
-            text = f"a section with keys {', '.join(rule.items)}, each a number or a list of numbers"
+            text = f"a section with keys {', '.join(self.items)}, each a number or a list of numbers"
         elif self.kind == "list":
-            text = "a list such as [A,B]" + (f" of {', '.join(rule.items)}" if rule.items else "")
+            text = "a list such as [A,B]" + (f" of {', '.join(self.items)}" if self.items else "")
         else:
             noun = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[self.kind]
             text = noun + (" " + bounds if bounds else "")
@@ -358,26 +359,32 @@ class Spec:
         return text + (f" ({rule.help})" if rule.help else "")
 
 
-_KINDS = {"int": "int", "float": "float", "bool": "bool", "str": "str", "list[str]": "list", "list[float]": "floats",
-          "Floats": "floats", "dict[str, Floats]": "weights", "str | list[str]": "steps"}
+def _spec(hint: Any, rule: Rule) -> Spec:
+    """The :class:`Spec` of a field's type: ``int``, ``float | None``, ``Literal[...]``, ``list[AnimeType]``,
+    ``Floats``, ``dict[TasteItemPart, Floats]`` or ``str | list[str]`` (main.steps)."""
+    parts = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    optional = type(None) in parts
+    parts = tuple(part for part in parts if part is not type(None))
+    if len(parts) > 1:
+        return Spec("steps", optional, rule)
+    origin, args = get_origin(parts[0]), get_args(parts[0])
+    if origin is Literal:
+        return Spec("str", optional, rule, choices=args)
+    if origin is list:
+        if args[0] is float:
+            return Spec("floats", optional, rule)
+        return Spec("list", optional, rule, items=get_args(args[0]) or None)  # list[AnimeType]: its values
+    if origin is dict:
+        return Spec("weights", optional, rule, items=get_args(args[0]))
+    return Spec(parts[0].__name__, optional, rule)
 
 
+@functools.cache
 def specs(section: type) -> dict[str, Spec | type]:
-    """A section's keys: a nested section's class, or the :class:`Spec` its annotation and rule make."""
-    out: dict[str, Spec | type] = {}
-    for f in fields(section):
-        annotation = f.type if isinstance(f.type, str) else f.type.__name__
-        if annotation in SECTIONS:
-            out[f.name] = SECTIONS[annotation]
-            continue
-        optional = annotation.endswith(" | None")
-        out[f.name] = Spec(_KINDS[annotation.removesuffix(" | None")], optional, f.metadata.get("rule", Rule()))
-    return out
-
-
-SECTIONS: dict[str, type] = {cls.__name__: cls for cls in (
-    MainConfig, WandbConfig, DemoConfig, DataConfig, InputsConfig, LRConfig, RankerConfig, TasteConfig, ModelConfig,
-    TrainConfig, EvaluateConfig, ItemFilter, RecsConfig, Config)}
+    """A section's keys: a nested section's class, or the :class:`Spec` its type and rule make."""
+    hints = get_type_hints(section)
+    return {f.name: hints[f.name] if is_dataclass(hints[f.name])
+            else _spec(hints[f.name], f.metadata.get("rule", Rule())) for f in fields(section)}
 
 
 def section_keys(parents: Sequence[str]) -> list[str] | None:
@@ -429,14 +436,14 @@ def _convert(spec: Spec, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in value):
             return value, f"expected {spec.allowed()}"
         value = [str(v) for v in value]
-        if rule.items:
-            by_key = {item.lower(): item for item in rule.items}
+        if spec.items:
+            by_key = {item.lower(): item for item in spec.items}
             unknown = [v for v in value if v.lower() not in by_key]
             if unknown:
                 return value, f"has {', '.join(map(repr, unknown))}; expected {spec.allowed()}"
             value = [by_key[v.lower()] for v in value]
         return value, None
-    if rule.choices is not None and value not in rule.choices:
+    if spec.choices is not None and value not in spec.choices:
         return value, f"expected {spec.allowed()}"
     if kind in ("int", "float"):
         low_bad = rule.min is not None and (value <= rule.min if rule.min_open else value < rule.min)
@@ -463,8 +470,8 @@ def _walk(section: type, cfg: Any, prefix: str, problems: list[str]) -> Any:
         elif isinstance(spec, type):
             values[name] = _walk(spec, cfg[name], where + ".", problems)
         elif spec.kind == "weights":  # a section whose keys are the rule's items, each a grid
-            parts = make_dataclass(name, [(part, "Floats", key(min=spec.rule.min, help=spec.rule.help))
-                                          for part in spec.rule.items])
+            parts = make_dataclass(name, [(part, Floats, key(min=spec.rule.min, help=spec.rule.help))
+                                          for part in spec.items])
             checked = _walk(parts, cfg[name], where + ".", problems)
             values[name] = asdict(checked) if is_dataclass(checked) else vars(checked) if checked else None
         else:

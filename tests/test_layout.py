@@ -40,6 +40,6 @@ def test_no_import_cycle():
 
 def test_shared_lists_are_defined_once():
     text = {p: p.read_text(encoding="utf-8") for p in ROOT.rglob("*.py")}
-    for definition in ("TYPES = (", "ACTIVATIONS = (", "class WatchStatus", "class RecommenderError"):
+    for definition in ("AnimeType = Literal[", "Activation = Literal[", "class WatchStatus", "class RecommenderError"):
         where = [str(p.relative_to(ROOT)) for p, t in text.items() if definition in t]
         assert len(where) == 1, (definition, where)
