@@ -21,10 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from animerec.errors import UserError
-from animerec.launch import prepare_argv, preflight
-from animerec.pipeline import Summary, run_pipeline, setup_logging, to_container
+from animerec.launch import preflight, prepare_argv
+from animerec.pipeline import Summary, register_schema_defaults, run_pipeline, setup_logging, to_container
 
 PROJECT_ROOT = Path(__file__).resolve().parent
+register_schema_defaults()  # config.yaml composes on them (a sweep's launcher imports this module too)
 
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")

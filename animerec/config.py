@@ -517,6 +517,21 @@ def validate_config(cfg: Mapping[str, Any]) -> Config:
     return checked
 
 
+def schema_defaults(section: type = Config) -> dict:
+    """The keys whose default the schema itself declares (the filters: :class:`ItemFilter`'s fields), nested as
+    in ``config.yaml``, which leaves them out: :mod:`animerec.pipeline` registers this in Hydra's ConfigStore
+    and ``config.yaml`` composes on top of it, so a default is written once and every key can be overridden."""
+    out: dict = {}
+    for f in fields(section):
+        kind = specs(section)[f.name]
+        if isinstance(kind, type):
+            if inner := schema_defaults(kind):
+                out[f.name] = inner
+        elif f.default is not MISSING or f.default_factory is not MISSING:
+            out[f.name] = f.default if f.default is not MISSING else f.default_factory()
+    return out
+
+
 def check_source(data: DataConfig) -> None:
     """What the download step needs from its ``data.source``, checked before anything is fetched."""
     needs = {"url": ("anime_url", "ratings_url"), "local": ("anime_path", "ratings_path")}.get(data.source, ())

@@ -3,8 +3,9 @@
 ``main.py`` (a Hydra app) calls :func:`run_pipeline`, which runs each selected step as
 ``mlflow.run(components/<step>, env_manager="local")`` under one parent MLflow run. Each
 component's ``run.py`` calls :func:`step_main`, which composes the same ``config.yaml`` with the
-overrides it was given and calls the step's function in :mod:`animerec.steps`. Parameters are
-thus declared once, with their types, in ``config.yaml``.
+overrides it was given and calls the step's function in :mod:`animerec.steps`. Each parameter is
+declared once: its type and range in :mod:`animerec.config`, its value in ``config.yaml`` (the filters':
+their :class:`~animerec.config.ItemFilter` defaults, registered in Hydra's ConfigStore).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import mlflow
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -32,6 +34,7 @@ from animerec.config import (
     check_source,
     join_overrides,
     quote_value,
+    schema_defaults,
     section_keys,
     split_overrides,
     validate_config,
@@ -84,9 +87,19 @@ def to_container(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
 
 
+SCHEMA_DEFAULTS = "animerec_defaults"  # config.yaml's first default: the schema's own defaults
+
+
+def register_schema_defaults() -> None:
+    """Put the schema's defaults (:func:`animerec.config.schema_defaults`) in Hydra's ConfigStore, where
+    ``config.yaml`` finds them; ``main.py`` calls this before Hydra composes, :func:`compose_config` too."""
+    ConfigStore.instance().store(name=SCHEMA_DEFAULTS, node=schema_defaults())
+
+
 def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool = True) -> Config | dict:
-    """The pipeline configuration (``config.yaml`` + overrides), checked against the schema and typed
-    (a :class:`~animerec.config.Config`); with ``validate=False``, the composed plain dict."""
+    """The pipeline configuration (the schema's defaults, ``config.yaml`` and the overrides), checked against
+    the schema and typed (a :class:`~animerec.config.Config`); with ``validate=False``, the composed plain dict."""
+    register_schema_defaults()
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
