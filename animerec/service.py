@@ -211,6 +211,7 @@ class RecommendationService:
         """Build every lazily made table now (recommenders, titles, franchises, reasons), so that a server's
         first queries are as fast as the rest."""
         _ = self.by_rating.franchises, self.by_rating.catalogue.adult, self.by_users, self.titles
+        _ = self.bundle.catalogue_rows, self.by_users.catalogue.genre_names  # answers' rows, favourites' genres
         if self.bundle.taste is not None:
             _ = self.bundle.taste.by_anime  # who rated each anime: similar anime's and similar users' queries read it
         self.reasons.warm()
