@@ -1,8 +1,9 @@
 """The one typed schema of the pipeline configuration, and how overrides travel.
 
-``config.yaml`` holds the values and their comments; this module holds their types (frozen
-dataclasses, one per section: :class:`Config` down to :class:`LRConfig`; a key's choices are its
-``Literal`` type, read with ``typing.get_type_hints``) and ranges (:func:`key`), once. :func:`validate_config` checks a composed configuration once per process
+``config.yaml`` holds the values and their comments (the filters' defaults are :class:`ItemFilter`'s
+fields); this module holds their types (frozen dataclasses, one per section: :class:`Config` down to
+:class:`LRConfig`; a key's choices are its ``Literal`` type, read with ``typing.get_type_hints``) and
+ranges (:func:`key`), once. :func:`validate_config` checks a composed configuration once per process
 (``main.py``'s pipeline, every component, the tests' configs): wrong types, out-of-range values,
 unknown choices, unknown and missing keys and the rules across keys all come back together as
 one :class:`~animerec.errors.ConfigError` naming each key, the value given and what is allowed.
@@ -40,6 +41,7 @@ Metric = Literal["valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "valid_
 TYPES, ACTIVATIONS, TASTE_ITEM_PARTS, WANDB_MODES, SEQUEL_MODES = (
     get_args(t) for t in (AnimeType, Activation, TasteItemPart, WandbMode, SequelMode))
 MAX_N = 10_000  # results in one answer: recs.n, and every query's n (CLI, page, served model)
+
 
 @dataclass(frozen=True)
 class Rule:

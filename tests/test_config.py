@@ -96,7 +96,8 @@ def test_rules_across_keys_are_reported_with_the_other_problems():
 
 def test_the_filters_are_declared_once():
     """ItemFilter's fields are the filters everywhere: the composed config's values are its defaults (config.yaml
-    does not repeat them), the recs config extends it, the service's query, the CLI's flags and the page's form are made from its fields."""
+    does not repeat them), the recs config extends it, the service's query, the CLI's flags and the page's form
+    are made from its fields."""
     import dataclasses
 
     from animerec.cli import build_parser
