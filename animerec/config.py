@@ -22,7 +22,7 @@ import functools
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, make_dataclass, replace
 from types import SimpleNamespace, UnionType
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
 from animerec.errors import ConfigError, RecommenderError
 from animerec.steps import INPUTS
@@ -118,7 +118,7 @@ class DataConfig:
 
 
 InputsConfig = make_dataclass(  # the exact versions to read, one key per artifact a step reads (animerec/steps)
-    "InputsConfig", [(artifact, Optional[str]) for artifact in INPUTS], frozen=True)
+    "InputsConfig", [(artifact, str | None) for artifact in INPUTS], frozen=True)
 
 
 @dataclass(frozen=True)
@@ -524,8 +524,9 @@ def schema_defaults(section: type = Config) -> dict:
     in ``config.yaml``, which leaves them out: :mod:`animerec.pipeline` registers this in Hydra's ConfigStore
     and ``config.yaml`` composes on top of it, so a default is written once and every key can be overridden."""
     out: dict = {}
+    keys = specs(section)
     for f in fields(section):
-        kind = specs(section)[f.name]
+        kind = keys[f.name]
         if isinstance(kind, type):
             if inner := schema_defaults(kind):
                 out[f.name] = inner

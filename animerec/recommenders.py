@@ -281,25 +281,25 @@ class Recommender(ABC):
         return self.bundle.user_ids[top], values.astype(np.float32)
 
     # user preferences -------------------------------------------------------------------------------
-    def _favorite_order(self, user_id, rule: FavoriteRule | None) -> tuple[np.ndarray, np.ndarray]:
-        """(anime indices, ratings) of the user's favourites, best rated first, then the most members."""
+    def _favorites(self, user_id, rule: FavoriteRule | None) -> tuple[np.ndarray, pd.DataFrame]:
+        """(anime indices, catalogue rows with the user's rating) of the favourites, best rated first, then the
+        most members; sorted on those two columns before the one gather of the catalogue's rows."""
         anime, ratings = self.ratings_of(user_id)
         keep = (rule or FavoriteRule()).mask(ratings)
         anime, ratings = anime[keep], ratings[keep]
         members = self.catalogue.frame["members"].to_numpy()[anime]
         order = pd.DataFrame({"rating": ratings, "members": members}).sort_values(
             ["rating", "members"], ascending=[False, False]).index.to_numpy()
-        return anime[order], ratings[order]
+        anime, ratings = anime[order], ratings[order]
+        return anime, self.catalogue.frame.iloc[anime].assign(rating=ratings).reset_index(drop=True)
 
     def favorites(self, user_id, rule: FavoriteRule | None = None) -> pd.DataFrame:
         """The user's (or person's) favourite anime (see :class:`FavoriteRule`), best rated first."""
-        anime, ratings = self._favorite_order(user_id, rule)
-        return self.catalogue.frame.iloc[anime].assign(rating=ratings).reset_index(drop=True)
+        return self._favorites(user_id, rule)[1]
 
     def preferences(self, user_id, rule: FavoriteRule | None = None) -> dict:
         """Favourites, and counts of their genres and (when the data has it) source material."""
-        anime, ratings = self._favorite_order(user_id, rule)
-        favorites = self.catalogue.frame.iloc[anime].assign(rating=ratings).reset_index(drop=True)
+        anime, favorites = self._favorites(user_id, rule)
         names = self.catalogue.genre_names
         genres = pd.Series([g for a in anime for g in names[a]], dtype=object, name="genres").value_counts()
         sources = None
@@ -360,8 +360,8 @@ class UserBasedRecommender(Recommender):
         self.favorite_rule = favorites or FavoriteRule()
 
     def neighbour_favorites(self, user_id, similar=None) -> pd.DataFrame:
-        """Per anime: how many similar users favour it, and their mean rating of it (``anime_index``,
-        ``count``, ``mean_rating``). Nothing is kept on the recommender: a caller that also shows the mean
+        """Per anime, sorted by ``anime_index``: how many similar users favour it, and their mean rating of it
+        (``anime_index``, ``count``, ``mean_rating``). Nothing is kept on the recommender: a caller that also shows the mean
         ratings passes the table to :meth:`recommend` (``favorites=``), so one search serves both; one that
         has searched for similar users already passes them (``similar``, most similar first)."""
         if similar is None:

@@ -122,8 +122,8 @@ SPLIT_COUNTS = 1_000_000  # co-rating entries from which two threads count (a fu
 def _row_counts(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows].sum(axis=0)`` ``[matrix.shape[1]]`` float32 of a binary matrix (who rated what), reading
     only those rows (not every nonzero: at full MyAnimeList size a niche anime's co-rating counts then cost its
-    raters' lists, not 46M ratings). One ``bincount`` over the rows' column indices: a third of a sparse product's
-    time."""
+    raters' lists, not 46M ratings). A ``bincount`` over the rows' column indices (a third of a sparse product's
+    time), split between two threads past :data:`SPLIT_COUNTS` entries."""
     rows = np.asarray(rows, np.int64)
     if len(rows) == 0:
         return np.zeros(matrix.shape[1], np.float32)
