@@ -489,3 +489,16 @@ def test_two_peoples_lists_answered_from_many_threads_each_get_their_own(taste_b
         answers = list(pool.map(lambda i: (i % 4, service.answer(queries[i % 4])), range(400)))
     for which, answer in answers:
         assert answer == alone[which]
+
+
+def test_an_answers_rows_come_from_the_catalogue_and_a_missing_anime_is_named(bundle):
+    from animerec.service import anime_table
+
+    ids = np.array([30, 10])
+    table = anime_table(bundle, ids, np.array([0.9, 0.8]), "similarity")
+    expected = ANIME.set_index("anime_id").loc[ids]
+    assert table["anime_id"].tolist() == [30, 10] and table["title"].tolist() == expected["name"].tolist()
+    assert table["type"].tolist() == expected["type"].tolist()
+    assert table["url"].tolist() == ["https://myanimelist.net/anime/30", "https://myanimelist.net/anime/10"]
+    with pytest.raises(RecommenderError, match="Anime 99999 is not in the model's catalogue"):
+        anime_table(bundle, np.array([10, 99999]), np.array([0.9, 0.8]), "similarity")
