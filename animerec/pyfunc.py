@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 # What serving imports (checked by a test), pinned at the installed versions when a model is logged.
 SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scipy", "pyarrow", "pydantic", "rapidfuzz", "filelock",
-                    "defusedxml", "tqdm", "requests", "urllib3", "pyyaml")
+                    "defusedxml", "tqdm", "requests", "urllib3", "pyyaml", "numba", "llvmlite")
 PAIR_FIELDS = ("user_id", "anime_id")
 MAX_QUERY_ROWS = 100  # recommendation queries in one request (rows in all: up to MAX_ENTRIES)
 

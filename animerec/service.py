@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from animerec.bundle import ModelBundle
 from animerec.config import MAX_N, ItemFilter
-from animerec.foldin import Person, fold_in
+from animerec.foldin import Person, fit_user, fold_in
 from animerec.online import ListFetcher
 from animerec.profiles import AnimeList, from_records, from_titles, read_list
 from animerec.reasons import Reasons
@@ -208,12 +208,14 @@ class RecommendationService:
         return EmbeddingRecommender(self.bundle)
 
     def warm(self) -> None:
-        """Build every lazily made table now (recommenders, titles, franchises, reasons), so that a server's
-        first queries are as fast as the rest."""
+        """Build every lazily made table now (recommenders, titles, franchises, reasons) and compile the serving
+        loops (animerec/kernels.py), so that a server's first queries are as fast as the rest."""
         _ = self.by_rating.franchises, self.by_rating.catalogue.adult, self.by_users, self.titles
         _ = self.bundle.catalogue_rows, self.by_users.catalogue.genre_names  # answers' rows, favourites' genres
         if self.bundle.taste is not None:
             _ = self.bundle.taste.by_anime  # who rated each anime: similar anime's and similar users' queries read it
+            self.bundle.taste.similar_users(0)  # compiles (or reads from disk) the loop that counts co-ratings
+        fit_user(self.bundle.scorer, np.zeros(1, np.int64), np.ones(1))  # and the fold-in's
         self.reasons.warm()
 
     @cached_property

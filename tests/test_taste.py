@@ -60,6 +60,7 @@ def test_cooc_similarity_is_the_cosine_of_who_rated_what_scaled_by_the_largest()
 
 
 def test_co_rating_counts_are_the_same_counted_in_two_threads(monkeypatch):
+    from animerec import kernels
     from animerec.taste import index as taste_index
 
     history = sp.random(300, 40, density=0.3, format="csr", random_state=1, dtype=np.float32)
@@ -67,9 +68,10 @@ def test_co_rating_counts_are_the_same_counted_in_two_threads(monkeypatch):
     rows = np.array([3, 7, 11, 19, 39])
     expected = np.asarray(history[rows].sum(axis=0)).ravel()
     np.testing.assert_array_equal(taste_index._row_counts(history, rows), expected)  # one thread
-    monkeypatch.setattr(taste_index, "SPLIT_COUNTS", 1)  # every call splits its entries between two threads
+    monkeypatch.setattr(kernels, "SPLIT_COUNTS", 1)  # every call splits its entries between two threads
     np.testing.assert_array_equal(taste_index._row_counts(history, rows), expected)
     assert taste_index._row_counts(history, rows).dtype == np.float32
+    np.testing.assert_array_equal(taste_index._row_counts(history, rows[:0]), np.zeros(40))  # no rows
 
 
 def test_content_similarity_shares_genres_and_gives_unrated_anime_no_row():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
@@ -116,29 +115,13 @@ def _top_rows(dense: np.ndarray, keep: int, block: int = 2048) -> sp.csr_matrix:
                          shape=(n, n))
 
 
-SPLIT_COUNTS = 1_000_000  # co-rating entries from which two threads count (a full-size user's: ~3M)
-
-
 def _row_counts(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows].sum(axis=0)`` ``[matrix.shape[1]]`` float32 of a binary matrix (who rated what), reading
     only those rows (not every nonzero: at full MyAnimeList size a niche anime's co-rating counts then cost its
-    raters' lists, not 46M ratings). A ``bincount`` over the rows' column indices (a third of a sparse product's
-    time), split between two threads past :data:`SPLIT_COUNTS` entries."""
-    rows = np.asarray(rows, np.int64)
-    if len(rows) == 0:
-        return np.zeros(matrix.shape[1], np.float32)
-    columns = np.concatenate([matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]] for r in rows])
-    if len(columns) < SPLIT_COUNTS:
-        return np.bincount(columns, minlength=matrix.shape[1]).astype(np.float32)
-    # numpy's bincount lets other threads run: count the second half in a thread of its own (joined here,
-    # so no thread outlives the call: a server's worker processes fork safely) while this one counts the first
-    half = [columns[: len(columns) // 2], columns[len(columns) // 2:]]
-    counted: list[np.ndarray] = []
-    helper = threading.Thread(target=lambda: counted.append(np.bincount(half[1], minlength=matrix.shape[1])))
-    helper.start()
-    first = np.bincount(half[0], minlength=matrix.shape[1])
-    helper.join()
-    return (first + counted[0]).astype(np.float32)
+    raters' lists, not 46M ratings), in a compiled loop (:func:`animerec.kernels.count_columns`)."""
+    from animerec import kernels  # numba: imported and compiled (or read from its disk cache) on first use
+
+    return kernels.count_columns(matrix.indptr, matrix.indices, rows, matrix.shape[1]).astype(np.float32)
 
 
 # the index --------------------------------------------------------------------------------------
