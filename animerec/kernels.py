@@ -8,10 +8,10 @@ machine code on disk after the first call.
 
 from __future__ import annotations
 
-import threading
-
 import numba
 import numpy as np
+
+from animerec.threads import in_two_threads
 
 
 def lower_gram(indptr: np.ndarray, indices: np.ndarray, n: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def _lower_gram(indptr, indices, n, owners, band):  # pragma: no cover - compile
 def count_columns(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
     """How often each column appears in the CSR rows ``rows`` ``[k]``: ``[size]`` int32 (the rows' sum for a
     binary matrix). Counted in two threads (the compiled loop lets go of the interpreter lock) once the rows
-    hold more than :data:`SPLIT_COUNTS` entries; both are joined before it returns."""
+    hold more than :data:`SPLIT_COUNTS` entries."""
     rows = np.asarray(rows, np.int64)
     lengths = np.cumsum(indptr[rows + 1] - indptr[rows])
     counts = np.zeros(size, np.int32)
@@ -49,10 +49,8 @@ def count_columns(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray, siz
         return counts
     half = int(np.searchsorted(lengths, lengths[-1] // 2))  # the rows split where half the entries lie
     other = np.zeros(size, np.int32)
-    helper = threading.Thread(target=_count, args=(indptr, indices, rows[half:], other))
-    helper.start()
-    _count(indptr, indices, rows[:half], counts)
-    helper.join()
+    in_two_threads(lambda: _count(indptr, indices, rows[:half], counts),
+                   lambda: _count(indptr, indices, rows[half:], other))
     counts += other
     return counts
 

@@ -175,3 +175,11 @@ def test_an_all_zero_grid_is_a_config_error_naming_the_key():
     with pytest.raises(ConfigError, match=r"model.taste.item_weights=.*every weight is 0.*item_weights.cooc=\[1.0\]"):
         compose_config(["model=best", *zeros], PROJECT_ROOT)
     compose_config(["model=seed", *zeros], PROJECT_ROOT)  # no blend, no rule: the seed preset ignores the weights
+
+
+def test_work_in_two_threads_returns_both_halves_and_raises_the_helpers_error():
+    from animerec.threads import in_two_threads
+
+    assert in_two_threads(lambda: 1, lambda: "two") == (1, "two")
+    with pytest.raises(ZeroDivisionError):
+        in_two_threads(lambda: 1, lambda: 1 / 0)
