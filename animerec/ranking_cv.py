@@ -15,9 +15,10 @@ above zero (:func:`animerec.selection.choose_knob`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -45,10 +46,11 @@ class FoldEase:
                                                  check_finite=False)
         self.values = np.maximum(values, 0.0).astype(np.float32)
 
-    def scores(self, rows: np.ndarray, l2: float) -> np.ndarray:
-        """``rows @ B`` ``[n, m]`` for dense history rows ``[n, m]``: ``rows - (rows @ P) / diag(P)``."""
+    def scores(self, rows: np.ndarray, l2: float, projected: np.ndarray | None = None) -> np.ndarray:
+        """``rows @ B`` ``[n, m]`` for dense history rows ``[n, m]``: ``rows - (rows @ P) / diag(P)``.
+        ``projected``: ``rows @ V`` ``[n, m]`` when the caller has it (it does not depend on L2)."""
         inverse = (1.0 / (self.values + np.float32(l2))).astype(np.float32)
-        product = ((rows @ self.vectors) * inverse[None, :]) @ self.vectors.T
+        product = (((rows @ self.vectors) if projected is None else projected) * inverse[None, :]) @ self.vectors.T
         diagonal = (self.vectors * self.vectors) @ inverse
         return rows - product / diagonal[None, :]
 
@@ -62,13 +64,19 @@ class Fold:
     held: Interactions
     rates: np.ndarray
     ease: FoldEase | None = None
+    histories: dict = field(default_factory=dict)  # rating_weight -> (dense history rows, their rows @ V)
 
     def ndcg(self, items: np.ndarray, l2: float, like_weight: float = 0.0, rating_weight: float = 0.0, *, k: int,
              threshold: float) -> np.ndarray:
-        """NDCG@k ``[n]`` of each sampled user on this fold under one setting (NaN: nothing relevant held out)."""
-        history = weighted_history(self.rows, rating_weight)[:, items].toarray()
+        """NDCG@k ``[n]`` of each sampled user on this fold under one setting (NaN: nothing relevant held out).
+        The history rows and their projection are made once per ``rating_weight``, for every L2 and like_weight."""
+        if rating_weight not in self.histories:
+            self.histories.clear()  # the settings come one rating_weight after another: one kept at a time
+            history = weighted_history(self.rows, rating_weight)[:, items].toarray()
+            self.histories[rating_weight] = history, history @ self.ease.vectors
+        history, projected = self.histories[rating_weight]
         scores = np.zeros(self.rows.shape, np.float32)
-        scores[:, items] = np.maximum(self.ease.scores(history, l2), 0.0)
+        scores[:, items] = np.maximum(self.ease.scores(history, l2, projected), 0.0)
         scores *= (self.rates ** np.float32(like_weight))[None, :]
         found = ranking_metrics(lambda users: scores[users], UserItems(self.rows.indptr, self.rows.indices), self.held,
                                 k=k, relevance_threshold=threshold, per_user=True)
@@ -119,8 +127,12 @@ def cross_validate(cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, 
         logger.info("ranking head: fold %d of %d decomposed in %.1f s", len(cached), folds, time.perf_counter() - started)
     common = dict(k=k, threshold=threshold)
 
-    def table(**setting) -> np.ndarray:
-        return np.stack([fold.ndcg(items, **setting, **common) for fold in cached])
+    @functools.cache  # a knob's neutral value at the settings chosen before it was scored already
+    def scored(l2: float, like_weight: float = 0.0, rating_weight: float = 0.0) -> np.ndarray:
+        return np.stack([fold.ndcg(items, l2, like_weight, rating_weight, **common) for fold in cached])
+
+    def table(l2: float, like_weight: float = 0.0, rating_weight: float = 0.0) -> np.ndarray:
+        return scored(float(l2), float(like_weight), float(rating_weight))  # one cache key per setting
 
     l2, l2_report = choose_best({l2: table(l2=l2) for l2 in cfg.l2}, seed)
     setting, report = {"l2": float(l2)}, {"l2": l2_report, "users": int(len(tuned)), "items": int(len(items)),
