@@ -105,10 +105,10 @@ def _score_fold(index, ease: dict, kept: sp.csr_matrix, held: Interactions, sett
     most = np.argsort(-np.bincount(kept.indices, minlength=kept.shape[1]), kind="stable")[:tail]
 
     def similar(q, exclude, n):
-        parts, out = item_parts(q), {}
-        for weights, l2 in settings:
-            use = {**parts, "ease": _scaled(np.asarray(ease[l2][q].todense()).ravel(), q)} if l2 is not None else parts
-            out[key(weights, l2)] = top_excluding(blend(use, weights), np.append(exclude, q), n)
+        parts, out, exclude = item_parts(q), {}, np.append(exclude, q)
+        with_ease = {l2: {**parts, "ease": _scaled(np.asarray(rows[q].todense()).ravel(), q)} for l2, rows in ease.items()}
+        for weights, l2 in settings:  # each L2's EASE row made once, for every blend that uses it
+            out[key(weights, l2)] = top_excluding(blend(parts if l2 is None else with_ease[l2], weights), exclude, n)
         return out
 
     merged: dict[str, dict[int, list]] = {}

@@ -228,8 +228,8 @@ class TasteIndex:
 def _scaled(part: np.ndarray, query: int | None) -> np.ndarray:
     """``part`` divided by its largest value other than the query's own, so that parts blend on one scale."""
     part = np.asarray(part, np.float32)
-    others = part if query is None else np.delete(part, query)
-    top = float(others.max()) if len(others) else 0.0
+    before, after = (part, part[:0]) if query is None else (part[:query], part[query + 1:])  # views, no copy
+    top = float(max(before.max(initial=-np.inf), after.max(initial=-np.inf)))
     return part / top if top > 0 else part
 
 
