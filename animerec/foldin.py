@@ -116,6 +116,7 @@ def fit_user(scorer: Scorer, anime_index: np.ndarray, target: np.ndarray, steps:
     if np.linalg.norm(start) < 1e-6:
         start = anime.mean(axis=0) + 1e-3
     params = np.concatenate([start / np.linalg.norm(start), [0.0]])
+    _activate(np.zeros(1), scorer.activation)  # an unknown activation: the ConfigError that names the known ones
     kernels.adam_fold_in(anime, target, base, params, kernel, with_bias, contrast,
                          kernels.ACTIVATION_CODES[scorer.activation], steps, learning_rate, BIAS_L2, _NORM_EPS)
     w = params[:-1]

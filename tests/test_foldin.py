@@ -52,6 +52,36 @@ def test_the_fitted_vector_minimises_the_training_loss(bundle):
     assert vector @ np.array([1.0, 0.0]) > vector @ np.array([0.0, 1.0])  # mecha over romance
 
 
+
+@pytest.mark.parametrize("activation", ["linear", "softplus", "tanh"])
+def test_with_another_activation_the_fit_minimises_the_squared_error(bundle, activation):
+    import dataclasses
+
+    from animerec.foldin import BIAS_L2
+    from animerec.scoring import _activate
+
+    scorer = dataclasses.replace(bundle.scorer, activation=activation)
+    anime, target = np.array([0, 1, 2, 3]), np.array([1.0, 0.9, 0.1, 0.2])
+
+    def loss(vector, bias) -> float:
+        z = scorer.anime_vectors[anime] @ vector * scorer.kernel + scorer.bias
+        if scorer.user_bias is not None:
+            z = z + bias + scorer.anime_bias[anime]
+        return float(((_activate(z, activation) - target) ** 2).mean() / 2 + BIAS_L2 / 2 * bias**2)
+
+    vector, bias = fit_user(scorer, anime, target, steps=600)
+    biases = np.linspace(-3, 3, 121) if scorer.user_bias is not None else [0.0]
+    grid = min(loss(np.array([np.cos(a), np.sin(a)]), b) for a in np.linspace(-np.pi, np.pi, 721) for b in biases)
+    assert loss(vector, bias) <= grid + 1e-3, (loss(vector, bias), grid)
+
+
+def test_an_unknown_activation_is_named():
+    from animerec.errors import ConfigError
+
+    scorer = Scorer(USER_VECTORS, ANIME_VECTORS, np.array([[1.0]]), np.array([0.0]), "swish")
+    with pytest.raises(ConfigError, match="swish"):
+        fit_user(scorer, np.array([0, 1]), np.array([0.2, 0.9]))
+
 def test_predictions_follow_the_list_and_the_list_is_never_recommended(bundle):
     listed = AnimeList.build([30, 40, 10], [10, 9, 2], None, "a romance fan")
     person = fold_in(bundle, listed)
