@@ -61,6 +61,7 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.service = RecommendationService.from_path(bundle_folder(Path(context.artifacts["bundle"])))
+        self.service.warm()  # the tables and compiled loops now: a server's first requests are as fast as the rest
 
     def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input)
