@@ -42,6 +42,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
+from threadpoolctl import threadpool_limits
 
 from animerec.config import TYPES, ItemFilter, specs
 from animerec.errors import UserError
@@ -450,6 +451,9 @@ def serve(service, model_path: Path | None, model_ref: str, host: str = "127.0.0
     """Serve the page; queries run in forked worker processes where the OS can fork (``processes`` None), so
     heavy uploads never hold the server's GIL, else in threads."""
 
+    # One BLAS thread: the page's products are small, and OpenBLAS's extra threads spin on the other core after
+    # each one, in the server and in every forked worker, taking the core another query's work needs.
+    threadpool_limits(1, user_api="blas")
     service.warm()  # the lazily built tables now, not on the first visitor's query (half a minute at full size)
     logger.warning("Serving %s on http://%s:%d (Ctrl-C stops)", model_ref, host, port)
     if processes is None:

@@ -174,7 +174,7 @@ def percentiles(seconds: list[float]) -> str:
 
 
 def start_server(model: Path, port: int, workdir: Path) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+    env = {**os.environ, "WANDB_MODE": "disabled"}  # BLAS threads as a user's server has them (web.serve sets 1)
     command = [sys.executable, "-m", "animerec.cli", "web", "--model", str(model), "--host", HOST, "--port", str(port),
                "--store", str(workdir / "artifacts")]
     log = open(workdir / "server.log", "w")

@@ -67,6 +67,22 @@ def test_forked_worker_processes_answer_as_the_service(site):
             assert response.status == 200 and first in response.read().decode()
 
 
+
+def test_the_server_runs_blas_in_one_thread(site, monkeypatch):
+    """``animerec web`` holds BLAS to one thread (its extra threads would spin on the core the next query needs)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from animerec import web
+
+    blas = [m for m in threadpool_info() if m["user_api"] == "blas"]
+    monkeypatch.setattr(web.uvicorn, "run", lambda *args, **kwargs: None)  # everything serve() does but serving
+    try:
+        threadpool_limits(2, user_api="blas")
+        web.serve(site[1], None, "model", processes=False)
+        assert blas and all(m["num_threads"] == 1 for m in threadpool_info() if m["user_api"] == "blas")
+    finally:
+        threadpool_limits(max(m["num_threads"] for m in blas) if blas else None, user_api="blas")
+
 def test_pages_without_a_browser(site, tmp_path):
     """The HTTP side alone (runs everywhere): answers, suggestions, errors as pages, the model card."""
     import urllib.error
