@@ -106,6 +106,13 @@ def _optional_part(path: Path, info: dict, name: str, what: str, shape: tuple[in
     return loaded
 
 
+def find_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, found)`` ``[len(ids)]`` of ``ids`` in the sorted ``sorted_ids``: where each would stand, and
+    whether it is there (``sorted_ids[positions] == ids``)."""
+    positions = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return positions, sorted_ids[positions] == ids
+
+
 @dataclass
 class ModelBundle:
     """A loaded model artifact: numpy scorer, encoders, scale, catalogue and known ratings."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from animerec.bundle import ModelBundle
+from animerec.bundle import ModelBundle, find_sorted
 from animerec.profiles import AnimeList, ListError
 from animerec.scoring import _NORM_EPS, Scorer, _activate
 
@@ -70,9 +70,7 @@ def fold_in(bundle: ModelBundle, anime_list: AnimeList) -> Person:
     other entry (its score, if any, is used; an unscored one is only listed). Drops and low ratings
     as a negative signal cleared no cross-validation (docs/results.md), so they are not one.
     """
-    positions = np.searchsorted(bundle.anime_ids, anime_list.anime_ids)
-    positions = np.minimum(positions, len(bundle.anime_ids) - 1)
-    known = bundle.anime_ids[positions] == anime_list.anime_ids
+    positions, known = find_sorted(bundle.anime_ids, anime_list.anime_ids)
     index = positions[known].astype(np.int64)
     ratings = anime_list.ratings[known].copy()
     signal = ~np.isnan(ratings) & ~anime_list.planned[known]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from animerec.bundle import ModelBundle
+from animerec.bundle import ModelBundle, find_sorted
 from animerec.config import MAX_N, ItemFilter
 from animerec.foldin import Person, fit_user, fold_in
 from animerec.online import ListFetcher
@@ -45,9 +45,9 @@ def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, 
     MyAnimeList page (``url``) and, when given, why each is recommended (``reason``)."""
     anime_ids = np.asarray(anime_ids, dtype=np.int64)
     known, columns = bundle.catalogue_rows
-    rows = np.minimum(np.searchsorted(known, anime_ids), len(known) - 1)
-    if not np.array_equal(known[rows], anime_ids):
-        raise RecommenderError(f"Anime {anime_ids[known[rows] != anime_ids][0]} is not in the model's catalogue.")
+    rows, found = find_sorted(known, anime_ids)
+    if not found.all():
+        raise RecommenderError(f"Anime {anime_ids[~found][0]} is not in the model's catalogue.")
     table = pd.DataFrame({
         "anime_id": anime_ids,
         "title": columns["name"][rows],
@@ -265,8 +265,7 @@ class RecommendationService:
             raise RecommenderError(f"exclude must be MAL IDs (whole numbers), got {list(anime_ids)!r}.") from None
         if len(ids) == 0:
             return []
-        position = np.minimum(np.searchsorted(self.bundle.anime_ids, ids), len(self.bundle.anime_ids) - 1)
-        return ids[self.bundle.anime_ids[position] == ids].tolist()
+        return ids[find_sorted(self.bundle.anime_ids, ids)[1]].tolist()
 
     def similar_anime(self, query: Any, n: int = 10, filters: ItemFilter | None = None,
                       exclude=()) -> tuple[int, pd.DataFrame]:
