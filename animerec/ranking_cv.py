@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -64,17 +64,16 @@ class Fold:
     held: Interactions
     rates: np.ndarray
     ease: FoldEase | None = None
-    histories: dict = field(default_factory=dict)  # rating_weight -> (dense history rows, their rows @ V)
+    history: tuple | None = None  # (rating_weight, dense history rows [n, m], their rows @ V): the last one made
 
     def ndcg(self, items: np.ndarray, l2: float, like_weight: float = 0.0, rating_weight: float = 0.0, *, k: int,
              threshold: float) -> np.ndarray:
         """NDCG@k ``[n]`` of each sampled user on this fold under one setting (NaN: nothing relevant held out).
         The history rows and their projection are made once per ``rating_weight``, for every L2 and like_weight."""
-        if rating_weight not in self.histories:
-            self.histories.clear()  # the settings come one rating_weight after another: one kept at a time
-            history = weighted_history(self.rows, rating_weight)[:, items].toarray()
-            self.histories[rating_weight] = history, history @ self.ease.vectors
-        history, projected = self.histories[rating_weight]
+        if self.history is None or self.history[0] != rating_weight:  # the settings come one rating_weight after
+            history = weighted_history(self.rows, rating_weight)[:, items].toarray()  # another: one kept at a time
+            self.history = rating_weight, history, history @ self.ease.vectors
+        _, history, projected = self.history
         scores = np.zeros(self.rows.shape, np.float32)
         scores[:, items] = np.maximum(self.ease.scores(history, l2, projected), 0.0)
         scores *= (self.rates ** np.float32(like_weight))[None, :]
