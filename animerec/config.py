@@ -139,7 +139,6 @@ class RankerConfig:
     like_weight: Floats = key(min=0, help="exponents of the like-rate factor; 0 unless another clears the rule")
     rating_weight: Floats = key(min=0, help="exponents g: each anime in a user's history weighs (rating / the "
                                 "user's mean rating)^g; 0 (all 1) unless another clears the rule")
-    min_item_ratings: int = key(min=1)
     tune_users: int | None = key(min=1, help="users the cross-validation folds score (a seeded sample; null = all)")
     tune_items: int | None = key(min=1, help="the cross-validation's EASE covers the most-rated anime only (null = all)")
 

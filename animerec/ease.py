@@ -113,7 +113,7 @@ def symmetrise_lower(a: np.ndarray) -> None:
             a[start:end, end:] = a[end:, start:end].T
 
 
-def most_rated(counts: np.ndarray, minimum: int = 1) -> np.ndarray:
-    """Indices with ``counts >= minimum``, the largest count first (ties: lower index first)."""
+def most_rated(counts: np.ndarray) -> np.ndarray:
+    """Indices of every rated anime (``counts > 0``), the largest count first (ties: lower index first)."""
     order = np.argsort(-np.asarray(counts), kind="stable")
-    return order[np.asarray(counts)[order] >= minimum]
+    return order[np.asarray(counts)[order] > 0]

@@ -122,7 +122,7 @@ class RankerData:
     """The binary history of one or more splits and the anime with enough ratings to get EASE weights."""
 
     def __init__(self, frames: pd.DataFrame | list[pd.DataFrame], num_users: int, num_anime: int,
-                 min_item_ratings: int, relevance_threshold: float) -> None:
+                 relevance_threshold: float) -> None:
         frames = [frames] if isinstance(frames, pd.DataFrame) else list(frames)
 
         def column(name: str, dtype) -> np.ndarray:
@@ -134,7 +134,7 @@ class RankerData:
         self.history = weighted_history(self.ratings, 0.0)  # who rated what: the same index arrays, all 1
         counts = np.bincount(self.history.indices, minlength=num_anime)
         # most-rated first (the Gram matrix builds fastest in that order; see gram_matrix)
-        self.items = most_rated(counts, min_item_ratings)
+        self.items = most_rated(counts)
         self.rates = like_rates(anime, rating, num_anime, relevance_threshold)
 
     def ranker(self, l2: float, like_weight: float = 0.0, rating_weight: float = 0.0) -> ItemRanker:

@@ -110,7 +110,7 @@ def cross_validate(cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, 
     ratings = rating_matrix(columns["user_index"], columns["anime_index"], columns["rating"], num_users, num_anime)
     del columns
     tuned = sample_users(np.diff(ratings.indptr), folds, cfg.tune_users, seed)
-    items = most_rated(np.bincount(ratings.indices, minlength=num_anime), int(cfg.min_item_ratings))[:cfg.tune_items]
+    items = most_rated(np.bincount(ratings.indices, minlength=num_anime))[:cfg.tune_items]
     others = weighted_history(ratings, 0.0).copy()  # its own index arrays: eliminate_zeros rewrites them
     others.data[np.isin(np.repeat(np.arange(num_users), np.diff(others.indptr)), tuned)] = 0.0
     others.eliminate_zeros()
@@ -163,7 +163,6 @@ def fit_ranker(cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_
     the fit on train + valid.
     """
     started = time.perf_counter()
-    min_items = int(cfg.min_item_ratings)
     report: dict[str, Any] = {}
     grids = (cfg.l2, cfg.like_weight, cfg.rating_weight)
     if any(len(set(grid)) > 1 for grid in grids) and len(valid):
@@ -174,10 +173,10 @@ def fit_ranker(cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_
         setting = dict(zip(("l2", "like_weight", "rating_weight"), (float(g[0]) for g in grids)))
     tuned_result = None
     if score_tuned is not None:
-        tuned_result = score_tuned(RankerData(train, num_users, num_anime, min_items, relevance_threshold).ranker(
+        tuned_result = score_tuned(RankerData(train, num_users, num_anime, relevance_threshold).ranker(
             **setting))
     with phase("the ranking head's fit on train + valid"):
-        ranker = RankerData([train, valid], num_users, num_anime, min_items, relevance_threshold).ranker(
+        ranker = RankerData([train, valid], num_users, num_anime, relevance_threshold).ranker(
             **setting)
     report.update(chosen=setting, items=int(len(ranker.items)), fit_seconds=time.perf_counter() - started)
     logger.info("Ranker: EASE %s over %d anime (chosen by %d-fold cross-validation), fitted on train + valid in "

@@ -74,7 +74,7 @@ def experiment(frames, num_users, num_anime, predicted) -> dict:
     cols = {n: np.concatenate([f[n].to_numpy() for f in (train, valid)]) for n in ("user_index", "anime_index", "rating")}
     ratings = rating_matrix(cols["user_index"], cols["anime_index"], cols["rating"], num_users, num_anime)
     tuned = sample_users(np.diff(ratings.indptr), FOLDS, 1000, SEED)
-    items = most_rated(np.bincount(ratings.indices, minlength=num_anime), 1)[:5000]
+    items = most_rated(np.bincount(ratings.indices, minlength=num_anime))[:5000]
     others = weighted_history(ratings, 0.0).copy()
     others.data[np.isin(np.repeat(np.arange(num_users), np.diff(others.indptr)), tuned)] = 0.0
     others.eliminate_zeros()

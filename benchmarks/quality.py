@@ -254,7 +254,7 @@ def ease_cv_head(frames, num_users, num_anime):
     from animerec.config import RankerConfig
     from animerec.ranking_cv import fit_ranker
 
-    cfg = RankerConfig(kind="ease", l2=LAMBDAS, like_weight=[0.0], rating_weight=[0.0], min_item_ratings=1,
+    cfg = RankerConfig(kind="ease", l2=LAMBDAS, like_weight=[0.0], rating_weight=[0.0],
                        tune_users=1000, tune_items=5000)
     fitted = fit_ranker(cfg, frames["train"], frames["valid"], num_users, num_anime, k=K, relevance_threshold=THRESHOLD,
                         seed=42, folds=FOLDS)

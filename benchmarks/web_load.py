@@ -64,7 +64,7 @@ def synthetic_model(folder: Path, users: int = 20_000, seed: int = 0) -> Path:
     ratings = pd.DataFrame({"user_index": owner, "anime_index": picks,
                             "rating": np.clip(rng.normal(7.5, 1.5, len(owner)).round(), 1, 10).astype(int)})
     ratings = ratings.drop_duplicates(["user_index", "anime_index"])
-    ranker = RankerData(ratings, users, len(anime), min_item_ratings=2, relevance_threshold=8).ranker(300.0, 1.0)
+    ranker = RankerData(ratings, users, len(anime), relevance_threshold=8).ranker(300.0, 1.0)
     history = history_matrix(ratings.user_index, ratings.anime_index, users, len(anime))
     taste = TasteIndex(history, content=content_matrix(anime, len(anime)), item_weights={"cooc": 1.0, "content": 0.05})
     folder.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,7 @@ def test_likes_and_similar_users_through_the_service(bundle):
 def test_a_ranking_head_ranks_a_person_exactly_as_it_ranks_a_user():
     from animerec.ranking import RankerData
 
-    data = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8)
+    data = RankerData(RATINGS, len(USER_IDS), len(ANIME), relevance_threshold=8)
     for ranker in (data.ranker(1.0, 1.0), data.ranker(1.0, 1.0, rating_weight=2.0)):  # the two knobs the rule may pick
         scorer = Scorer.from_weights(USER_VECTORS, ANIME_VECTORS, np.array([[4.0]]), np.array([0.0]), ranker=ranker)
         for user in range(len(USER_IDS)):
@@ -134,7 +134,7 @@ def test_a_dropped_anime_is_like_any_other_entry():
     from animerec.profiles import from_records
     from animerec.ranking import RankerData
 
-    ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8).ranker(1.0, 0.0)
+    ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), relevance_threshold=8).ranker(1.0, 0.0)
     scorer = Scorer.from_weights(USER_VECTORS, ANIME_VECTORS, 4.0, 0.0, ranker=ranker)
     listed = from_records([{"anime_id": 10, "rating": 9}, {"anime_id": 30, "dropped": True},
                            {"anime_id": 40, "rating": 6, "dropped": True}], "a list")

@@ -88,7 +88,7 @@ def test_like_rates_shrink_towards_the_overall_share():
 @pytest.fixture(scope="module")
 def ranker():
     frame = random_ratings()
-    return RankerData(frame, 60, 25, min_item_ratings=1, relevance_threshold=8).ranker(10.0, 1.0)
+    return RankerData(frame, 60, 25, relevance_threshold=8).ranker(10.0, 1.0)
 
 
 def test_history_is_never_a_candidate_and_uncovered_anime_score_zero(ranker):
@@ -124,7 +124,7 @@ def split(frame: pd.DataFrame, seed: int = 0):
 
 
 def head_config(**changes) -> RankerConfig:
-    values = dict(kind="ease", l2=[50.0], like_weight=[0.0], rating_weight=[0.0], min_item_ratings=1, tune_users=None,
+    values = dict(kind="ease", l2=[50.0], like_weight=[0.0], rating_weight=[0.0], tune_users=None,
                   tune_items=None)
     return RankerConfig(**{**values, **changes})
 
@@ -181,11 +181,11 @@ def test_a_knob_leaves_neutral_only_when_its_gain_clears_zero():
 
 def test_fit_ranker_with_one_setting_takes_it_without_cross_validation():
     train, valid, _ = split(random_ratings())
-    fitted = fit_ranker(head_config(l2=[20.0], like_weight=[0.5], min_item_ratings=3), train, valid, 60, 25)
+    fitted = fit_ranker(head_config(l2=[20.0], like_weight=[0.5]), train, valid, 60, 25)
     assert fitted.report["chosen"] == {"l2": 20.0, "like_weight": 0.5, "rating_weight": 0.0} and "l2" not in {
         k for k, v in fitted.report.items() if isinstance(v, dict) and "curve" in v}
     counts = np.bincount(pd.concat([train, valid])["anime_index"], minlength=25)
-    np.testing.assert_array_equal(np.sort(fitted.ranker.items), np.flatnonzero(counts >= 3))
+    np.testing.assert_array_equal(np.sort(fitted.ranker.items), np.flatnonzero(counts >= 1))  # every rated anime
     assert np.all(np.diff(counts[fitted.ranker.items]) <= 0)  # most-rated first: the Gram matrix builds fastest
 
 
@@ -217,7 +217,7 @@ def test_interaction_matrix_is_binary():
 
 def test_rating_weight_weighs_each_rated_anime_by_its_rating_over_the_users_mean():
     ratings = pd.DataFrame({"user_index": [0, 0, 1], "anime_index": [1, 2, 2], "rating": [10.0, 5.0, 7.0]})
-    data = RankerData(ratings, 2, 4, 1, 8.0)
+    data = RankerData(ratings, 2, 4, 8.0)
     weighted = data.ranker(10.0, 0.0, rating_weight=2.0)
     np.testing.assert_allclose(weighted.history.toarray(), [[0, (10 / 7.5) ** 2, (5 / 7.5) ** 2, 0], [0, 0, 1, 0]],
                                rtol=1e-6)
@@ -228,7 +228,7 @@ def test_rating_weight_weighs_each_rated_anime_by_its_rating_over_the_users_mean
 
 def test_a_folded_in_list_is_weighed_as_a_known_users_history(ranker):
     frame = random_ratings()
-    weighted = RankerData(frame, 60, 25, 1, 8.0).ranker(50.0, 0.0, rating_weight=2.0)
+    weighted = RankerData(frame, 60, 25, 8.0).ranker(50.0, 0.0, rating_weight=2.0)
     for user in (3, 42):
         rows = frame[frame["user_index"] == user].sort_values("anime_index")
         folded = weighted.fold_in(rows["anime_index"].to_numpy(), ratings=rows["rating"].to_numpy())

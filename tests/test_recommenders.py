@@ -147,7 +147,7 @@ class TestEmbeddingRecommender(RecommenderContract):
 def ranked_bundle(tmp_path_factory):
     from animerec.ranking import RankerData
 
-    ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), min_item_ratings=1, relevance_threshold=8).ranker(1.0, 1.0)
+    ranker = RankerData(RATINGS, len(USER_IDS), len(ANIME), relevance_threshold=8).ranker(1.0, 1.0)
     return hand_built(tmp_path_factory.mktemp("ranked"), ranker=ranker), ranker
 
 
