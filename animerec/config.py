@@ -164,7 +164,6 @@ class ModelConfig:
     loss: Loss
     use_bias: bool
     negatives_per_positive: int = key(min=0, max=1000)
-    negative_weight: float = key(min=0, min_open=True)
     batch_size: int = key(min=1)
     max_steps_per_epoch: int | None = key(min=1, help="the batch grows past batch_size so that an epoch takes at "
                                           "most this many steps (null = batch_size always)")

@@ -155,8 +155,7 @@ def _end_epoch(state, row: dict, model, loop, history: History, model_cfg: Model
 
 def _make_loop(model, model_cfg: ModelConfig, trainer: str, strategy) -> "_Loop":
     """The custom training loop: ``lazy`` (row-wise Adam, one replica) or ``distributed`` (``strategy.run``)."""
-    weights = {"negative_weight": float(model_cfg.negative_weight),
-               "rating_weight": 1.0 + int(model_cfg.negatives_per_positive)}
+    weights = {"rating_weight": 1.0 + int(model_cfg.negatives_per_positive)}
     if trainer == "distributed":
         if strategy is None:
             raise ValueError("trainer='distributed' needs a tf.distribute strategy.")

@@ -2,7 +2,6 @@
 
     python benchmarks/preference_cv.py                  # the real sample and the real dev set
     python benchmarks/preference_cv.py --presets seed   # one preset
-    python benchmarks/preference_cv.py --negative-weight 0.5 2   # model.negative_weight against 1 (8 negatives)
 
 The head is a knob of the network (neutral 0: no head, rankings by predicted rating); it matters only
 without the EASE ranking head, so every preset runs with ``model.ranker.kind=none``. The protocol is
@@ -11,7 +10,8 @@ ratings dealt into 5 folds; each fold is held out once, the next one is the netw
 valid split and the other three train it (the same seed for every setting, so the folds pair); NDCG@10
 per user on the held-out fold (relevant = rating >= 8, candidates = anime in neither of the user's
 training nor early-stopping folds); each value's paired gain over 0 with a 95% bootstrap interval over
-users. A value leaves 0 only when that interval is above zero.
+users. A value leaves 0 only when that interval is above zero. (``model.negative_weight`` went through
+the same folds at 8 negatives, at 8262bce, and was removed: docs/results.md.)
 """
 
 from __future__ import annotations
@@ -74,8 +74,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["seed", "best"])
     parser.add_argument("--values", nargs="+", type=int, default=[2, 8], help="negatives per positive besides 0")
-    parser.add_argument("--negative-weight", nargs="+", type=float,
-                        help="instead: model.negative_weight values against 1, at 8 negatives per positive")
     parser.add_argument("--sets", nargs="+", choices=("sample", "dev"), default=["sample", "dev"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -84,12 +82,8 @@ def main() -> None:
             frames, num_users, num_anime = load_split(demo.catalogue_path(), {"sample": SAMPLE, "dev": DEV}[name],
                                                       Path(tmp) / name, SEED, 5)
             for preset in args.presets:
-                if args.negative_weight:
-                    knob, found = "negative_weight", experiment(frames, num_users, num_anime, preset, "negative_weight",
-                                                                1.0, args.negative_weight, ("model.negatives_per_positive=8",))
-                else:
-                    knob, found = "negatives_per_positive", experiment(frames, num_users, num_anime, preset,
-                                                                       "negatives_per_positive", 0, args.values)
+                knob, found = "negatives_per_positive", experiment(frames, num_users, num_anime, preset,
+                                                                   "negatives_per_positive", 0, args.values)
                 print(f"{name} model={preset} (ranker none): chosen {knob}={found['chosen']}; "
                       f"fold wins {found['fold_wins']}", flush=True)
                 for value, row in found["values"].items():

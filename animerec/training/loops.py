@@ -19,13 +19,13 @@ def _loss_fn(name: str):
     return keras.losses.get(name)
 
 
-def per_example_loss(loss, prediction, target, negative_weight: float = 1.0, rating_weight: float = 1.0):
+def per_example_loss(loss, prediction, target, rating_weight: float = 1.0):
     """Loss per example ``[batch]`` for the model's output ``[batch, 1]`` or ``[batch, 2]``.
 
     One column: ``loss(target, rating)``. Two columns (rating, pick probability): the rating
     loss on rated pairs (target >= 0), times ``rating_weight``, plus binary cross-entropy of
     "picked" (rated) against sampled negatives (target -1). A rated pair counts ``1 + target``
-    (a 10 twice as much as a 1: the rating is a graded positive); a negative ``negative_weight``.
+    (a 10 twice as much as a 1: the rating is a graded positive), a negative 1.
     """
     import keras
 
@@ -34,18 +34,17 @@ def per_example_loss(loss, prediction, target, negative_weight: float = 1.0, rat
     positive = tf.cast(target >= 0, prediction.dtype)
     rating = loss(tf.maximum(target, 0.0)[:, None], prediction[:, :1]) * positive * rating_weight
     picked = keras.losses.binary_crossentropy(positive[:, None], prediction[:, 1:])
-    return rating + picked * (positive * (1.0 + target) + (1.0 - positive) * negative_weight)
+    return rating + picked * (positive * (1.0 + target) + (1.0 - positive))
 
 
 class _Loop:
     """What both custom loops share: one epoch of training steps, and the mean validation loss."""
 
     name = "loop"
-    negative_weight = 1.0
     rating_weight = 1.0
 
     def losses(self, prediction, target):
-        return per_example_loss(self.loss, prediction, target, self.negative_weight, self.rating_weight)
+        return per_example_loss(self.loss, prediction, target, self.rating_weight)
 
     def _objective(self, features, target, weight, training):  # -> (data loss, data loss + penalties)
         raise NotImplementedError
@@ -119,10 +118,10 @@ class LazyTrainer(_Loop):
 
     name = "lazy"
 
-    def __init__(self, model, loss: str, *, negative_weight: float = 1.0, rating_weight: float = 1.0):
+    def __init__(self, model, loss: str, *, rating_weight: float = 1.0):
         self.model = model
         self.loss = _loss_fn(loss)
-        self.negative_weight, self.rating_weight = float(negative_weight), float(rating_weight)
+        self.rating_weight = float(rating_weight)
         self.optimizer = LazyAdam()
         self.variables = list(model.trainable_variables)
         self.optimizer.build(self.variables)
@@ -164,12 +163,12 @@ class DistributedTrainer(_Loop):
 
     name = "distributed"
 
-    def __init__(self, model, loss: str, strategy, *, negative_weight: float = 1.0, rating_weight: float = 1.0):
+    def __init__(self, model, loss: str, strategy, *, rating_weight: float = 1.0):
         import keras
 
         self.model, self.strategy = model, strategy
         self.loss = _loss_fn(loss)
-        self.negative_weight, self.rating_weight = float(negative_weight), float(rating_weight)
+        self.rating_weight = float(rating_weight)
         self.variables = list(model.trainable_variables)
         with strategy.scope():
             self.optimizer = keras.optimizers.Adam()
