@@ -3,7 +3,7 @@
 :func:`fold_in` turns an :class:`animerec.profiles.AnimeList` into a :class:`Person`: the anime
 the model knows (the rest are skipped and counted), and a user vector ``[d]`` and bias fitted to
 the person's ratings with the anime side frozen. The fit is the training loss itself (binary
-cross-entropy on min-max scaled ratings for a sigmoid model, squared error otherwise) over the
+cross-entropy on min-max scaled ratings for a sigmoid model, squared error for softplus) over the
 person's rated anime, minimised with Adam from a closed-form start (the rating-weighted mean of
 the anime vectors): :data:`STEPS` steps over ``[m, d]`` in a compiled loop
 (:func:`animerec.kernels.adam_fold_in`), a few milliseconds for a 1,000-entry list.
@@ -96,7 +96,7 @@ def fit_user(scorer: Scorer, anime_index: np.ndarray, target: np.ndarray, steps:
     """A user vector ``[d]`` (unit length) and bias fitted to scaled ``target`` ``[r]`` for ``anime_index`` ``[r]``.
 
     The anime vectors, anime biases and the Dense unit stay as trained. Binary cross-entropy for
-    a sigmoid model (the seed's loss), squared error for other activations. Ratings that are all
+    a sigmoid model (the seed's loss), squared error for softplus. Ratings that are all
     alike (liked titles) say where the person's taste is but not what they dislike: the direction
     is then the mean of the anime vectors, and only the bias is fitted.
     """

@@ -65,7 +65,7 @@ def _count(indptr, indices, rows, counts):  # pragma: no cover - compiled
             counts[indices[at]] += 1
 
 
-ACTIVATION_CODES = {"sigmoid": 0, "linear": 1, "relu": 2, "softplus": 3, "tanh": 4}
+ACTIVATION_CODES = {"sigmoid": 0, "softplus": 1}
 
 
 @numba.njit(nogil=True, cache=True)
@@ -87,15 +87,8 @@ def adam_fold_in(anime, target, base, params, kernel, with_bias, contrast, activ
         for i in range(r):
             if activation == 0:  # sigmoid with cross-entropy: the gradient is p - target
                 residual[i] = 1.0 / (1.0 + np.exp(-z[i])) - target[i]
-            elif activation == 1:
-                residual[i] = z[i] - target[i]
-            elif activation == 2:
-                residual[i] = (max(z[i], 0.0) - target[i]) * (1.0 if z[i] > 0 else 0.0)
-            elif activation == 3:
+            else:  # softplus with squared error
                 residual[i] = (np.logaddexp(0.0, z[i]) - target[i]) / (1.0 + np.exp(-z[i]))
-            else:
-                p = np.tanh(z[i])
-                residual[i] = (p - target[i]) * (1.0 - p * p)
         if contrast:
             grad_unit = np.dot(residual, anime) * (kernel / r)
             grad[:d] = (grad_unit - unit * np.dot(unit, grad_unit)) / norm

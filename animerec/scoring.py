@@ -21,15 +21,10 @@ PAIR_CHUNK = 65_536  # (user, anime) pairs scored per block by Scorer.score_pair
 def _activate(x: np.ndarray, name: str) -> np.ndarray:
     if name == "sigmoid":
         return 1.0 / (1.0 + np.exp(-x))
-    if name == "linear":
-        return x
-    if name == "relu":
-        return np.maximum(x, 0)
     if name == "softplus":
         return np.logaddexp(0, x)
-    if name == "tanh":
-        return np.tanh(x)
-    raise ConfigError(f"Unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}.")
+    raise ConfigError(f"Unknown activation {name!r}; this release knows {', '.join(ACTIVATIONS)} (a model trained "
+                      f"with another must be retrained).")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

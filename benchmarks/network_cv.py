@@ -2,7 +2,9 @@
 
     python benchmarks/network_cv.py                                          # the preference head (NDCG@10)
     python benchmarks/network_cv.py --knob use_bias --neutral false --values true --metric rmse --presets best
-    python benchmarks/network_cv.py --knob lr.schedule --neutral rampup_decay --values cosine --metric rmse
+    python benchmarks/network_cv.py --knob lr.schedule --neutral rampup_decay --values cosine constant --metric rmse
+    python benchmarks/network_cv.py --knob activation,loss --neutral sigmoid,binary_crossentropy \
+        --values linear,mean_squared_error sigmoid,huber --metric rmse      # keys that go together: one knob
 
 A knob of the network has a neutral value (the seed's); it leaves it only when its paired gain over it
 has a 95% interval above zero. The protocol is the one that chooses the ranking head's settings
@@ -74,14 +76,18 @@ def experiment(frames, num_users: int, num_anime: int, preset: str, knob: str, n
     """``knob`` at each of ``values`` against ``neutral``, under the rule."""
     known = pd.concat([frames["train"], frames["valid"]], ignore_index=True)
     fold = deal_folds(known["user_index"].to_numpy(), FOLDS, SEED)
-    scores = {v: np.stack([fold_scores(preset, (f"model.{knob}={v}",), known, fold, f, num_users, num_anime, metric)
+    def setting(value: str) -> tuple[str, ...]:  # "activation,loss" = "linear,mean_squared_error": both keys
+        return tuple(f"model.{k}={v}" for k, v in zip(knob.split(","), value.split(","), strict=True))
+
+    scores = {v: np.stack([fold_scores(preset, setting(v), known, fold, f, num_users, num_anime, metric)
                            for f in range(FOLDS)]) for v in [neutral, *values]}
     return choose_knob(neutral, scores, SEED)[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--knob", default="negatives_per_positive", help="a model.* key (default: the preference head)")
+    parser.add_argument("--knob", default="negatives_per_positive",
+                        help="a model.* key, or keys that go together, comma-separated (default: the preference head)")
     parser.add_argument("--neutral", default="0", help="its neutral value (default 0)")
     parser.add_argument("--values", nargs="+", default=["2", "8"], help="the values to try (default 2 8)")
     parser.add_argument("--metric", choices=("ndcg", "rmse"), default="ndcg")

@@ -53,13 +53,13 @@ def test_the_fitted_vector_minimises_the_training_loss(bundle):
 
 
 
-@pytest.mark.parametrize("activation", ["linear", "softplus", "tanh"])
-def test_with_another_activation_the_fit_minimises_the_squared_error(bundle, activation):
+def test_with_softplus_the_fit_minimises_the_squared_error(bundle):
     import dataclasses
 
     from animerec.foldin import BIAS_L2
     from animerec.scoring import _activate
 
+    activation = "softplus"
     scorer = dataclasses.replace(bundle.scorer, activation=activation)
     anime, target = np.array([0, 1, 2, 3]), np.array([1.0, 0.9, 0.1, 0.2])
 
