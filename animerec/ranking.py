@@ -119,7 +119,7 @@ class ItemRanker:
 
 
 class RankerData:
-    """The binary history of one or more splits and the anime with enough ratings to get EASE weights."""
+    """The binary history of one or more splits and the anime that get EASE weights (every rated one)."""
 
     def __init__(self, frames: pd.DataFrame | list[pd.DataFrame], num_users: int, num_anime: int,
                  relevance_threshold: float) -> None:
