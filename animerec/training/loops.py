@@ -34,7 +34,7 @@ def per_example_loss(loss, prediction, target, rating_weight: float = 1.0):
     positive = tf.cast(target >= 0, prediction.dtype)
     rating = loss(tf.maximum(target, 0.0)[:, None], prediction[:, :1]) * positive * rating_weight
     picked = keras.losses.binary_crossentropy(positive[:, None], prediction[:, 1:])
-    return rating + picked * (positive * (1.0 + target) + (1.0 - positive))
+    return rating + picked * (1.0 + positive * target)  # a rated pair 1 + target, a negative 1
 
 
 class _Loop:
