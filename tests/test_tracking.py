@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from animerec.artifacts import ArtifactStore
+from animerec.config import WandbConfig
 from animerec.pretrained import resolve_wandb_mode
-from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker
+from animerec.tracking.backends import MlflowTracker, Tracker, WandbTracker
 from animerec.tracking.steprun import StepRun, default_trackers
 
 
@@ -110,12 +111,16 @@ def test_a_backend_that_cannot_start_closes_the_ones_already_open(tmp_path):
     assert [c for c in calls if c[1] == "finish"] == [("a", "finish", True)]
 
 
+def wandb_settings(mode: str | None = None, dir: str | None = None) -> WandbConfig:
+    return WandbConfig(project="anime-recommender", entity=None, mode=mode, group=None, dir=dir)
+
+
 @pytest.mark.parametrize("mode, kinds", [
     ("disabled", [MlflowTracker]),
     ("offline", [MlflowTracker, WandbTracker]),
 ])
 def test_default_trackers_follow_wandb_mode(tmp_path, mode, kinds):
-    trackers = default_trackers(ArtifactStore(tmp_path), WandbSettings(mode=mode), mlflow_copy_max_mb=5)
+    trackers = default_trackers(ArtifactStore(tmp_path), wandb_settings(mode=mode), mlflow_copy_max_mb=5)
     assert [type(t) for t in trackers] == kinds
     assert trackers[0].copy_max_mb == 5
 
@@ -127,7 +132,7 @@ def test_wandb_mode_is_checked(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert resolve_wandb_mode(None) == "online"
     with pytest.raises(ValueError, match="online or offline"):
-        WandbTracker(WandbSettings(), "disabled", None)
+        WandbTracker(wandb_settings(), "disabled", None)
 
 
 def test_real_backends_link_their_runs(tmp_path):
@@ -137,7 +142,7 @@ def test_real_backends_link_their_runs(tmp_path):
     from tests.wandb_log import logged_artifacts
 
     store = ArtifactStore(tmp_path / "store")
-    settings = WandbSettings(mode="offline", dir=str(tmp_path))
+    settings = wandb_settings(mode="offline", dir=str(tmp_path))
     with StepRun("preprocess", {"data": {"seed": 1}}, store, settings) as run:
         with run.output("preprocessed", "preprocessed_data") as pending:
             (pending.path / "train.csv").write_text("a\n1\n")
@@ -187,7 +192,7 @@ class FakeOnlineRun:
 def wandb_with_fake_run(tmp_path, mode: str, name: str):
     """A WandbTracker over a fake run, and one stored version called ``name``."""
     store = ArtifactStore(tmp_path / "store")
-    tracker = WandbTracker(WandbSettings(mode=mode), mode, store)
+    tracker = WandbTracker(wandb_settings(mode=mode), mode, store)
     tracker.run = FakeOnlineRun()
     with store.new_version(name, f"{name}_data") as pending:
         (pending.path / "data.csv").write_text("a\n1\n")

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from animerec.artifacts import ArtifactStore
 from animerec.config import Config
 from animerec.steps import STEPS
-from animerec.tracking import StepRun, WandbSettings
+from animerec.tracking import StepRun
 
 
 def store_from(cfg: Config) -> ArtifactStore:
@@ -17,7 +17,7 @@ def store_from(cfg: Config) -> ArtifactStore:
 def step_run(step: str, cfg: Config) -> StepRun:
     """A StepRun logging the config sections the step table names for this step."""
     logged = {name: asdict(getattr(cfg, name)) for name in STEPS[step].logs}
-    return StepRun(step, logged, store_from(cfg), WandbSettings.from_config(cfg.wandb),
+    return StepRun(step, logged, store_from(cfg), cfg.wandb,
                    mlflow_copy_max_mb=cfg.main.mlflow_copy_max_mb)
 
 

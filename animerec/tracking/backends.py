@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,19 +56,6 @@ def log_folder_to_mlflow(folder: Path, artifact_path: str, max_mb: float | None)
         parent = rel.parent.as_posix()
         mlflow.log_artifact(str(path), artifact_path=artifact_path if parent == "." else f"{artifact_path}/{parent}")
     return left
-
-
-@dataclass
-class WandbSettings:
-    project: str = "anime-recommender"
-    entity: str | None = None
-    mode: str | None = None
-    group: str | None = None
-    dir: str | None = None
-
-    @classmethod
-    def from_config(cls, cfg: WandbConfig) -> "WandbSettings":
-        return cls(**asdict(cfg))
 
 
 class Tracker:
@@ -208,7 +194,7 @@ class WandbTracker(Tracker):
 
     name = "wandb"
 
-    def __init__(self, settings: WandbSettings, mode: str, store: ArtifactStore) -> None:
+    def __init__(self, settings: WandbConfig, mode: str, store: ArtifactStore) -> None:
         if mode not in ("online", "offline"):
             raise ValueError(f"WandbTracker needs wandb.mode online or offline, not {mode!r}.")
         self.settings = settings

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from animerec.artifacts import ArtifactStore, ArtifactVersion, PendingVersion
+from animerec.config import WandbConfig
 from animerec.pretrained import is_wandb_ref, resolve_model, resolve_wandb_mode
-from animerec.tracking.backends import MlflowTracker, Tracker, WandbSettings, WandbTracker, flatten
+from animerec.tracking.backends import MlflowTracker, Tracker, WandbTracker, flatten
 
 logger = logging.getLogger(__name__)
 
 
-def default_trackers(store: ArtifactStore, wandb_settings: WandbSettings | None = None,
+def default_trackers(store: ArtifactStore, settings: WandbConfig | None = None,
                      mlflow_copy_max_mb: float | None = None) -> list[Tracker]:
-    """MLflow, then W&B unless ``wandb.mode`` resolves to disabled."""
-    settings = wandb_settings or WandbSettings()
+    """MLflow, then W&B unless there are no W&B ``settings`` or their ``mode`` resolves to disabled."""
     trackers: list[Tracker] = [MlflowTracker(mlflow_copy_max_mb)]
-    mode = resolve_wandb_mode(settings.mode)
+    mode = resolve_wandb_mode(settings.mode) if settings is not None else "disabled"
     if mode != "disabled":
         trackers.append(WandbTracker(settings, mode, store))
     return trackers
@@ -36,7 +36,7 @@ def default_trackers(store: ArtifactStore, wandb_settings: WandbSettings | None 
 class StepRun:
     """Context manager for one step: ``with StepRun("preprocess", cfg, store) as run: ...``.
 
-    ``trackers`` defaults to :func:`default_trackers`; the first one's run ID names the others'
+    ``trackers`` defaults to :func:`default_trackers` (no W&B without ``wandb_settings``); the first one's run ID names the others'
     runs (``<step>-<id[:8]>``), and each records the others' run IDs.
     """
 
@@ -45,14 +45,14 @@ class StepRun:
         step: str,
         config: Mapping[str, Any],
         store: ArtifactStore,
-        wandb_settings: WandbSettings | None = None,
+        wandb_settings: WandbConfig | None = None,
         mlflow_copy_max_mb: float | None = None,
         trackers: Sequence[Tracker] | None = None,
     ) -> None:
         self.step = step
         self.config = dict(config)
         self.store = store
-        self.wandb_settings = wandb_settings or WandbSettings()
+        self.wandb_settings = wandb_settings
         self.trackers = list(trackers) if trackers is not None else default_trackers(
             store, self.wandb_settings, mlflow_copy_max_mb)
         self.inputs: dict[str, str] = {}
@@ -101,11 +101,11 @@ class StepRun:
     def use_model(self, ref: str) -> ArtifactVersion:
         """A model by local reference, folder or W&B reference (fetched and cached), recorded as input."""
 
-        settings = self.wandb_settings
         wandb = self.wandb
         online_run = wandb.run if wandb is not None and wandb.online else None
         version = resolve_model(ref, self.store, wandb_mode=wandb.mode if wandb is not None else "disabled",
-                                project=settings.project, entity=settings.entity, run=online_run)
+                                project=getattr(self.wandb_settings, "project", None),
+                                entity=getattr(self.wandb_settings, "entity", None), run=online_run)
         if online_run is not None and is_wandb_ref(ref):
             # run.use_artifact already declared the W&B artifact; the other backends record the local copy.
             self.inputs[version.name] = version.ref
