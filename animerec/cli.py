@@ -118,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Users closest to one user (cosine between user embeddings), the "
                                             "user's favourite genres, and anime the similar users love.")
     _add_person(users)
-    users.add_argument("--favorite-fraction", type=float, default=0.2,
-                       help="a favourite is among the user's top FRACTION of ratings, ties together (default 0.2)")
-    users.add_argument("--favorite-min-rating", type=float, default=7,
-                       help="and rated at least this (default 7)")
+    users.add_argument("--favorite-fraction", type=float, default=FavoriteRule.fraction, help="a favourite is among "
+                       f"the user's top FRACTION of ratings, ties together (default {FavoriteRule.fraction:g})")
+    users.add_argument("--favorite-min-rating", type=float, default=FavoriteRule.min_rating,
+                       help=f"and rated at least this (default {FavoriteRule.min_rating:g})")
     _add_common(users)
     recommend = commands.add_parser("recommend", help="anime for a user, or for anyone's list",
                                     description="The model's recommendations among anime the user has not rated: "
