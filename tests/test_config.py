@@ -121,3 +121,15 @@ def test_the_filters_are_declared_once():
     assert asked.filters == ItemFilter(types=["TV"], min_score=7.0, adult=True)
     with pytest.raises(ConfigError, match="recs.sequels='never'"):
         compose_config(["recs.sequels=never"], PROJECT_ROOT)
+
+
+def test_the_favourite_rule_is_the_same_in_the_pipeline_the_cli_and_the_service():
+    """config.yaml's recs.favorite_* (the pipeline's steps) and the CLI's flags give FavoriteRule's defaults (what
+    the page and the served model use), so a change to one that forgets the others fails here."""
+    from animerec.cli import build_parser
+    from animerec.recommenders import FavoriteRule
+
+    recs = compose_config([], PROJECT_ROOT).recs
+    assert FavoriteRule.from_config(recs) == FavoriteRule()
+    args = build_parser().parse_args(["similar-users", "1"])
+    assert FavoriteRule(args.favorite_fraction, args.favorite_min_rating) == FavoriteRule()
