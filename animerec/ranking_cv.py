@@ -159,8 +159,9 @@ def fit_ranker(cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_
     """Choose the head's settings by K-fold cross-validation over train + valid (:func:`cross_validate`), then
     fit it on both.
 
-    Without a grid to choose from, the first values are taken. ``score_tuned(head)`` runs on the chosen setting fitted on train only (the valid split's metrics), before
-    the fit on train + valid.
+    Without a grid to choose from (or without valid ratings), each grid's first value is taken.
+    ``score_tuned(head)`` runs on the chosen setting fitted on train only (the valid split's metrics), before the fit
+    on train + valid.
     """
     started = time.perf_counter()
     report: dict[str, Any] = {}
@@ -168,17 +169,16 @@ def fit_ranker(cfg: RankerConfig, train: pd.DataFrame, valid: pd.DataFrame, num_
     if any(len(set(grid)) > 1 for grid in grids) and len(valid):
         with phase("the ranking head's cross-validation"):
             setting, report = cross_validate(cfg, train, valid, num_users, num_anime, k=k,
-                                                        threshold=relevance_threshold, seed=seed, folds=folds)
+                                             threshold=relevance_threshold, seed=seed, folds=folds)
     else:
         setting = dict(zip(("l2", "like_weight", "rating_weight"), (float(g[0]) for g in grids)))
     tuned_result = None
     if score_tuned is not None:
-        tuned_result = score_tuned(RankerData(train, num_users, num_anime, relevance_threshold).ranker(
-            **setting))
+        tuned_result = score_tuned(RankerData(train, num_users, num_anime, relevance_threshold).ranker(**setting))
     with phase("the ranking head's fit on train + valid"):
-        ranker = RankerData([train, valid], num_users, num_anime, relevance_threshold).ranker(
-            **setting)
+        ranker = RankerData([train, valid], num_users, num_anime, relevance_threshold).ranker(**setting)
     report.update(chosen=setting, items=int(len(ranker.items)), fit_seconds=time.perf_counter() - started)
-    logger.info("Ranker: EASE %s over %d anime (chosen by %d-fold cross-validation), fitted on train + valid in "
-                "%.1f s", setting, len(ranker.items), folds, report["fit_seconds"])
+    how = f"chosen by {folds}-fold cross-validation" if "l2" in report else "each grid's first value"
+    logger.info("Ranker: EASE %s over %d anime (%s), fitted on train + valid in %.1f s", setting, len(ranker.items),
+                how, report["fit_seconds"])
     return RankerFit(ranker, report, tuned_result)
