@@ -11,14 +11,17 @@
    ``train`` with ``model=best`` for one epoch, ``train`` with ``model=best`` to early stopping (every
    epoch the preset allows, the taste index and the ranking head: the time to a trained model), and
    the three recommender steps; and the peer users would pick, implicit's ALS (64 factors, 15 iterations)
-   on the same preprocessed ratings (``benchmarks/als_fit.py``, its own process, loading included).
+   on the same preprocessed ratings (``benchmarks/als_fit.py``, its own process, loading included). Asked
+   for, ``best_floor`` trains ``model=best`` with nothing to choose (one value per grid) for one epoch:
+   the least time its train step can take.
 3. Prints ``stage=<name> seconds=<s> peak_rss_mb=<m>`` per stage (the peak of the stage's
    largest process, children included), the ratings count, ``seed_epoch_seconds``,
    ``best_epoch_seconds`` (the network's epoch), ``best_taste_fit_seconds`` (the similar-anime index's whole
    fit, its cross-validation included), ``best_ranker_fit_seconds`` (the EASE head's whole fit, its
    cross-validation included), ``best_train_to_stop_seconds`` with the epochs the network ran,
    ``als_seconds`` and ``best_to_stop_vs_als`` (the ratio of the two stages' wall times; the goal is at or
-   below 1.0), ``max_peak_rss_mb`` and ``disk_mb`` of the store, mlruns and wandb.
+   below 1.0), with ``best_floor`` its ``best_floor_seconds`` and ``best_floor_vs_als``, ``max_peak_rss_mb``
+   and ``disk_mb`` of the store, mlruns and wandb.
 
     python benchmarks/full_scale.py                                  # full size (long: see the README)
     python benchmarks/full_scale.py --users 20000 --ratings 3500000  # a smaller run for development
@@ -132,7 +135,8 @@ def main() -> None:
     parser.add_argument("--ratings", type=int, default=57_600_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/animerec-full-scale"))
     parser.add_argument("--stages", nargs="+", default=["data", "seed", "best", "best_to_stop", "als", "recs"],
-                        choices=["data", "seed", "best", "best_to_stop", "als", "recs"])
+                        choices=["data", "seed", "best", "best_to_stop", "best_floor", "als", "recs"],
+                        help="best_floor (not run by default): model=best with nothing to choose, one epoch")
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -161,6 +165,12 @@ def main() -> None:
         # the time to a trained model=best, the preset as it is: every epoch early stopping allows, then the taste
         # index and the ranking head
         "best_to_stop": ["main.steps=[train]", "model=best"],
+        # model=best with nothing left to choose and one epoch: the least its train step can take (the network's one
+        # pass, the ranking head's fits on train and on train + valid, the co-occurrence index, evaluation, artifact)
+        "best_floor": ["main.steps=[train]", "model=best", "model.epochs=1", "model.ranker.l2=[102400]",
+                       "model.ranker.like_weight=[0]", "model.ranker.rating_weight=[0]",
+                       "model.taste.item_weights.cooc=[1]", "model.taste.item_weights.content=[0]",
+                       "model.taste.item_weights.ease=[0]"],
         "recs": ["main.steps=[similar_anime,similar_users,rating_recs]", 'recs.anime="Cowboy Bebop"'],
     }
     rows, log = [], work / "full_scale.log"
@@ -172,7 +182,7 @@ def main() -> None:
         rows.append(row)
         if row["rc"] != 0:
             break
-        if name in ("seed", "best", "best_to_stop"):
+        if name in ("seed", "best", "best_to_stop", "best_floor"):
             row["epoch_seconds"], row["ranker_seconds"], row["taste"] = epoch_seconds(work / "artifacts")
             row["epochs"] = len(pd.read_csv(newest_model(work / "artifacts") / "history.csv"))
     print(f"ratings: {count}")
@@ -197,6 +207,10 @@ def main() -> None:
     if als and stop:  # the two stages' wall times, each a process of its own that loads the ratings
         als_stage = [r for r in rows if r["stage"] == "als"][0]["seconds"]
         print(f"best_to_stop_vs_als: {stop[0]['seconds'] / als_stage:.2f}")
+    floor = [r for r in rows if r["stage"] == "best_floor" and r["rc"] == 0]
+    if als and floor:
+        print(f"best_floor_seconds: {floor[0]['seconds']:.1f}")
+        print(f"best_floor_vs_als: {floor[0]['seconds'] / [r for r in rows if r['stage'] == 'als'][0]['seconds']:.2f}")
     print(f"max_peak_rss_mb: {max(r['peak_rss_mb'] for r in rows):.0f}")
     disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(work / "mlruns"),
             "wandb": folder_mb(work / "wandb")}
