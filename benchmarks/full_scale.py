@@ -204,13 +204,13 @@ def main() -> None:
            if line.startswith("als_seconds")]
     if als:
         print(f"als_seconds: {als[0]:.1f} (the whole stage {[r for r in rows if r['stage'] == 'als'][0]['seconds']:.1f} s)")
+    als_stage = [r["seconds"] for r in rows if r["stage"] == "als"][0] if als else None
     if als and stop:  # the two stages' wall times, each a process of its own that loads the ratings
-        als_stage = [r for r in rows if r["stage"] == "als"][0]["seconds"]
         print(f"best_to_stop_vs_als: {stop[0]['seconds'] / als_stage:.2f}")
     floor = [r for r in rows if r["stage"] == "best_floor" and r["rc"] == 0]
     if als and floor:
         print(f"best_floor_seconds: {floor[0]['seconds']:.1f}")
-        print(f"best_floor_vs_als: {floor[0]['seconds'] / [r for r in rows if r['stage'] == 'als'][0]['seconds']:.2f}")
+        print(f"best_floor_vs_als: {floor[0]['seconds'] / als_stage:.2f}")
     print(f"max_peak_rss_mb: {max(r['peak_rss_mb'] for r in rows):.0f}")
     disk = {"artifacts": folder_mb(work / "artifacts"), "mlruns": folder_mb(work / "mlruns"),
             "wandb": folder_mb(work / "wandb")}

@@ -36,8 +36,8 @@ def default_trackers(store: ArtifactStore, settings: WandbConfig | None = None,
 class StepRun:
     """Context manager for one step: ``with StepRun("preprocess", cfg, store) as run: ...``.
 
-    ``trackers`` defaults to :func:`default_trackers` (no W&B without ``wandb_settings``); the first one's run ID names the others'
-    runs (``<step>-<id[:8]>``), and each records the others' run IDs.
+    ``trackers`` defaults to :func:`default_trackers` (no W&B without ``wandb_settings``); the first one's run ID
+    names the others' runs (``<step>-<id[:8]>``), and each records the others' run IDs.
     """
 
     def __init__(
@@ -101,11 +101,11 @@ class StepRun:
     def use_model(self, ref: str) -> ArtifactVersion:
         """A model by local reference, folder or W&B reference (fetched and cached), recorded as input."""
 
-        wandb = self.wandb
+        wandb, settings = self.wandb, self.wandb_settings
         online_run = wandb.run if wandb is not None and wandb.online else None
         version = resolve_model(ref, self.store, wandb_mode=wandb.mode if wandb is not None else "disabled",
-                                project=getattr(self.wandb_settings, "project", None),
-                                entity=getattr(self.wandb_settings, "entity", None), run=online_run)
+                                project=settings and settings.project, entity=settings and settings.entity,
+                                run=online_run)
         if online_run is not None and is_wandb_ref(ref):
             # run.use_artifact already declared the W&B artifact; the other backends record the local copy.
             self.inputs[version.name] = version.ref
