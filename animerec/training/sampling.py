@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from animerec.bundle import find_sorted
 from animerec.config import ModelConfig
 
 
@@ -25,8 +26,7 @@ class NegativeSampler:
 
     def is_known(self, user: np.ndarray, anime: np.ndarray) -> np.ndarray:
         keys = np.asarray(user, np.int64) * self.num_anime + np.asarray(anime, np.int64)
-        position = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
-        return self.known[position] == keys
+        return find_sorted(self.known, keys)[1]
 
     def sample(self, user: np.ndarray, epoch: int, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(users, anime)`` negatives for the positives of ``user`` ``[n]``: ``[n * per_positive]`` each.
