@@ -8,7 +8,7 @@ import pytest
 
 from animerec.artifacts import ArtifactStore
 from animerec.data import demo
-from animerec.data.layouts import DataError, load_anime
+from animerec.data.layouts import DataError, iter_ratings, load_anime
 from animerec.data.preprocess import PreprocessOptions, preprocess
 from animerec.steps import STEPS
 from tests.conftest import FIXTURES
@@ -153,6 +153,23 @@ def test_bad_ratings_fail_clearly_and_write_nothing(config_factory, tmp_path, ra
     assert str(ratings.name) in str(err.value)  # every message names the file
     assert store.versions("preprocessed") == []
     assert not [p for p in (store.root / "preprocessed").iterdir()] if (store.root / "preprocessed").exists() else True
+
+
+def test_parquet_text_columns_are_read_as_numbers_or_named(tmp_path):
+    """A Parquet file's text columns: numbers written as text are read; anything else names the column."""
+    path = tmp_path / "ratings.parquet"
+    pd.DataFrame({"user_id": ["1", "2"], "anime_id": ["20", "1"], "rating": ["9", "7.5"]}).to_parquet(path)
+    batch = next(iter_ratings(path))
+    assert batch.user_id.tolist() == [1, 2] and batch.anime_id.dtype == np.int64
+    assert batch.rating.tolist() == [9.0, 7.5] and batch.rating.dtype == np.float32
+    bad = {"anime_id": ("x1", "not integer IDs"), "rating": ("great", "not numbers")}
+    for column, (value, what) in bad.items():
+        frame = pd.DataFrame({"user_id": ["1", "2"], "anime_id": ["20", "1"], "rating": ["9", "8"]})
+        frame.loc[1, column] = value
+        frame.to_parquet(path)
+        with pytest.raises(DataError, match=rf"ratings\.parquet: column {column} holds values that are {what}, "
+                                            rf"e\.g\. \['{value}'\]"):
+            next(iter_ratings(path))
 
 
 def test_bad_anime_file_names_the_missing_column(config_factory, tmp_path):

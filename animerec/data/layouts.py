@@ -216,9 +216,9 @@ def iter_ratings(path: str | Path, chunk_rows: int = 2_000_000) -> Iterator[Rati
                     raise DataError(f"{path}: column {name} has {array.null_count} empty value(s); every row needs one.")
                 cols[canonical] = array.to_numpy(zero_copy_only=False)
             yield RatingBatch(
-                user_id=_as_int(cols["user_id"], path, mapping["user_id"]),
-                anime_id=_as_int(cols["anime_id"], path, mapping["anime_id"]),
-                rating=_as_float(cols["rating"], path, mapping["rating"]),
+                user_id=_as_number(cols["user_id"], path, mapping["user_id"], np.int64),
+                anime_id=_as_number(cols["anime_id"], path, mapping["anime_id"], np.int64),
+                rating=_as_number(cols["rating"], path, mapping["rating"], np.float32),
                 watching_status=cols.get("watching_status"),
                 watched_episodes=cols.get("watched_episodes"),
             )
@@ -233,25 +233,18 @@ def iter_ratings(path: str | Path, chunk_rows: int = 2_000_000) -> Iterator[Rati
         ) from None
 
 
-def _as_int(values: np.ndarray, path: Path, column: str) -> np.ndarray:
-    if values.dtype.kind not in "iu":
+def _as_number(values: np.ndarray, path: Path, column: str, dtype: type) -> np.ndarray:
+    """A column as ``dtype`` (int64 IDs or float32 ratings): text that holds numbers is converted (a Parquet
+    file's string column), anything else is a DataError naming the file, the column and a few values."""
+    what = "integer IDs" if dtype is np.int64 else "numbers"
+    if values.dtype.kind not in ("iu" if dtype is np.int64 else "iuf"):
         numeric = pd.to_numeric(pd.Series(values), errors="coerce")
         if numeric.isna().any():
             bad = pd.Series(values)[numeric.isna()].head(3).tolist()
-            raise DataError(f"{path}: column {column} holds values that are not integer IDs, e.g. {bad}.")
+            raise DataError(f"{path}: column {column} holds values that are not {what}, e.g. {bad}.")
         values = numeric.to_numpy()
-    return values.astype(np.int64, copy=False)
-
-
-def _as_float(values: np.ndarray, path: Path, column: str) -> np.ndarray:
-    if values.dtype.kind not in "iuf":
-        numeric = pd.to_numeric(pd.Series(values), errors="coerce")
-        if numeric.isna().any():
-            bad = pd.Series(values)[numeric.isna()].head(3).tolist()
-            raise DataError(f"{path}: column {column} holds values that are not numbers, e.g. {bad}.")
-        values = numeric.to_numpy()
-    values = values.astype(np.float32, copy=False)
-    if np.isnan(values).any():
+    values = values.astype(dtype, copy=False)
+    if dtype is not np.int64 and np.isnan(values).any():
         raise DataError(f"{path}: column {column} holds NaN ratings; every rating must be a number.")
     return values
 
