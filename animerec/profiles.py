@@ -197,7 +197,7 @@ def read_csv(data: bytes, source: str) -> AnimeList:
             if len(ids) > MAX_ENTRIES:
                 raise ListError(f"{source} lists more than {MAX_ENTRIES:,} anime; that is the limit.")
     except csv.Error as err:
-        raise ListError(f"{source}, line {reader.line_num}: malformed CSV ({err}).") from None
+        raise ListError(f"{source}, line {reader.reader.line_num}: malformed CSV ({err}).") from None
     return AnimeList.build(ids, ratings, None, source)
 
 

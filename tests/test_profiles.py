@@ -103,6 +103,10 @@ EXTERNAL = """<?xml version="1.0"?>
     ("rating.csv", "anime_id,rating\n1,9\n2,great\n", r"rating.csv, line 3: rating 'great' is not a number"),
     ("range.csv", "anime_id,rating\n1,-3\n", r"range.csv, line 2: rating '-3' is outside 1-10"),
     ("ids.csv", "anime_id,rating\n1.5,9\n", r"ids.csv, line 2: anime_id '1.5' is not a MAL ID"),
+    ("noid.csv", "anime_id,rating\n1,9\n\n,8\n", r"noid.csv, line 4: anime_id is empty"),
+    ("long.csv", "anime_id,rating\n1,9\n2," + "9" * 200_000 + "\n", r"long.csv, line 3: malformed CSV \(field larger"),
+    ("noid.xml", mal_export([(1, 9, "Completed", 1)]).replace("<series_animedb_id>1</series_animedb_id>", ""),
+     r"noid.xml, <anime> entry 1 has no <series_animedb_id>"),
     ("empty.csv", "", r"empty.csv is empty"),
     ("only_header.csv", "anime_id,rating\n", r"only_header.csv lists no anime"),
     ("binary.csv", b"\x00\xff\xfe\x81garbage", r"binary.csv is neither a UTF-8 CSV nor a MAL XML export"),
@@ -122,6 +126,22 @@ def test_size_limit_applies_after_unpacking(tmp_path, monkeypatch):
     assert path.stat().st_size < 5000  # small on disk, large unpacked
     with pytest.raises(ListError, match=r"huge.xml.gz is larger than .* MB \(unpacked\)"):
         read_list(path)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("many.csv", "anime_id,rating\n" + "".join(f"{i},8\n" for i in range(1, 8))),
+    ("many.xml", mal_export([(i, 8, "Completed", 1) for i in range(1, 8)])),
+])
+def test_entry_limit(tmp_path, monkeypatch, name, content):
+    """A list of more anime than the limit is refused, by name, whatever its format; blank lines are skipped."""
+    monkeypatch.setattr(profiles, "MAX_ENTRIES", 6)
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ListError, match=rf"{name} lists .*anime; .*limit"):
+        read_list(path)
+    monkeypatch.setattr(profiles, "MAX_ENTRIES", 7)
+    path.write_text(content.replace("2,8\n", "2,8\n\n"))
+    assert len(read_list(path)) == 7
 
 
 def test_missing_file(tmp_path):

@@ -103,6 +103,20 @@ def test_pages_without_a_browser(site, tmp_path):
         assert response.headers["Content-Type"] == "image/png" and response.read()[:4] == b"\x89PNG"
 
 
+def test_a_bad_upload_and_a_failure_are_pages(site, monkeypatch):
+    """A file that is no list is named as uploaded (not by the server's temporary path), HTTP 400; a query
+    that fails for a reason not the person's is HTTP 500 saying so, the traceback only in the log."""
+    import requests
+
+    base, service = site
+    response = requests.post(f"{base}/recommend", files={"ratings_file": ("my list.csv", b"hello,world\n1,2\n")})
+    assert response.status_code == 400 and "my list.csv" in response.text and "/tmp" not in response.text
+    monkeypatch.setattr(service, "similar_anime", lambda *args: 1 / 0)  # what the page's answer calls
+    response = requests.get(f"{base}/similar-anime", params={"title": "Naruto"})
+    assert response.status_code == 500 and "Something went wrong" in response.text
+    assert "Traceback" not in response.text and "ZeroDivisionError" not in response.text
+
+
 def test_uploads_over_the_limit_are_refused_before_they_are_read(site):
     import http.client
 
