@@ -218,3 +218,22 @@ def test_offline_wandb_records_inputs_by_local_reference_only(tmp_path):
     assert tracker.run.used == []  # offline W&B cannot use_artifact
     assert tracker.run.config_updates == [{"input_raw": "raw:v1"}]
     assert not tracker.link_to_registry("raw", "anime-recommender", ["latest"])
+
+
+def test_mlflow_gets_each_output_up_to_main_mlflow_copy_max_mb(tmp_path):
+    """An output's files over ``main.mlflow_copy_max_mb`` stay in the store only: the MLflow run gets the rest, its
+    manifest (their sizes and sha256s) and a tag with the version's folder."""
+    from mlflow.tracking import MlflowClient
+
+    store = ArtifactStore(tmp_path / "store")
+    with StepRun("preprocess", {"seed": 1}, store, mlflow_copy_max_mb=0.001) as run:  # about 1 kB
+        with run.output("preprocessed", "preprocessed_data") as out:
+            (out.path / "small.txt").write_text("small")
+            (out.path / "big.bin").write_bytes(b"0" * 4096)
+    client = MlflowClient()
+    run_id = run.trackers[0].run_id
+    copied = {item.path for item in client.list_artifacts(run_id, "preprocessed")}
+    assert copied == {"preprocessed/small.txt", "preprocessed/manifest.json"}
+    assert "big.bin" in out.version.manifest["files"]
+    tags = client.get_run(run_id).data.tags
+    assert tags["output.preprocessed"] == out.version.ref and tags["output.preprocessed.path"] == str(out.version.path)
