@@ -60,8 +60,8 @@ def key(*, default: Any = MISSING, default_factory: Any = MISSING, **rule: Any) 
 
 
 RATING = dict(min=1, max=10)
-GRID = dict(min=0, help="values to choose from on valid")
-Floats = list[float]  # one number or a list of them, kept as a list: a grid to choose from on valid
+GRID = dict(min=0, help="values the K-fold cross-validation chooses from")
+Floats = list[float]  # one number or a list of them, kept as a list: a grid the cross-validation chooses from
 
 
 # The schema: frozen dataclasses mirroring config.yaml, one per section. A step reads ``cfg.model.lr.max_lr``.

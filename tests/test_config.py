@@ -82,6 +82,23 @@ def test_rules_the_schema_alone_enforces(override, message):
         compose_config([override], PROJECT_ROOT)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("main.steps=5", "main.steps=5: expected 'all', a list such as [download,preprocess] or a comma-separated string"),
+    ("model.ranker.l2=[100,-1]", "model.ranker.l2=[100, -1]: has -1: out of range; expected a number > 0"),
+    ("model.ranker.l2=[]", "model.ranker.l2=[]: expected a number or a list of numbers such as [100,300] each > 0"),
+    ("model.taste.item_weights=3", "model.taste.item_weights=3: expected a section with keys cooc, content, ease"),
+    ("model.taste.item_weights.cooc=[x]", "model.taste.item_weights.cooc=['x']: expected a number or a list of "
+                                          "numbers such as [100,300] each >= 0 (values the K-fold cross-validation"),
+    ("model.lr=3", "model.lr=3: expected a section with keys schedule, start_lr, min_lr"),
+    ("recs.types=[TV,{a:1}]", "recs.types=['TV', {'a': 1}]: expected a list such as [A,B] of TV, Movie, OVA"),
+    ("recs.adult=maybe", "recs.adult='maybe': expected true or false"),
+])
+def test_each_kind_of_key_says_what_it_takes(override, message):
+    with pytest.raises(ConfigError) as raised:
+        compose_config([override], PROJECT_ROOT)
+    assert message in str(raised.value)
+
+
 def test_rules_across_keys_are_reported_with_the_other_problems():
     with pytest.raises(ConfigError) as raised:
         compose_config(["recs.n=abc", "recs.min_score=9", "recs.max_score=3", "data.test_fraction=0.95"], PROJECT_ROOT)
