@@ -367,6 +367,27 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
         assert json.loads(store.resolve(f"{step}:latest").file("query.json").read_text())["ratings_file"] == str(path)
 
 
+def test_steps_pick_at_random_when_asked_nothing(trained, tmp_path, caplog):
+    """No title: similar_anime draws a rated anime by recs.seed; rating_recs' user is random within the rating
+    counts when asked, or when the last similar_users run was for a list rather than a dataset user."""
+    from animerec.steps import STEPS
+
+    cfg, _, _ = trained
+    bundle = ModelBundle.load(ArtifactStore(cfg.main.artifact_root).resolve("model:latest").path)
+    drawn = [STEPS["similar_anime"](replaced(cfg, recs={"random": True, "seed": 3}))["anime_id"] for _ in range(2)]
+    assert drawn[0] == drawn[1] and bundle.anime_index(drawn[0]) >= 0
+    counts = bundle.ratings.groupby("user_index").size()
+    span = {"user_min_ratings": 40, "user_max_ratings": 45}  # about one user in six
+    user = STEPS["rating_recs"](replaced(cfg, recs={"rating_user": "random", **span}))["user_id"]
+    assert 40 <= counts[bundle.user_index(user)] <= 45
+    path = tmp_path / "list.csv"
+    pd.DataFrame({"anime_id": bundle.anime_ids[:5], "rating": 9}).to_csv(path, index=False)
+    STEPS["similar_users"](replaced(cfg, recs={"ratings_file": str(path)}))
+    with caplog.at_level("INFO", logger="animerec.steps.recs"):
+        user = STEPS["rating_recs"](replaced(cfg, recs=span))["user_id"]
+    assert 40 <= counts[bundle.user_index(user)] <= 45 and "was for a list (recs.ratings_file), not a user" in caplog.text
+
+
 @pytest.mark.parametrize("step, recs, message", [
     ("similar_anime", {"anime": "Zzzqqxx Not A Title"}, "No anime titled"),
     ("similar_anime", {"anime": "Naruto", "genres": ["Mech"]}, "Unknown genre 'Mech'"),
@@ -374,6 +395,8 @@ def test_model_beats_random_and_similar_anime_share_raters(trained, tmp_path):
     ("similar_anime", {"anime": "Naruto", "min_score": 9.99}, "left after the filters"),
     ("similar_users", {"user_id": -5}, "Unknown user_id -5"),
     ("rating_recs", {"rating_user": "given", "user_id": -5}, "Unknown user_id -5"),
+    ("rating_recs", {"rating_user": "given", "user_id": None}, r"recs.rating_user=given needs recs.user_id"),
+    ("rating_recs", {"rating_user": "random", "user_min_ratings": 5000}, r"No user has between recs.user_min_ratings"),
     ("rating_recs", {"ratings_file": "/nonexistent/list.xml"}, "List file /nonexistent/list.xml does not exist"),
 ])
 def test_bad_queries_write_no_artifact(trained, step, recs, message):
