@@ -259,3 +259,53 @@ def test_a_person_uses_the_page_in_chromium(site, tmp_path):
         assert "A user ID must be an integer" in message and "Traceback" not in driver.page_source
     finally:
         driver.quit()
+
+
+def test_every_form_answers_over_http(site):
+    """Each form without a browser: similar users (with their table), liked titles, a username-less empty form, a
+    missing title, a damaged saved list; the model's pictures (a loss curve when the model has one, else 404)."""
+    import requests
+
+    base, service = site
+    user = int(service.bundle.user_ids[0])
+    page = requests.get(f"{base}/similar-users", params={"user_id": user, "n": 5})
+    expected = service.answer({"kind": "similar_users", "query": user, "n": 5})
+    assert page.status_code == 200 and all(f">{row['user_id']}<" in page.text for row in expected["users"])
+    likes = requests.post(f"{base}/recommend", data={"likes": "Naruto\nCowboy Bebop"})
+    expected = service.answer({"kind": "rating_recs", "likes": ["Naruto", "Cowboy Bebop"], "n": 10})
+    assert likes.status_code == 200 and all(f'data-anime-id="{row["anime_id"]}"' in likes.text
+                                            for row in expected["anime"])
+    for response, message in [
+        (requests.post(f"{base}/recommend", data={}), "Upload your MyAnimeList export or a ratings CSV"),
+        (requests.get(f"{base}/similar-anime", params={"title": "  "}), "Type a title first."),
+        (requests.post(f"{base}/recommend", data={"list_state": "[{"}), "The page&#39;s saved list is unreadable"),
+    ]:
+        assert response.status_code == 400 and message in response.text, response.text[-500:]
+    curve = requests.get(f"{base}/model/loss_curve.png")
+    assert curve.status_code == 200 and curve.content[:4] == b"\x89PNG"
+    assert requests.get(f"{base}/model/nothing.png").status_code == 404
+
+
+def test_a_full_queue_is_a_503_with_retry_after(site, monkeypatch):
+    """One query at a time and none waiting: a second query while the first runs gets the busy page."""
+    import requests
+
+    from animerec.web import create_app
+
+    _, service = site
+    started, release = threading.Event(), threading.Event()
+
+    def slow(*args):
+        started.set()
+        release.wait(30)
+        raise ValueError("never shown")
+
+    monkeypatch.setattr(service, "similar_anime", slow)
+    with serving(create_app(service, workers=1, queue=0)) as base:
+        first = threading.Thread(target=requests.get, args=(f"{base}/similar-anime?title=Naruto",))
+        first.start()
+        assert started.wait(30)
+        busy = requests.get(f"{base}/similar-anime", params={"title": "Naruto"})
+        release.set()
+        first.join(30)
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "2" and "server is busy" in busy.text
