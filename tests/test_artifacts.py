@@ -58,6 +58,16 @@ def test_aliases_and_clear_errors(tmp_path):
         store.resolve("thing:nope")
     with pytest.raises(ArtifactError, match="reserved"):
         store.set_alias("thing", "latest", 1)
+    with pytest.raises(ArtifactError, match=r"Cannot alias thing:v9: no such version"):
+        store.set_alias("thing", "best", 9)
+    with pytest.raises(ArtifactError, match=r"'no such/place' is neither an artifact reference .* nor a folder"):
+        store.resolve("no such/place")
+    with pytest.raises(ArtifactError, match=r"Invalid artifact name '../up': use letters, digits"):
+        write(store, name="../up")
+    (tmp_path / "thing" / "v2" / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"v2/manifest.json is not a valid artifact manifest .*Delete .*v2"):
+        store.resolve("thing:v2")
+    assert store.resolve("thing:best").version == 1  # the other versions still read
 
 
 def test_reading_checks_sizes_always_and_sha256_when_asked(tmp_path):
@@ -87,8 +97,12 @@ def test_orphaned_staging_of_a_killed_process_is_cleaned(tmp_path):
     (orphan / "half.bin").write_bytes(b"12")
     alive = tmp_path / "thing" / f".staging-{os.getpid()}-feedbeef"  # a writer still at work: kept
     alive.mkdir()
+    old_layout = tmp_path / "thing" / ".staging-abc"  # no writer's pid in the name: removed once a day old
+    old_layout.mkdir()
     assert write(store).version == 2
-    assert not orphan.exists() and alive.exists()
+    assert not orphan.exists() and alive.exists() and old_layout.exists()
+    os.utime(old_layout, (0, 0))
+    assert write(store).version == 3 and not old_layout.exists()
 
 
 def test_alias_updates_are_locked(tmp_path):
