@@ -150,3 +150,18 @@ def test_the_favourite_rule_is_the_same_in_the_pipeline_the_cli_and_the_service(
     assert FavoriteRule.from_config(recs) == FavoriteRule()
     args = build_parser().parse_args(["similar-users", "1"])
     assert FavoriteRule(args.favorite_fraction, args.favorite_min_rating) == FavoriteRule()
+
+
+def test_a_query_takes_the_filters_flat_or_nested_once():
+    from animerec.config import ItemFilter
+    from animerec.errors import RecommenderError
+    from animerec.service import Query
+
+    asked = Query.from_mapping({"kind": "rating_recs", "query": 1, "filters": {"types": ["movie"], "min_score": "8"}})
+    assert asked.filters == ItemFilter(types=["Movie"], min_score=8.0)
+    for filters, message in [({"types": ["TV"], "filters": {"adult": True}}, r"flat or as 'filters', not both \(types\)"),
+                             ({"filters": {"colour": "red"}}, r"Unknown filter\(s\) colour; the filters are genres"),
+                             ({"filters": {"min_score": 11}}, r"min_score must be a number >= 0 and <= 10, or null, "
+                                                              r"got 11")]:
+        with pytest.raises(RecommenderError, match=message):
+            Query.from_mapping({"kind": "rating_recs", "query": 1, **filters})
