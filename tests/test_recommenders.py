@@ -525,3 +525,28 @@ def test_an_answers_rows_come_from_the_catalogue_and_a_missing_anime_is_named(bu
     assert table["url"].tolist() == ["https://myanimelist.net/anime/30", "https://myanimelist.net/anime/10"]
     with pytest.raises(RecommenderError, match="Anime 99999 is not in the model's catalogue"):
         anime_table(bundle, np.array([10, 99999]), np.array([0.9, 0.8]), "similarity")
+
+
+def test_a_mixed_or_incomplete_model_folder_is_refused(trained, tmp_path):
+    """A model folder whose files do not belong together, or that lacks one, is refused with what is wrong."""
+    import shutil
+
+    from animerec.bundle import BundleError
+
+    cfg, _, _ = trained
+    folder = tmp_path / "model"
+    shutil.copytree(ArtifactStore(cfg.main.artifact_root).resolve("model:latest").path, folder)
+    info_path = folder / "model_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "embedding_size": 7, "encoders_sha256": "0" * 64}))
+    with pytest.raises(BundleError, match=r"is inconsistent: its encoders.npz is not the one the model was trained "
+                                          r"with; embedding size 32 differs from model_info's 7"):
+        ModelBundle.load(folder)
+    info_path.write_text(json.dumps(info))
+    (folder / "ranker.npz").unlink()
+    with pytest.raises(BundleError, match=r"not a complete model artifact: its model_info.json names .* but "
+                                          r"ranker.npz is missing"):
+        ModelBundle.load(folder)
+    (folder / "user_embeddings.npy").unlink()
+    with pytest.raises(BundleError, match=r"not a complete model artifact: missing user_embeddings.npy"):
+        ModelBundle.load(folder)
