@@ -60,6 +60,7 @@ class ListFetcher:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                self._cache.move_to_end(key)  # the least recently asked list leaves first
                 return hit[1]
         listed = (mal_list if site == "mal" else anilist_list)(user, self.retry)
         with self._lock:
@@ -135,7 +136,10 @@ def _call(send, site: str, user: str, retry: RetryPolicy) -> dict:
         return _json(send(), site, user)
     except requests.RequestException as err:
         reason = getattr(err.args[0], "reason", None) if err.args else None  # what urllib3 gave up on
-        if not isinstance(err, requests.Timeout) and not isinstance(reason, urllib3.exceptions.TimeoutError):
+        # urllib3's NewConnectionError (refused, no such host) is also a ConnectTimeoutError: not a timeout here
+        timeout = isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+            reason, urllib3.exceptions.NewConnectionError)
+        if not isinstance(err, requests.Timeout) and not timeout:
             raise ListError(f"Cannot reach {NAMES[site]} ({type(err).__name__}); check the connection, or upload "
                             f"the list's export.") from None
         raise ListError(f"{NAMES[site]} did not answer within {retry.read_timeout_s:g} s (tried {retry.attempts} "

@@ -128,11 +128,37 @@ def test_a_10000_entry_list_and_the_cache(stand_in):
     (404, {"error": "not_found"}, "MyAnimeList user 'nobody' does not exist"),
     (403, {"error": "forbidden"}, "the list is private"),
     (401, {"error": "invalid_client"}, "client ID was refused"),
+    (418, {"error": "teapot"}, r"MyAnimeList answered HTTP 418 for MyAnimeList user 'nobody'; the service may be down"),
+    (200, ["not", "an", "object"], r"MyAnimeList sent an unexpected answer for MyAnimeList user 'nobody'"),
 ])
 def test_mal_errors_a_person_understands(stand_in, status, body, message):
     stand_in(lambda *a: (status, {}, json.dumps(body).encode()))
     with pytest.raises(ListError, match=message):
         ListFetcher(retry=FAST).fetch("mal", "nobody")
+
+
+def test_an_unreachable_site_says_so(monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ANIMEREC_ANILIST_API_URL", f"http://127.0.0.1:{port}/graphql")
+    with pytest.raises(ListError, match=r"Cannot reach AniList \(ConnectionError\); check the connection, or upload"):
+        ListFetcher(retry=FAST).fetch("anilist", "someone")
+
+
+def test_the_cache_keeps_the_latest_lists(stand_in):
+    page = ok({"data": [{"node": {"id": 1}, "list_status": {"status": "completed", "score": 8}}], "paging": {}})
+    server = stand_in(lambda *a: page)
+    fetcher = ListFetcher(retry=FAST, max_lists=2)
+    first = fetcher.fetch("mal", "one")
+    fetcher.fetch("mal", "two")
+    assert fetcher.fetch("mal", "one") is first and len(server.requests) == 2  # used: now the latest
+    fetcher.fetch("mal", "three")  # the least recently used, "two", leaves
+    assert fetcher.fetch("mal", "one") is first and len(server.requests) == 3
+    fetcher.fetch("mal", "two")
+    assert len(server.requests) == 4
 
 
 def test_no_client_id_no_request(stand_in, monkeypatch):
