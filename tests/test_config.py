@@ -165,3 +165,19 @@ def test_a_query_takes_the_filters_flat_or_nested_once():
                                                               r"got 11")]:
         with pytest.raises(RecommenderError, match=message):
             Query.from_mapping({"kind": "rating_recs", "query": 1, **filters})
+
+
+def test_a_components_flags_and_a_sweeps_jobs(capsys):
+    """``--steps`` / ``--overrides`` (a component's flags, with or without ``=``) become Hydra overrides; a sweep's
+    jobs are every combination of its discrete choices (an interval is left to the sweeper plugin)."""
+    from animerec.launch import prepare_argv, sweep_jobs
+
+    assert prepare_argv(["--steps=train", "--overrides", 'recs.anime="Cowboy Bebop" recs.n=5', "x=1"]) == [
+        "main.steps='train'", 'recs.anime="Cowboy Bebop"', "recs.n=5", "x=1"]
+    with pytest.raises(SystemExit) as stopped:
+        prepare_argv(["x=1", "--overrides"])
+    assert stopped.value.code == 2 and "error: --overrides needs a value" in capsys.readouterr().err
+    assert sweep_jobs(["model=seed,best", "model.l2=interval(0,1)", "recs.n=5", "recs.n=6"]) == [
+        ["model=seed", "recs.n=6"], ["model=best", "recs.n=6"]]
+    with pytest.raises(ConfigError, match=r"bad configuration override: .*recs.anime=Steins;Gate"):
+        sweep_jobs(["recs.anime=Steins;Gate"])
