@@ -290,3 +290,30 @@ def test_a_dataset_frees_its_row_order_when_it_is_gone():
     del dataset
     gc.collect()
     assert rows() is None
+
+
+def test_the_train_step_stores_a_preference_head_that_ranks_as_the_network(config_factory):
+    """``model.negatives_per_positive`` > 0 with biases: the stored model keeps the preference head, and the
+    served scorer ranks every anime as the trained network's preference logit does."""
+    import keras
+
+    from animerec.artifacts import ArtifactStore
+    from animerec.bundle import ModelBundle
+    from animerec.steps import STEPS
+    from tests.conftest import TINY_DEMO
+
+    cfg = config_factory(*TINY_DEMO, "model.negatives_per_positive=2", "model.use_bias=true", "model.epochs=2",
+                         "model.embedding_size=8", "train.verbose=0")
+    for step in ("download", "preprocess", "train"):
+        STEPS[step](cfg)
+    folder = ArtifactStore(cfg.main.artifact_root).resolve("model:latest").path
+    bundle = ModelBundle.load(folder)
+    assert bundle.scorer.preference_bias is not None and bundle.scorer.ranks_separately
+    model = keras.models.load_model(folder / "model.keras")
+    users = np.array([0, 3])
+    network = model.predict({"user": np.repeat(users, len(bundle.anime_ids)),
+                             "anime": np.tile(np.arange(len(bundle.anime_ids)), len(users))}, verbose=0)[:, 1]
+    network = network.reshape(len(users), -1)
+    top = np.argsort(-bundle.scorer.rank_users(users), axis=1)[:, :10]
+    tenth = np.sort(network, axis=1)[:, -10:-9]  # the network's own 10th best logit, per user
+    assert (np.take_along_axis(network, top, axis=1) >= tenth - 1e-5).all()  # the same ten, up to float ties
