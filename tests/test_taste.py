@@ -83,6 +83,15 @@ def test_content_similarity_shares_genres_and_gives_unrated_anime_no_row():
                                            "a love story in a school", None])
     text = content_matrix(with_synopsis, 5)
     assert (text @ text[2].T).toarray().ravel()[3] > (content @ content[2].T).toarray().ravel()[3]
+    # studios (MAL's "None found" and "add some" are no studio); synopses all stop words add nothing
+    studios = ANIME.assign(studios=["Sunrise", "Bones, Madhouse", "Madhouse", "None found", "add some"],
+                           synopsis=["the", "and a", None, "it is", None])
+    made = content_matrix(studios, 5)
+    shared = (made @ made[2].T).toarray().ravel()
+    assert shared[1] > (content @ content[2].T).toarray().ravel()[1]  # Madhouse, on top of the type
+    assert made.shape[1] == content.shape[1] + 3  # one term per real studio, no synopsis terms
+    empty = content_matrix(pd.DataFrame({"anime_id": [1], "genres": [""], "anime_index": [0]}), 3)
+    assert empty.shape == (3, 1) and empty.nnz == 0  # nothing to describe an anime with: no similarity
 
 
 def test_ease_neighbours_keep_the_largest_positive_weights_of_each_row():
