@@ -111,6 +111,10 @@ def test_reference_parsing():
     assert not is_wandb_ref("model:latest") and not is_wandb_ref("artifacts/model/v3") and not is_wandb_ref("./a/b:c")
     assert qualified_wandb_name("wandb:model", "proj", None) == "proj/model:latest"
     assert qualified_wandb_name("wandb:model:best", "proj", "team") == "team/proj/model:best"
+    assert qualified_wandb_name("me/proj/model:v3", None, None) == "me/proj/model:v3"
+    with pytest.raises(PretrainedError, match=r"'wandb:model' has no project: set wandb.project or write "
+                                              r"project/model:latest"):
+        qualified_wandb_name("wandb:model", None, None)
 
 
 def test_mismatched_model_artifact_is_refused(store, tmp_path):

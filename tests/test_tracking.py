@@ -129,6 +129,9 @@ def test_wandb_mode_is_checked(monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert resolve_wandb_mode(None) == "offline"  # never requires an account
+    monkeypatch.setenv("WANDB_MODE", "dryrun")  # W&B's older name for offline
+    assert resolve_wandb_mode(None) == "offline" and resolve_wandb_mode("disabled") == "disabled"
+    monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert resolve_wandb_mode(None) == "online"
     with pytest.raises(ValueError, match="online or offline"):
