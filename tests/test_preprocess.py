@@ -155,6 +155,16 @@ def test_bad_ratings_fail_clearly_and_write_nothing(config_factory, tmp_path, ra
     assert not [p for p in (store.root / "preprocessed").iterdir()] if (store.root / "preprocessed").exists() else True
 
 
+def test_every_anime_filtered_out_names_the_option(config_factory, tmp_path):
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("user_id,anime_id,rating\n" + "".join(f"1,{a},8\n" for a in (1, 5, 6, 7, 8)))
+    cfg, store = run_local(config_factory, tmp_path, demo.catalogue_path(), ratings, "data.min_anime_ratings=2")
+    with pytest.raises(DataError, match=r"ratings.csv: all 5 anime were filtered out: none has at least "
+                                         r"data.min_anime_ratings=2 ratings .*\(most ratings: 1\)"):
+        STEPS["preprocess"](cfg)
+    assert store.versions("preprocessed") == []
+
+
 def test_parquet_text_columns_are_read_as_numbers_or_named(tmp_path):
     """A Parquet file's text columns: numbers written as text are read; anything else names the column."""
     path = tmp_path / "ratings.parquet"

@@ -156,7 +156,9 @@ def apply_min_counts(r: Ratings, options: PreprocessOptions, source: str = "the 
     r = r.take(per_anime[inverse] >= options.min_anime_ratings)
     if len(r) == 0:
         raise DataError(
-            f"All anime were filtered out by data.min_anime_ratings={options.min_anime_ratings}. Lower it."
+            f"{source}: all {len(per_anime)} anime were filtered out: none has at least data.min_anime_ratings="
+            f"{options.min_anime_ratings} ratings from the users kept (most ratings: {int(per_anime.max())}). "
+            f"Lower data.min_anime_ratings."
         )
     return r, {"users_before_min_count": before_users}
 
