@@ -309,3 +309,17 @@ def test_a_full_queue_is_a_503_with_retry_after(site, monkeypatch):
         release.set()
         first.join(30)
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "2" and "server is busy" in busy.text
+
+
+def test_animerec_web_serves_the_model_it_is_given(trained, monkeypatch):
+    """``animerec web --model FOLDER --port P`` loads that model and serves it on 127.0.0.1:P."""
+    from animerec import cli, web
+
+    cfg, _, result = trained
+    version = ArtifactStore(cfg.main.artifact_root).resolve(result["model"])
+    served = {}
+    monkeypatch.setattr(web, "serve", lambda service, path, ref, host, port: served.update(
+        anime=len(service.bundle.anime_ids), path=path, ref=ref, host=host, port=port))
+    assert cli.main(["web", "--model", str(version.path), "--port", "9001"]) == 0
+    assert served == {"anime": len(RecommendationService.from_path(version.path).bundle.anime_ids),
+                      "path": version.path, "ref": version.ref, "host": "127.0.0.1", "port": 9001}
