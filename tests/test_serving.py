@@ -69,6 +69,12 @@ def test_pyfunc_answers_like_the_library(served):
         model.predict(pd.DataFrame([{**requests[0], "n": 10_001}]))
     with pytest.raises(MlflowException, match="at most 100 queries"):
         model.predict(pd.DataFrame([requests[0]] * 101))
+    # a rating pair in a mixed table takes user_id and anime_id only; IDs are whole numbers
+    with pytest.raises(MlflowException, match=r"A row without 'kind' is a rating pair of user_id and anime_id only, "
+                                              r"not anime_id, n, user_id"):
+        model.predict(pd.DataFrame([requests[0], {**pair, "n": 3}]))
+    with pytest.raises(MlflowException, match=r"anime_id must be a MAL ID \(a whole number\), got 'twenty'"):
+        model.predict(pd.DataFrame({"user_id": [pair["user_id"]], "anime_id": ["twenty"]}))
 
 
 def test_serving_imports_only_the_pinned_packages(served, trained):
