@@ -165,6 +165,38 @@ def test_every_anime_filtered_out_names_the_option(config_factory, tmp_path):
     assert store.versions("preprocessed") == []
 
 
+ANIME_HEADER = "MAL_ID,Name,Genres,Score,Type,Episodes,Members\n"
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("rows.csv", ANIME_HEADER, r"rows.csv: the anime file has a header but no rows"),
+    ("ids.csv", ANIME_HEADER + "1,A,Action,8,TV,12,100\nx7,B,Drama,7,TV,1,5\n",
+     r"ids.csv: column MAL_ID holds non-numeric anime IDs, e.g. \['x7'\]"),
+])
+def test_bad_anime_files_are_named(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_anime(tmp_path / name)
+
+
+def test_an_anime_file_keeps_the_last_row_of_a_duplicate_id_in_csv_and_parquet(tmp_path, caplog):
+    path = tmp_path / "anime.csv"
+    path.write_text(ANIME_HEADER + "1,Old,Action,8,TV,12,100\n1,New,Drama,7,TV,1,5\n2,Other,Comedy,6,OVA,2,9\n")
+    pd.read_csv(path).to_parquet(tmp_path / "anime.parquet")
+    for source in (path, tmp_path / "anime.parquet"):
+        with caplog.at_level("WARNING"):
+            anime = load_anime(source)
+        assert anime["name"].tolist() == ["New", "Other"] and anime["members"].tolist() == [5, 9]
+        assert f"{source}: 1 duplicate anime IDs; keeping the last row of each" in caplog.text
+
+
+def test_an_empty_id_in_a_ratings_file_is_named(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text("user_id,anime_id,rating\n1,1,8\n2,,9\n")
+    with pytest.raises(DataError, match=r"ratings.csv: column anime_id has 1 empty value\(s\); every row needs one"):
+        next(iter_ratings(path))
+
+
 def test_parquet_text_columns_are_read_as_numbers_or_named(tmp_path):
     """A Parquet file's text columns: numbers written as text are read; anything else names the column."""
     path = tmp_path / "ratings.parquet"
