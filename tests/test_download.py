@@ -1,11 +1,13 @@
 """The downloader against a real HTTP server on 127.0.0.1."""
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import http.server
 import io
 import json
+import socket
 import threading
 import time
 import zipfile
@@ -69,6 +71,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             part = BODY[start:]
             self._send(206 if start else 200, part, {"Content-Range": f"bytes {start}-{len(BODY) - 1}/{len(BODY)}"})
+        elif self.path == "/alwaysdrop.csv":  # promises the rest of the body, sends 100 KB of it, hangs up
+            start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
+            self.send_header("Content-Length", str(len(BODY) - start))
+            self.end_headers()
+            self.wfile.write(BODY[start:start + 100_000][:max(0, len(BODY) - start - 1)])
+            self.wfile.flush()
+            self.close_connection = True
         elif self.path == "/evil.zip":
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w") as zf:
@@ -125,6 +137,24 @@ def test_persistent_5xx_gives_up_with_message(server, tmp_path):
     with pytest.raises(DownloadError, match="gave up after 4 attempts.*HTTP 503"):
         fetch(f"{server}/always500.csv", tmp_path / "x.csv", retry=FAST, progress=False)
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_giving_up_says_whether_a_partial_file_is_kept(server, tmp_path):
+    """A connection that keeps dropping: the error names the partial file a rerun resumes from; a URL that never
+    answered (or one of another scheme) has none to name."""
+    with pytest.raises(DownloadError, match=r"gave up after 2 attempts; last error: connection dropped after .*"
+                                            r"the partial file .*a.csv.part \([0-9,]+ bytes\) is kept so a rerun"):
+        fetch(f"{server}/alwaysdrop.csv", tmp_path / "a.csv", retry=dataclasses.replace(FAST, attempts=2),
+              progress=False)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(DownloadError) as refused:
+        fetch(f"http://127.0.0.1:{port}/b.csv", tmp_path / "b.csv", retry=FAST, progress=False)
+    assert "connection failed (ConnectionError). Check the address and your connection." in str(refused.value)
+    assert "partial" not in str(refused.value)
+    with pytest.raises(DownloadError, match=r"ftp://example.org/c.csv: unsupported URL scheme 'ftp'; use http"):
+        fetch("ftp://example.org/c.csv", tmp_path / "c.csv", retry=FAST, progress=False)
 
 
 def test_dropped_connection_resumes_with_range(server, tmp_path):

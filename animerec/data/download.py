@@ -129,10 +129,10 @@ class _Dropped(Exception):
 
 
 def _gave_up(url: str, attempts: int, last_error: object, part: Path) -> DownloadError:
-    return DownloadError(
-        f"{url}: gave up after {attempts} attempts; last error: {last_error}. "
-        f"Check the address and your connection; the partial file {part} is kept so a rerun resumes."
-    )
+    kept = (f"; the partial file {part} ({part.stat().st_size:,} bytes) is kept so a rerun resumes"
+            if part.exists() and part.stat().st_size else "")
+    return DownloadError(f"{url}: gave up after {attempts} attempts; last error: {last_error}. "
+                         f"Check the address and your connection{kept}.")
 
 
 def _fetch_once(session, url, part: Path, retry: RetryPolicy, auth, progress: bool) -> None:
