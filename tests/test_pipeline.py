@@ -138,3 +138,27 @@ def test_mlflow_run_end_to_end(tmp_path):
     second = store.resolve("similar_anime:v2")
     assert json.loads(second.file("query.json").read_text())["title"] == "Steins;Gate"
     assert (pd.read_csv(second.file("similar_anime.csv")).type == "TV").all()
+
+
+def test_the_pipeline_hands_each_step_absolute_paths_and_the_versions_made_before_it(tmp_path, monkeypatch):
+    """Steps run inside their component folders: the store, the W&B folder and recs.ratings_file reach them as
+    absolute paths, and each step gets the exact versions the earlier steps of this run produced."""
+    from animerec import pipeline
+
+    asked = []
+
+    def step_run(project_root, step, overrides, experiment_id):
+        asked.append((step, dict(o.split("=", 1) for o in overrides)))
+        return {"similar_users": "similar_users:v7"} if step == "similar_users" else {}
+
+    monkeypatch.setattr(pipeline, "run_step", step_run)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "0")  # the session's default experiment stays the active one
+    monkeypatch.chdir(tmp_path)
+    overrides = ["main.steps=[similar_users,rating_recs]", "main.artifact_root=store", "recs.ratings_file=my list.csv",
+                 "recs.n=5"]
+    pipeline.run_pipeline(compose_config(overrides, PROJECT_ROOT), overrides, PROJECT_ROOT)
+    assert [step for step, _ in asked] == ["similar_users", "rating_recs"]
+    for _, given in asked:
+        assert given["main.artifact_root"] == f'"{tmp_path / "store"}"' and given["recs.n"] == "5"
+        assert given["recs.ratings_file"] == f'"{tmp_path / "my list.csv"}"' and "main.steps" not in given
+    assert "inputs.similar_users" not in asked[0][1] and asked[1][1]["inputs.similar_users"] == '"similar_users:v7"'
