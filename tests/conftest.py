@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,13 @@ def model_config(*overrides: str, **changes) -> ModelConfig:
     if isinstance(changes.get("lr"), dict):
         changes["lr"] = dataclasses.replace(model.lr, **changes["lr"])
     return dataclasses.replace(model, **changes)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (the OS's pick; free until someone binds it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def replaced(cfg: Config, **sections: dict) -> Config:

@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import io
 import json
-import socket
 import threading
 import time
 import zipfile
@@ -18,6 +17,7 @@ from animerec.artifacts import ArtifactStore
 from animerec.data import demo
 from animerec.data.download import DownloadError, RetryPolicy, fetch, fetch_data_file, kaggle_file_url, safe_extract
 from animerec.steps import STEPS
+from tests.conftest import free_port
 
 BODY = b"user_id,anime_id,rating\n" + b"".join(f"{i},{i % 50 + 1},{i % 10 + 1}\n".encode() for i in range(20000))
 FAST = RetryPolicy(attempts=4, backoff_s=0.01, connect_timeout_s=2, read_timeout_s=5)
@@ -146,11 +146,8 @@ def test_giving_up_says_whether_a_partial_file_is_kept(server, tmp_path):
                                             r"the partial file .*a.csv.part \([0-9,]+ bytes\) is kept so a rerun"):
         fetch(f"{server}/alwaysdrop.csv", tmp_path / "a.csv", retry=dataclasses.replace(FAST, attempts=2),
               progress=False)
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
     with pytest.raises(DownloadError) as refused:
-        fetch(f"http://127.0.0.1:{port}/b.csv", tmp_path / "b.csv", retry=FAST, progress=False)
+        fetch(f"http://127.0.0.1:{free_port()}/b.csv", tmp_path / "b.csv", retry=FAST, progress=False)
     assert "connection failed (ConnectionError). Check the address and your connection." in str(refused.value)
     assert "partial" not in str(refused.value)
     with pytest.raises(DownloadError, match=r"ftp://example.org/c.csv: unsupported URL scheme 'ftp'; use http"):

@@ -16,6 +16,7 @@ import pytest
 from animerec.data.download import RetryPolicy
 from animerec.online import ListFetcher
 from animerec.profiles import ListError, read_list
+from tests.conftest import free_port
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, connect_timeout_s=2, read_timeout_s=0.5, methods=("GET", "POST"))
 
@@ -138,12 +139,7 @@ def test_mal_errors_a_person_understands(stand_in, status, body, message):
 
 
 def test_an_unreachable_site_says_so(monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("ANIMEREC_ANILIST_API_URL", f"http://127.0.0.1:{port}/graphql")
+    monkeypatch.setenv("ANIMEREC_ANILIST_API_URL", f"http://127.0.0.1:{free_port()}/graphql")
     with pytest.raises(ListError, match=r"Cannot reach AniList \(ConnectionError\); check the connection, or upload"):
         ListFetcher(retry=FAST).fetch("anilist", "someone")
 

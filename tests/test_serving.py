@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from animerec.artifacts import ArtifactStore
 from animerec.service import RecommendationService
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +98,6 @@ def test_serving_imports_only_the_pinned_packages(served, trained):
     assert not found["tensorflow"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
@@ -157,7 +151,7 @@ def test_a_copied_model_serves_from_its_own_environment(served, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MLFLOW_TRACKING_URI")}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
     env["MLFLOW_ENV_ROOT"] = str(tmp_path / "envs")  # built here, from nothing
-    port, log_path = _free_port(), tmp_path / "server.log"
+    port, log_path = free_port(), tmp_path / "server.log"
     server = _serve(str(folder), port, open(log_path, "w"), "virtualenv", env, tmp_path / "away")
     base = f"http://127.0.0.1:{port}"
     try:

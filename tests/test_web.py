@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import shutil
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ from animerec.artifacts import ArtifactStore
 from animerec.profiles import read_list
 from animerec.recommenders import EmbeddingRecommender
 from animerec.service import RecommendationService
+from tests.conftest import free_port
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -24,9 +24,7 @@ def serving(app):
     """``app`` served by uvicorn on 127.0.0.1 in a thread (its lifespan included); yields the base URL."""
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
