@@ -174,7 +174,7 @@ def print_answer(answer: dict) -> None:
     for note in shown.notes:
         print(note + "\n")
     for table in shown.tables:
-        frame = pd.DataFrame(table.rows).drop(columns=["url"], errors="ignore")  # --json has each MyAnimeList link
+        frame = pd.DataFrame(table.rows).drop(columns=["url", "because"], errors="ignore")  # both in --json
         if "reason" in frame:  # why, right after the title
             frame.insert(2, "reason", frame.pop("reason"))
         with pd.option_context("display.max_colwidth", 60, "display.width", 200):

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 MAX_BYTES = 64 * 1024 * 1024  # a MAL export of 20,000 anime is about 15 MB
 MAX_ENTRIES = 100_000
 LIKE_RATING = 9.0  # what a liked title counts as: above the relevance threshold (8), below a perfect 10
+LIKES = "the liked titles"  # the source of a list of liked titles (its reasons say "you like", not "you rated")
 PLAN_TO_WATCH = WatchStatus.PLAN_TO_WATCH.label
 # MAL writes statuses as words; some older exports and tools write their numeric codes.
 STATUS_CODES = {str(status.value): status.label for status in WatchStatus}
@@ -138,7 +139,7 @@ def from_titles(titles: Sequence[str], find) -> AnimeList:
     if not titles:
         raise ListError("--likes needs at least one title.")
     ids = [find(str(title)) for title in titles]
-    return AnimeList.build(ids, [LIKE_RATING] * len(ids), None, "the liked titles")
+    return AnimeList.build(ids, [LIKE_RATING] * len(ids), None, LIKES)
 
 
 def read_list(path: str | Path) -> AnimeList:

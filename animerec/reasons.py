@@ -1,7 +1,7 @@
 """Why an anime is recommended, in words a fan reads.
 
-- Recommendations from a list (or a dataset user's ratings): the one to three anime on the list that
-  contribute most. With the EASE ranking head a listed anime ``i`` contributes ``rating_i * B[i, j]``
+- Recommendations from a list (or a dataset user's ratings): the one to three anime the person liked
+  (rated at or above their own mean) that contribute most; never one they rated lower. With the EASE ranking head a listed anime ``i`` contributes ``rating_i * B[i, j]``
   to anime ``j``'s score; without one, ``rating_i`` times the cosine of the two anime's vectors.
 - Similar anime: the genres the two share, and how many of the people who liked the query (rated it 8
   or more) liked the other too.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 LIKED = 8.0  # a rating this high is "liked"
@@ -71,23 +72,26 @@ class Reasons:
             out.append("; ".join(parts) or "watched by the same people")
         return out
 
-    def from_list(self, rated: np.ndarray, ratings: np.ndarray, anime_ids: np.ndarray, limit: int = 3) -> list[str]:
-        """For recommendations to someone who rated ``rated`` (anime indices) with ``ratings`` (1-10): the
-        ``limit`` anime on their list that contribute most to each one."""
+    def from_list(self, rated: np.ndarray, ratings: np.ndarray, anime_ids: np.ndarray, *, titles: bool = False,
+                  limit: int = 3) -> tuple[list[str], list[list[dict]]]:
+        """Why each of ``anime_ids`` is recommended to someone who rated ``rated`` (anime indices) with ``ratings``
+        (1-10): ``(reasons, because)``, one per anime. ``because`` cites the ``limit`` anime the person liked (rated
+        at or above their own mean) that contribute most to the row's score, as ``{"anime_id", "title", "rating"}``;
+        ``titles``: the list is liked titles, worded "because you like X", with no rating (None)."""
         rated = np.asarray(rated, np.int64)
         ratings = np.asarray(ratings, np.float64)
+        liked = ratings >= ratings.mean() if len(ratings) else np.zeros(0, bool)
+        rated, ratings = rated[liked], ratings[liked]
         targets = np.array([self.bundle.anime_index(int(a)) for a in anime_ids], np.int64)
         contribution = self._contributions(rated, ratings, targets)  # [len(rated), len(targets)]
-        out = []
+        because = []
         for column in range(len(targets)):
             values = contribution[:, column]
             best = [i for i in np.argsort(-values, kind="stable")[:limit] if values[i] > 0]
-            if not best:
-                out.append("popular with people whose lists are like yours")
-                continue
-            titles = [f"{self._names.get(int(self.bundle.anime_ids[rated[i]]), '?')} ({ratings[i]:g})" for i in best]
-            out.append("because you rated " + ", ".join(titles))
-        return out
+            because.append([{"anime_id": int(self.bundle.anime_ids[rated[i]]),
+                             "title": self._names.get(int(self.bundle.anime_ids[rated[i]]), "?"),
+                             "rating": None if titles else float(ratings[i])} for i in best])
+        return [_wording(cited) for cited in because], because
 
     def _contributions(self, rated: np.ndarray, ratings: np.ndarray, targets: np.ndarray) -> np.ndarray:
         ranker = self.bundle.scorer.ranker
@@ -105,6 +109,29 @@ class Reasons:
         return (vectors[rated] @ vectors[targets].T) * ratings[:, None]
 
     @staticmethod
+    def in_common(mine: tuple[np.ndarray, np.ndarray], theirs: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+        """What a person shares with each similar user: ``mine`` and each of ``theirs`` are ``(anime indices,
+        ratings)``; ``both_liked`` counts the anime both rated at or above their own mean, ``both_rated`` those
+        both rated, and ``in_common`` says it in words ("liked 14 of the same anime, 40 rated by both")."""
+        def liked(rated, ratings):
+            return rated[ratings >= ratings.mean()] if len(ratings) else rated
+
+        my_liked = liked(*mine)
+        both_liked = [len(np.intersect1d(my_liked, liked(*other))) for other in theirs]
+        both_rated = [len(np.intersect1d(mine[0], other[0])) for other in theirs]
+        words = [f"liked {n} of the same anime, {r} rated by both" for n, r in zip(both_liked, both_rated)]
+        return pd.DataFrame({"in_common": words, "both_liked": both_liked, "both_rated": both_rated})
+
+    @staticmethod
     def neighbours(counts: np.ndarray, neighbours: int) -> list[str]:
         """For what similar users love: how many of the nearest users count each among their favourites."""
         return [f"a favourite of {int(c)} of your {neighbours} nearest users" for c in counts]
+
+
+def _wording(cited: list[dict]) -> str:
+    """One row's reason from the anime it cites (:meth:`Reasons.from_list`)."""
+    if not cited:
+        return "liked by people whose lists resemble yours"
+    if cited[0]["rating"] is None:
+        return "because you like " + ", ".join(c["title"] for c in cited)
+    return "because you rated " + ", ".join(f"{c['title']} ({c['rating']:g})" for c in cited)

@@ -255,7 +255,7 @@ class Recommender(ABC):
             scores = self.bundle.taste.similar_items(index)
         else:
             vectors = self.bundle.scorer.anime_vectors
-            scores = vectors @ vectors[index]
+            scores = np.clip(vectors @ vectors[index], 0.0, 1.0)  # a cosine, shown in [0, 1]
         allowed = self._allowed(filters, filter_items, started=np.array([index]))
         allowed[index] = False
         return self._answer(*self._pick(scores, allowed, n, filters), "anime", filters)

@@ -24,7 +24,7 @@ from animerec.bundle import ModelBundle, find_sorted
 from animerec.config import MAX_N, ItemFilter
 from animerec.foldin import Person, fit_user, fold_in
 from animerec.online import ListFetcher
-from animerec.profiles import AnimeList, from_records, from_titles, read_list
+from animerec.profiles import LIKES, AnimeList, from_records, from_titles, read_list
 from animerec.reasons import Reasons
 from animerec.recommenders import EmbeddingRecommender, FavoriteRule, RecommenderError, UserBasedRecommender
 from animerec.titles import TitleIndex
@@ -40,9 +40,10 @@ MAL_URL = "https://myanimelist.net/anime/{}"
 
 
 def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, score_name: str,
-                reasons: list[str] | None = None) -> pd.DataFrame:
+                reasons: list[str] | None = None, because: list[list[dict]] | None = None) -> pd.DataFrame:
     """Rows of the catalogue for ``anime_ids``, in order, with the score column third, the anime's
-    MyAnimeList page (``url``) and, when given, why each is recommended (``reason``)."""
+    MyAnimeList page (``url``) and, when given, why each is recommended (``reason``) and the anime the
+    reason cites (``because``: ``[{"anime_id", "title", "rating"}]`` per row)."""
     anime_ids = np.asarray(anime_ids, dtype=np.int64)
     known, columns = bundle.catalogue_rows
     rows, found = find_sorted(known, anime_ids)
@@ -61,6 +62,8 @@ def anime_table(bundle: ModelBundle, anime_ids: np.ndarray, scores: np.ndarray, 
     })
     if reasons is not None:
         table["reason"] = reasons
+    if because is not None:
+        table["because"] = because
     return table
 
 
@@ -280,11 +283,12 @@ class RecommendationService:
         """
         user_id = user_or_person(user_id)
         rec = self.by_users
-        found, similarity = rec.similar_users(user_id, max(n, self.neighbours))  # one search serves both
-        users, similarity = found[:n], similarity[:n]
-        counts = rec.rating_counts[[self.bundle.user_index(int(u)) for u in users]]
-        users_table = pd.DataFrame({"user_id": users.astype(np.int64), "similarity": np.round(similarity, 4),
-                                    "rating_count": counts.astype(np.int64)})
+        found, _ = rec.similar_users(user_id, max(n, self.neighbours))  # one search serves both
+        users = found[:n]
+        indices = [self.bundle.user_index(int(u)) for u in users]
+        shared = Reasons.in_common(rec.ratings_of(user_id), [rec.rated(i) for i in indices])
+        users_table = pd.concat([pd.DataFrame({"user_id": users.astype(np.int64)}), shared], axis=1)
+        users_table["rating_count"] = rec.rating_counts[indices].astype(np.int64)
         prefs = rec.preferences(user_id, self.favorite_rule)
         favorites = rec.neighbour_favorites(user_id, found)  # the picks and their mean ratings
         ids, scores = rec.recommend(user_id, n, filters=filters, filter_items=self.known(exclude), favorites=favorites)
@@ -300,11 +304,12 @@ class RecommendationService:
         user_id = user_or_person(user_id)
         ids, scores = self.by_rating.recommend(user_id, n, filters=filters, min_rating=min_rating,
                                                max_rating=max_rating, filter_items=self.known(exclude))
-        why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids)
+        titles = isinstance(user_id, Person) and user_id.source == LIKES
+        why = self.reasons.from_list(*self.by_rating.ratings_of(user_id), ids, titles=titles)
         if not self.bundle.scorer.ranks_separately:
-            return anime_table(self.bundle, ids, scores, "predicted_rating", why)
+            return anime_table(self.bundle, ids, scores, "predicted_rating", *why)
         # ordered by the ranking head; its score first, the predicted 1-10 rating beside it
-        table = anime_table(self.bundle, ids, scores, "rank_score", why)
+        table = anime_table(self.bundle, ids, scores, "rank_score", *why)
         predicted = self.by_rating.predicted_ratings(user_id)[[self.bundle.anime_index(int(a)) for a in ids]]
         table.insert(3, "predicted_rating", np.round(predicted.astype(float), 2))
         return table

@@ -182,7 +182,8 @@ TEMPLATES = "templates"  # animerec/templates/: the page (Jinja2) and its static
 ANIME_COLUMNS = ("title", "reason", "type", "episodes", "genres", "mal_score", "members")
 LABELS = {"title": "Title", "reason": "Why", "predicted_rating": "Predicted rating", "mean_rating": "Their mean rating",
           "type": "Type", "episodes": "Episodes", "genres": "Genres", "mal_score": "MAL score", "members": "Members",
-          "user_id": "User", "similarity": "Similarity", "rating_count": "Ratings"}
+          "user_id": "User", "in_common": "In common with you", "rating_count": "Ratings"}
+USER_COLUMNS = ("user_id", "in_common", "rating_count")  # the counts behind "in common" stay in the JSON answer
 
 
 def anime_rows(rows: list[dict]) -> dict:
@@ -310,7 +311,7 @@ async def answer(request: Request, web: Site, kind: str, form, extra: dict, chos
 
 def _columns(table: Table) -> dict:
     if table.id == "users":
-        columns = list(table.rows[0]) if table.rows else []
+        columns = [c for c in USER_COLUMNS if table.rows and c in table.rows[0]]
         return {"columns": columns, "labels": [LABELS.get(c, c) for c in columns], "rows": table.rows}
     return anime_rows(table.rows)
 

@@ -179,7 +179,7 @@ def rating_recs(cfg: Config) -> dict:
             user = rating_user(cfg, service.by_rating, run)
             query, who = {"user_id": user}, f"user {user}"
         table = service.rating_recs(user, int(recs.n), filters, recs.min_predicted_rating,
-                                    recs.max_predicted_rating, recs.exclude)
+                                    recs.max_predicted_rating, recs.exclude).drop(columns="because")  # in "reason"
         show(f"Recommended for {who}, {unseen_by(who)}", table)
         with run.output("rating_recs", "recommendations", metadata=query_metadata(query)) as out:
             table.to_csv(out.path / "rating_recs.csv", index=False)
