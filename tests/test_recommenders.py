@@ -550,3 +550,82 @@ def test_a_mixed_or_incomplete_model_folder_is_refused(trained, tmp_path):
     (folder / "user_embeddings.npy").unlink()
     with pytest.raises(BundleError, match=r"not a complete model artifact: missing user_embeddings.npy"):
         ModelBundle.load(folder)
+
+
+WORDS = ["Amber", "Birch", "Cedar", "Dune", "Ember", "Fjord", "Grove", "Heath", "Inlet", "Juniper", "Kestrel",
+         "Lagoon", "Meadow", "Nectar", "Orchard", "Prairie", "Quarry", "Ridge", "Summit", "Thicket"]
+
+
+def test_a_co_watching_link_hides_a_sequel_at_any_depth(tmp_path):
+    """Noragami Aragoto adds a word to a one-word name, so the title rules leave it in a franchise of its own; only
+    co-watching links it to Noragami. As on the demo data (each demo user keeps a random share of a real list),
+    only about half of its raters rated Noragami. A person who never rated Noragami gets no Aragoto anywhere in a
+    list of every candidate; with sequels=show it is there."""
+    from animerec.franchise import franchise_ids
+    from animerec.service import RecommendationService
+
+    names = ["Noragami", "Noragami Aragoto", *WORDS]
+    anime = pd.DataFrame({"anime_id": np.arange(1, len(names) + 1) * 100, "name": names, "genres": "Action",
+                          "type": "TV", "episodes": 12.0, "score": 7.0, "members": 1000,
+                          "anime_index": np.arange(len(names))})
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(60):  # 10 rated both, 8 the sequel alone (a share of 10/18), 4 Noragami alone
+        rated = {a for a in range(2, len(names)) if rng.random() < 0.4} | (
+            {0, 1} if user < 10 else {1} if user < 18 else {0} if user < 22 else set())
+        rows += [(user, a, int(rng.integers(5, 11))) for a in sorted(rated)]
+    ratings = pd.DataFrame(rows, columns=["user_index", "anime_index", "rating"])
+    write_bundle(tmp_path, scorer_arrays={"kernel": np.array([[4.0]]), "bias": np.array([0.0])},
+                 user_emb=rng.normal(size=(60, 4)).astype(np.float32),
+                 anime_emb=rng.normal(size=(len(names), 4)).astype(np.float32), activation="sigmoid",
+                 user_ids=np.arange(60) + 1000, anime_ids=anime.anime_id.to_numpy(), scale={"min": 1.0, "max": 10.0},
+                 anime=anime, ratings=ratings)
+    service = RecommendationService(ModelBundle.load(tmp_path))
+    assert franchise_ids(anime).nunique() == len(names)  # the titles alone link nothing
+    person = service.person(ratings=[{"anime_id": int(a), "rating": 9} for a in anime.anime_id[2:6]])
+    for mode, shown in (("hide_unstarted", False), ("show", True)):
+        ids, _ = service.by_rating.recommend(person, n=100, filters=ItemFilter.everything(sequels=mode))
+        assert len(ids) >= len(names) - 6 - (not shown) and (200 in ids) == shown and 100 in ids
+
+
+def test_reasons_cite_only_what_the_person_liked(bundle):
+    """Each reason cites anime the person rated at or above their own mean, those that add most to the row's score
+    (here: rating times the cosine of the two anime's vectors); a row nothing liked adds to says so; a list of liked
+    titles reads "because you like", with no rating."""
+    from animerec.service import RecommendationService
+
+    service = RecommendationService(bundle)
+    person = service.person(ratings=[{"anime_id": 10, "rating": 9}, {"anime_id": 20, "rating": 8},
+                                     {"anime_id": 30, "rating": 2}])  # mean 6.3: liked 10 and 20, not 30
+    rows = {r["anime_id"]: r for r in service.answer({"kind": "rating_recs", "ratings": person_list(person, bundle),
+                                                      "n": 3, "sequels": "show", "adult": True})["anime"]}
+    assert set(rows) == {40, 50, 60}
+    assert rows[50]["because"] == [{"anime_id": 10, "title": "Mecha One", "rating": 9.0},
+                                   {"anime_id": 20, "title": "Mecha Two", "rating": 8.0}]
+    assert rows[50]["reason"] == "because you rated Mecha One (9), Mecha Two (8)"
+    # Slice Movie points away from both mecha anime; only the disliked Romance One is near it
+    assert rows[60]["because"] == [] and rows[60]["reason"] == "liked by people whose lists resemble yours"
+    assert all(c["anime_id"] != 30 for r in rows.values() for c in r["because"])
+    liked = service.answer({"kind": "rating_recs", "likes": ["Mecha One", "Romance One"], "n": 3, "sequels": "show"})
+    for row in liked["anime"]:
+        assert "rated" not in row["reason"] and all(c["rating"] is None for c in row["because"])
+    assert {r["anime_id"]: r["reason"] for r in liked["anime"]}[40] == "because you like Romance One, Mecha One"
+
+
+def person_list(person, bundle) -> list[dict]:
+    return [{"anime_id": int(bundle.anime_ids[a]), "rating": float(r)} for a, r in zip(person.rated, person.ratings)]
+
+
+def test_similar_users_say_what_they_share(bundle):
+    """Similar users show how many anime both liked (each at or above their own mean) and rated, counted by hand."""
+    from animerec.service import RecommendationService
+
+    table = RecommendationService(bundle).similar_users(100, n=4)["users"]
+    assert "similarity" not in table
+    mine = RATINGS[RATINGS.user_index == 0]
+    for row in table.itertuples():
+        theirs = RATINGS[RATINGS.user_index == bundle.user_index(row.user_id)]
+        liked = [set(r.anime_index[r.rating >= r.rating.mean()]) for r in (mine, theirs)]
+        assert row.both_liked == len(liked[0] & liked[1])
+        assert row.both_rated == len(set(mine.anime_index) & set(theirs.anime_index))
+        assert row.in_common == f"liked {row.both_liked} of the same anime, {row.both_rated} rated by both"
