@@ -33,7 +33,7 @@ Initializer = Literal["he_normal", "he_uniform", "glorot_normal", "glorot_unifor
 Activation = Literal["sigmoid", "softplus"]  # linear, relu and tanh never cleared the rule (docs/results.md)
 Loss = Literal["binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber"]
 Schedule = Literal["rampup_decay", "cosine", "constant"]
-TasteItemPart = Literal["cooc", "content", "ease"]  # model.taste.item_weights (animerec/taste/index.py)
+TasteItemPart = Literal["cooc", "content"]  # model.taste.item_weights (animerec/taste/index.py)
 WandbMode = Literal["online", "offline", "disabled"]
 Strategy = Literal["auto", "tpu", "gpu", "cpu", "multi_worker"]  # train.strategy (animerec/strategy.py)
 SequelMode = Literal["hide_unstarted", "hide_all", "show"]  # recs.sequels (animerec/franchise.py)
@@ -147,9 +147,6 @@ class RankerConfig:
 class TasteConfig:
     kind: Literal["none", "blend"] = key(
         help="none: similar anime / users by the rating embeddings; blend: animerec/taste/index.py")
-    ease_l2: Floats = key(min=0, min_open=True, help="EASE L2 values for the ease part, chosen by cross-validation")
-    ease_keep: int = key(min=1)
-    ease_items: int | None = key(min=1, help="only the most-rated anime get EASE neighbours (null = all)")
     item_weights: dict[TasteItemPart, Floats] = key(**GRID)
     tune_users: int | None = key(min=1, help="users the cross-validation folds score (a seeded sample; null = all)")
 

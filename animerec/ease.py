@@ -83,7 +83,7 @@ def ease_weights(gram: np.ndarray, l2: float, *, overwrite: bool = False) -> np.
     """
 
     if l2 <= 0:
-        raise ConfigError(f"EASE's L2 values (model.ranker.l2, model.taste.ease_l2) must be > 0, got {l2}.")
+        raise ConfigError(f"EASE's L2 values (model.ranker.l2) must be > 0, got {l2}.")
     work = np.ascontiguousarray(gram if overwrite else gram.copy(), dtype=np.float32)
     work[np.diag_indices_from(work)] += np.float32(l2)
     # The lower triangle of C-ordered ``work`` is the upper one of its Fortran-ordered transpose: LAPACK

@@ -289,6 +289,21 @@ def similar_item_metrics(
     return _summary(per_user or {"": []}, f"hit_at_{k}", users)
 
 
+def popularity_share(similar: Callable[[int, np.ndarray, int], np.ndarray | dict], counts: np.ndarray, *,
+                     queries: int = 100, head: int = 50, k: int = 10) -> dict[str, float] | float:
+    """How much a similar-anime list leans on what everybody watched: for each of the ``queries`` most-rated anime
+    (``counts`` ``[num_anime]`` raters each), the share of its ``k`` most similar anime (``similar`` as for
+    :func:`similar_item_metrics`) that are among the ``head`` most-rated; the mean over queries (popularity alone:
+    1.0). One value, or ``{name: value}`` for a callable that returns several rankings."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    shares: dict[str, list] = {}
+    for q in order[:queries]:
+        for name, top in _scored(similar(int(q), np.zeros(0, np.int64), k), k).items():
+            shares.setdefault(name, []).append(float(np.isin(top, order[:head]).mean()) if len(top) else 0.0)
+    out = {name: float(np.mean(values)) for name, values in shares.items()}
+    return out[""] if set(out) == {""} else out
+
+
 def neighbour_votes(neighbours: np.ndarray, liked_indptr: np.ndarray, liked_anime: np.ndarray,
                     num_anime: int) -> np.ndarray:
     """``[num_anime]``: how many of ``neighbours`` (user indices) liked each anime."""

@@ -169,8 +169,7 @@ def main() -> None:
         # pass, the ranking head's fits on train and on train + valid, the co-occurrence index, evaluation, artifact)
         "best_floor": ["main.steps=[train]", "model=best", "model.epochs=1", "model.ranker.l2=[102400]",
                        "model.ranker.like_weight=[0]", "model.ranker.rating_weight=[0]",
-                       "model.taste.item_weights.cooc=[1]", "model.taste.item_weights.content=[0]",
-                       "model.taste.item_weights.ease=[0]"],
+                       "model.taste.item_weights.cooc=[1]", "model.taste.item_weights.content=[0]"],
         "recs": ["main.steps=[similar_anime,similar_users,rating_recs]", 'recs.anime="Cowboy Bebop"'],
     }
     rows, log = [], work / "full_scale.log"

@@ -56,6 +56,7 @@ from animerec.evaluation import (
     Interactions,
     paired_interval,
     popularity_scorer,
+    popularity_share,
     ranking_metrics,
     rating_errors,
     similar_item_metrics,
@@ -416,6 +417,7 @@ def similarity_report(title: str, frames, num_users, num_anime, anime, seed: int
                                              excluded=excluded, seed=seed)
                 row[f"similar anime {view}hit@10"] = found[f"hit_at_{K}"]
                 per_user[(name, f"similar anime {view}hit@10")] = found["per_user"]
+            row["popularity share"] = popularity_share(similar, counts, k=K)
         if users is not None:
             found = similar_user_metrics(lambda u, n, users=users: top_excluding(users(u), [u], n), history, test,
                                          num_anime, k=K, relevance_threshold=THRESHOLD)

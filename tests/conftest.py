@@ -88,8 +88,8 @@ def trained(tmp_path_factory):
     cfg = make_config(tmp, *TINY_DEMO, "data.demo.num_users=400", "model.embedding_size=32", "model.batch_size=1024",
                       "model.lr.schedule=constant", "model.lr.max_lr=0.01", "model.epochs=12", "train.verbose=0",
                       # similar anime from a small taste blend, chosen by cross-validation (animerec/taste/choice.py)
-                      "model.taste.kind=blend", "model.taste.ease_l2=[300]", "model.taste.tune_users=100",
-                      "model.taste.item_weights.content=[0,0.1]", "model.taste.item_weights.ease=[0,1]",
+                      "model.taste.kind=blend", "model.taste.tune_users=100",
+                      "model.taste.item_weights.content=[0,0.1]",
                       # the EASE ranking head, its L2 and like-rate chosen by cross-validation (animerec/ranking_cv.py)
                       "model.ranker.kind=ease", "model.ranker.l2=[50,500]", "model.ranker.like_weight=[0,1]")
     STEPS["download"](cfg)

@@ -42,7 +42,7 @@ def test_steps_receive_a_typed_frozen_config():
 
     cfg = compose_config(["model=best"], PROJECT_ROOT)
     assert isinstance(cfg, Config) and isinstance(cfg.model.lr, LRConfig)
-    assert cfg.model.ranker.l2[:3] == [25.0, 50.0, 100.0] and cfg.model.taste.item_weights["cooc"] == [0.0, 1.0]
+    assert cfg.model.ranker.l2[:3] == [25.0, 50.0, 100.0] and cfg.model.taste.item_weights["cooc"] == [1.0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.model.epochs = 3  # read once, never changed behind a step's back
     assert validate_config(cfg) is cfg  # a checked config is not checked again
@@ -86,7 +86,7 @@ def test_rules_the_schema_alone_enforces(override, message):
     ("main.steps=5", "main.steps=5: expected 'all', a list such as [download,preprocess] or a comma-separated string"),
     ("model.ranker.l2=[100,-1]", "model.ranker.l2=[100, -1]: has -1: out of range; expected a number > 0"),
     ("model.ranker.l2=[]", "model.ranker.l2=[]: expected a number or a list of numbers such as [100,300] each > 0"),
-    ("model.taste.item_weights=3", "model.taste.item_weights=3: expected a section with keys cooc, content, ease"),
+    ("model.taste.item_weights=3", "model.taste.item_weights=3: expected a section with keys cooc, content"),
     ("model.taste.item_weights.cooc=[x]", "model.taste.item_weights.cooc=['x']: expected a number or a list of "
                                           "numbers such as [100,300] each >= 0 (values the K-fold cross-validation"),
     ("model.lr=3", "model.lr=3: expected a section with keys schedule, start_lr, min_lr"),

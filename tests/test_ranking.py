@@ -70,7 +70,7 @@ def test_symmetrising_works_across_blocks(monkeypatch):
 
 
 def test_bad_l2_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"model.ranker.l2, model.taste.ease_l2\) must be > 0"):
+    with pytest.raises(ConfigError, match=r"model.ranker.l2\) must be > 0"):
         ease_weights(np.eye(3, dtype=np.float32), 0.0)
 
 

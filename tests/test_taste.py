@@ -1,4 +1,4 @@
-"""The taste index (animerec/taste/index.py): exact co-occurrence and content similarity, EASE neighbours,
+"""The taste index (animerec/taste/index.py): exact co-occurrence and content similarity,
 the blend chosen by cross-validation (animerec/taste/choice.py), and storage."""
 
 import dataclasses
@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from animerec.ease import interaction_matrix as history_matrix
 from animerec.pipeline import compose_config
 from animerec.taste.choice import fit_taste
-from animerec.taste.index import TasteIndex, blend, content_matrix, ease_neighbours, top_excluding, weight_grid
+from animerec.taste.index import TasteIndex, blend, content_matrix, top_excluding, weight_grid
 from tests.conftest import PROJECT_ROOT, model_config
 
 ANIME = pd.DataFrame({
@@ -94,35 +94,9 @@ def test_content_similarity_shares_genres_and_gives_unrated_anime_no_row():
     assert empty.shape == (3, 1) and empty.nnz == 0  # nothing to describe an anime with: no similarity
 
 
-def test_ease_neighbours_keep_the_largest_positive_weights_of_each_row():
-    from animerec.ease import ease_weights
-
-    history = block_lists(10, 6)
-    dense = ease_weights(np.tril((history.T @ history).toarray()), 30.0)
-    rows = ease_neighbours(history, [30.0], keep=3)[30.0]
-    for q in range(history.shape[1]):
-        expected = np.sort(dense[q][dense[q] > 0])[::-1][:3]
-        np.testing.assert_allclose(np.sort(rows[q].data)[::-1], expected, rtol=1e-5)
-
-
-def test_ease_neighbours_over_the_most_rated_anime_only():
-    from animerec.ease import ease_weights
-
-    history = block_lists(10, 6, seed=4)
-    counts = np.bincount(history.indices, minlength=history.shape[1])
-    top = np.argsort(-counts, kind="stable")[:7]
-    rows = ease_neighbours(history, [30.0], keep=3, max_items=7)[30.0]
-    assert rows.shape == (12, 12) and set(rows.nonzero()[0]) <= set(top) and set(rows.nonzero()[1]) <= set(top)
-    sub = history[:, top]
-    dense = ease_weights(np.tril((sub.T @ sub).toarray()), 30.0)  # EASE over those anime alone
-    for position, q in enumerate(top):
-        expected = np.sort(dense[position][dense[position] > 0])[::-1][:3]
-        np.testing.assert_allclose(np.sort(rows[q].data)[::-1], expected, rtol=1e-5)
-
-
 def test_blend_weights_grid_and_top_excluding():
     parts = {"cooc": np.array([1.0, 0.5, 0.0]), "content": np.array([0.0, 1.0, 1.0])}
-    np.testing.assert_allclose(blend(parts, {"cooc": 1.0, "content": 0.5, "ease": 2.0}), [1.0, 1.0, 0.5])
+    np.testing.assert_allclose(blend(parts, {"cooc": 1.0, "content": 0.5, "other": 2.0}), [1.0, 1.0, 0.5])
     assert weight_grid({"cooc": [0, 1], "content": [0, 0.5]}) == [
         {"cooc": 0.0, "content": 0.5}, {"cooc": 1.0, "content": 0.0}, {"cooc": 1.0, "content": 0.5}]
     assert list(top_excluding(np.array([0.3, 0.9, 0.9, 0.1]), [1], 3)) == [2, 0, 3]
@@ -144,13 +118,11 @@ def test_fit_taste_chooses_the_blend_by_cross_validation_and_knows_train_and_val
     train, valid, _test = frames_of(lists)
     anime = pd.DataFrame({"anime_id": np.arange(24) + 1, "genres": ["Action"] * 12 + ["Romance"] * 12,
                           "type": "TV", "source": None, "anime_index": np.arange(24)})
-    cfg = taste_config(ease_l2=[10.0, 100.0], ease_keep=5, tune_users=None,
-                       item_weights={"cooc": [0.0, 1.0], "content": [0.0, 0.1], "ease": [0.0, 1.0]})
+    cfg = taste_config(tune_users=None, item_weights={"cooc": [0.0, 1.0], "content": [0.0, 0.1]})
     found = fit_taste(cfg, train, valid, 60, 24, anime, seed=3, folds=3)
     index, report = found.index, found.report
     assert report["item_weights"] in weight_grid(cfg.item_weights) and report["folds"] == 3
-    assert len(report["curve"]["curve"]) == 3 + 4 * 2  # without ease: 3 blends; with it: 4 blends x 2 L2 values
-    assert (report["ease_l2"] is None) == (not report["item_weights"]["ease"])
+    assert len(report["curve"]["curve"]) <= 3 and len(report["popularity_share"]) == 3  # 3 blends; some eligible
     assert report["chosen"] in report["curve"]["curve"] and sum(report["curve"]["fold_wins"].values()) == 3
     for part, found_part in report["parts"].items():  # every part the best blend had was put to the rule
         assert found_part["chosen"] in found_part["values"] and part in report["best_by_mean"]
@@ -165,22 +137,22 @@ def test_arrays_round_trip_with_every_part():
     lists = block_lists(10, 6)
     anime = pd.DataFrame({"anime_id": np.arange(12) + 1, "genres": ["Action"] * 6 + ["Romance"] * 6, "type": "TV",
                           "source": None, "anime_index": np.arange(12)})
-    index = TasteIndex(lists, content_matrix(anime, 12), ease_neighbours(lists, [10.0], keep=4)[10.0],
-                       {"cooc": 1.0, "content": 0.1, "ease": 1.0})
+    index = TasteIndex(lists, content_matrix(anime, 12), {"cooc": 1.0, "content": 0.1})
     again = TasteIndex.from_arrays(dict(index.arrays()))
     for q in (0, 7):
         np.testing.assert_allclose(again.similar_items(q), index.similar_items(q), rtol=1e-6)
     np.testing.assert_allclose(again.similar_users(3), index.similar_users(3), rtol=1e-6)
     assert again.item_weights == index.item_weights
-    older = {**index.arrays(), "item_parts": np.array(["cooc", "learned"]), "item_weights": np.array([1.0, 0.5])}
+    older = {**index.arrays(), "item_parts": np.array(["cooc", "learned", "ease"]),
+             "item_weights": np.array([1.0, 0.5, 1.0]), "ease_indptr": np.zeros(13, np.int64)}
     assert TasteIndex.from_arrays(older).item_weights == {"cooc": 1.0}  # a removed part of an older index is not read
 
 
 def test_an_all_zero_grid_is_a_config_error_naming_the_key():
     from animerec.errors import ConfigError
 
-    assert weight_grid({"cooc": [0.0], "ease": [0.0]}) == []
-    zeros = [f"model.taste.item_weights.{part}=[0]" for part in ("cooc", "content", "ease")]
+    assert weight_grid({"cooc": [0.0], "content": [0.0]}) == []
+    zeros = [f"model.taste.item_weights.{part}=[0]" for part in ("cooc", "content")]
     with pytest.raises(ConfigError, match=r"model.taste.item_weights=.*every weight is 0.*item_weights.cooc=\[1.0\]"):
         compose_config(["model=best", *zeros], PROJECT_ROOT)
     compose_config(["model=seed", *zeros], PROJECT_ROOT)  # no blend, no rule: the seed preset ignores the weights
@@ -192,3 +164,34 @@ def test_work_in_two_threads_returns_both_halves_and_raises_the_helpers_error():
     assert in_two_threads(lambda: 1, lambda: "two") == (1, "two")
     with pytest.raises(ZeroDivisionError):
         in_two_threads(lambda: 1, lambda: 1 / 0)
+
+
+def test_a_blend_that_leans_on_the_most_watched_is_not_chosen_however_many_hits_it_scores():
+    """``decide``: the best mean among the blends whose popularity share is at most co-occurrence alone's."""
+    from animerec.taste.choice import decide, key
+
+    rng = np.random.default_rng(0)
+    base = rng.random((5, 200)) * 0.1
+    settings = {key(w): w for w in ({"cooc": 1.0}, {"content": 0.1}, {"cooc": 1.0, "content": 0.1})}
+    table = {key({"cooc": 1.0}): base, key({"content": 0.1}): base + 0.2, key({"cooc": 1.0, "content": 0.1}): base + 0.1}
+    shares = {key({"cooc": 1.0}): 0.6, key({"content": 0.1}): 0.9, key({"cooc": 1.0, "content": 0.1}): 0.5}
+    weights, report = decide(table, settings, 0, shares)
+    assert weights == {"cooc": 1.0, "content": 0.1} and report["popularity_share"] == shares
+    weights, _ = decide(table, settings, 0)  # without shares: the most hits
+    assert weights == {"content": 0.1}
+
+
+def test_popularity_share_and_similarities_in_zero_to_one():
+    from animerec.evaluation import popularity_share
+
+    counts = np.array([50, 40, 30, 20, 10, 5])
+    assert popularity_share(lambda q, ex, n: np.argsort(-counts)[:n], counts, queries=3, head=2, k=2) == 1.0
+    assert popularity_share(lambda q, ex, n: {"tail": np.array([4, 5]), "half": np.array([0, 5])}, counts,
+                            queries=3, head=2, k=2) == {"tail": 0.0, "half": 0.5}
+    lists = block_lists(10, 6)
+    anime = pd.DataFrame({"anime_id": np.arange(12) + 1, "genres": ["Action"] * 6 + ["Romance"] * 6, "type": "TV",
+                          "source": None, "anime_index": np.arange(12)})
+    index = TasteIndex(lists, content_matrix(anime, 12), {"cooc": 1.0, "content": 0.5})
+    for q in range(12):
+        others = np.delete(index.similar_items(q), q)
+        assert others.min() >= 0 and others.max() <= 1 + 1e-6

@@ -1,12 +1,11 @@
 """Taste: anime liked by the same people, and people who like the same anime.
 
 The rating network's embeddings learn who rates what higher; they carry little of "people who
-like X also like Y". Similar anime blend up to three parts, with weights chosen by K-fold
+like X also like Y". Similar anime blend two parts, with weights chosen by K-fold
 cross-validation (animerec/taste/choice.py):
 
 - **co-occurrence**: the cosine between two anime's columns of the users x anime matrix (who
   rated what); similar users use the same cosine between two users' rows (user-kNN).
-- **ease**: EASE's item-item weights ``B[q, :]`` (Steck 2019), each row's largest kept.
 - **content** (scikit-learn): TF-IDF of each anime's genres, type, source and studios, plus its
   synopsis where the catalogue has one; it gives anime with few or no ratings sensible neighbours.
 
@@ -27,7 +26,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from animerec.config import TASTE_ITEM_PARTS
-from animerec.ease import ease_weights, gram_matrix, most_rated
 
 logger = logging.getLogger(__name__)
 
@@ -77,44 +75,6 @@ def content_matrix(anime: pd.DataFrame, num_anime: int, synopsis_weight: float =
     return (placed @ rows).tocsr()
 
 
-def ease_neighbours(history: sp.csr_matrix, l2_values, keep: int = 100, max_items: int | None = None,
-                    corated: np.ndarray | None = None) -> dict[float, sp.csr_matrix]:
-    """EASE's item-item weights ``B`` (Steck 2019) for each L2 in ``l2_values``, each row cut to its ``keep``
-    largest positive weights: ``{l2: [num_anime, num_anime] CSR}``. Row ``q`` says which anime having
-    watched ``q`` predicts; one Gram matrix serves every L2 (animerec/ranking.py computes it). With
-    ``max_items``, only that many of the most-rated anime get rows and columns (each L2 costs an inversion
-    whose time grows with the cube of the anime: 42 s at 17.5k anime on 2 cores, about 1 s at 5,000)."""
-    n = history.shape[1]
-    # most-rated first: the fastest Gram order
-    rated = most_rated(np.bincount(history.indices, minlength=n))[:max_items]
-    gram = gram_matrix(history[:, rated]) if corated is None else corated[np.ix_(rated, rated)]
-    out = {}
-    for position, l2 in enumerate(l2_values):
-        last = position == len(l2_values) - 1
-        weights = ease_weights(gram, float(l2), overwrite=last)
-        top = _top_rows(weights, keep).tocoo()  # in ``rated`` order: back to anime indices
-        out[float(l2)] = sp.csr_matrix((top.data, (rated[top.row], rated[top.col])), shape=(n, n))
-        del weights
-    return out
-
-
-def _top_rows(dense: np.ndarray, keep: int, block: int = 2048) -> sp.csr_matrix:
-    """``dense`` ``[n, n]`` as CSR with each row's ``keep`` largest positive entries."""
-    n = dense.shape[0]
-    keep = min(keep, n)
-    rows, cols, vals = [], [], []
-    for start in range(0, n, block):
-        part = dense[start:start + block]
-        top = np.argpartition(-part, keep - 1, axis=1)[:, :keep] if n > keep else np.tile(np.arange(n), (len(part), 1))
-        values = np.take_along_axis(part, top, axis=1)
-        mask = values > 0
-        rows.append(np.nonzero(mask)[0] + start)
-        cols.append(top[mask])
-        vals.append(values[mask])
-    return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(n, n))
-
-
 def _row_counts(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows].sum(axis=0)`` ``[matrix.shape[1]]`` float32 of a binary matrix (who rated what), reading
     only those rows (not every nonzero: at full MyAnimeList size a niche anime's co-rating counts then cost its
@@ -127,19 +87,17 @@ def _row_counts(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
 # the index --------------------------------------------------------------------------------------
 @dataclass
 class TasteIndex:
-    """Similar anime from co-occurrence, EASE and content similarity; similar users from co-occurrence.
+    """Similar anime from co-occurrence and content similarity; similar users from co-occurrence.
 
     ``history`` ``[num_users, num_anime]`` binary CSR (who rated what; train + valid in a stored
-    model); ``content`` ``[num_anime, terms]`` unit TF-IDF rows; ``ease`` ``[num_anime, num_anime]``
-    EASE rows (each row's largest weights); ``item_weights`` the blend, e.g. ``{"cooc": 1.0}`` or
-    ``{"ease": 1.0, "content": 0.1}``.
+    model); ``content`` ``[num_anime, terms]`` unit TF-IDF rows; ``item_weights`` the blend, e.g.
+    ``{"cooc": 1.0}`` or ``{"cooc": 1.0, "content": 0.2}``.
     """
 
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: no learned part nor user blend (version 1's are not read)
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: no learned part nor user blend; an EASE part (removed) is not read
 
     history: sp.csr_matrix
     content: sp.csr_matrix | None = None
-    ease: sp.csr_matrix | None = None
     item_weights: dict = field(default_factory=lambda: {"cooc": 1.0})
     corated: np.ndarray | None = None  # [num_anime, num_anime] co-rating counts, when many queries come (not stored)
 
@@ -171,13 +129,13 @@ class TasteIndex:
         parts = {"cooc": (together / np.maximum(denom, 1e-12)).astype(np.float32)}
         if self.content is not None:
             parts["content"] = np.asarray((self.content @ self.content[anime_index].T).todense()).ravel()
-        if self.ease is not None:
-            parts["ease"] = np.asarray(self.ease[anime_index].todense()).ravel()
         return {name: _scaled(part, anime_index) for name, part in parts.items()}
 
     def similar_items(self, anime_index: int, weights: Mapping[str, float] | None = None) -> np.ndarray:
-        """Blended similarity ``[num_anime]`` of every anime to ``anime_index`` (itself included)."""
-        return blend(self.item_parts(anime_index), self.item_weights if weights is None else weights)
+        """Blended similarity ``[num_anime]`` of every anime to ``anime_index`` (itself included), in [0, 1] but for
+        the query's own: each part is scaled to at most 1 and the blend divided by its weights' sum."""
+        weights = self.item_weights if weights is None else weights
+        return blend(self.item_parts(anime_index), weights) / (sum(w for w in weights.values() if w > 0) or 1.0)
 
     # similar users ------------------------------------------------------------------------------
     def similar_users(self, user_index: int | None = None, listed: np.ndarray | None = None) -> np.ndarray:
@@ -195,13 +153,11 @@ class TasteIndex:
         out = {"history_indptr": self.history.indptr.astype(np.int64),
                "history_indices": self.history.indices.astype(np.int32),
                "history_shape": np.array(self.history.shape, np.int64)}
-        for name in ("ease", "content"):  # sparse [num_anime, ...] rows
-            matrix = getattr(self, name)
-            if matrix is not None:
-                out.update({f"{name}_indptr": matrix.indptr.astype(np.int64),
-                            f"{name}_indices": matrix.indices.astype(np.int32),
-                            f"{name}_data": matrix.data.astype(np.float32),
-                            f"{name}_shape": np.array(matrix.shape, np.int64)})
+        if self.content is not None:  # sparse [num_anime, terms] rows
+            out.update({"content_indptr": self.content.indptr.astype(np.int64),
+                        "content_indices": self.content.indices.astype(np.int32),
+                        "content_data": self.content.data.astype(np.float32),
+                        "content_shape": np.array(self.content.shape, np.int64)})
         parts = sorted(self.item_weights)
         out["item_parts"] = np.array(parts)
         out["item_weights"] = np.array([self.item_weights[p] for p in parts], np.float64)
@@ -209,20 +165,18 @@ class TasteIndex:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "TasteIndex":
-        """The index ``arrays`` stored; an older index's learned part (a removed taste model) is not read."""
+        """The index ``arrays`` stored; an older index's learned or EASE part (both removed) is not read."""
         indices = arrays["history_indices"]
         history = sp.csr_matrix((np.ones(len(indices), np.float32), indices, arrays["history_indptr"]),
                                 shape=tuple(int(x) for x in arrays["history_shape"]))
         weights = {str(p): float(w) for p, w in zip(arrays["item_parts"], arrays["item_weights"])
                    if str(p) in TASTE_ITEM_PARTS}
 
-        def sparse(name: str) -> sp.csr_matrix | None:
-            if f"{name}_indptr" not in arrays or f"{name}_shape" not in arrays:
-                return None
-            return sp.csr_matrix((arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
-                                 shape=tuple(int(x) for x in arrays[f"{name}_shape"]))
-
-        return cls(history, sparse("content"), sparse("ease"), weights or {"cooc": 1.0})
+        content = None
+        if "content_indptr" in arrays and "content_shape" in arrays:
+            content = sp.csr_matrix((arrays["content_data"], arrays["content_indices"], arrays["content_indptr"]),
+                                    shape=tuple(int(x) for x in arrays["content_shape"]))
+        return cls(history, content, weights or {"cooc": 1.0})
 
 
 def _scaled(part: np.ndarray, query: int | None) -> np.ndarray:
@@ -246,7 +200,7 @@ def blend(parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.n
 
 
 def weight_grid(grid: Mapping[str, list[float]]) -> list[dict[str, float]]:
-    """Every combination of the parts' weights but all-zero ones, e.g. ``{"cooc": [1], "learned": [0, 0.5]}``."""
+    """Every combination of the parts' weights but all-zero ones, e.g. ``{"cooc": [1], "content": [0, 0.2]}``."""
     names = list(grid)
     out = []
     for values in itertools.product(*(grid[n] for n in names)):
