@@ -20,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from animerec.console import setup_logging
 from animerec.errors import UserError
 from animerec.launch import preflight, prepare_argv
-from animerec.pipeline import Summary, register_schema_defaults, run_pipeline, setup_logging, to_container
+from animerec.pipeline import Summary, register_schema_defaults, run_pipeline, to_container
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 register_schema_defaults()  # config.yaml composes on them (a sweep's launcher imports this module too)

@@ -2,7 +2,8 @@
 
 - :func:`prepare_argv` turns ``--steps STEPS`` and ``--overrides "A=1 B=2"`` (how ``mlflow run``
   passes its parameters, each as one shell word) into Hydra overrides, splitting the string the
-  way Hydra reads it so that ``recs.anime="Cowboy Bebop"`` stays one override.
+  way Hydra reads it so that ``recs.anime="Cowboy Bebop"`` stays one override; ``-v`` (also inside
+  the overrides: ``-P hydra_options="-v model=best"``) shows third-party output again.
 - :func:`preflight` composes the configuration before Hydra does, without checking its values:
   a Hydra composition error (an unknown key, a bad preset name, broken override syntax) then
   prints one ``error:`` paragraph and exits with status 2 instead of Hydra's exit 1. The values
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -21,11 +23,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from animerec.config import split_overrides
+from animerec.console import VERBOSE_ENV
 from animerec.errors import ConfigError, UserError
 from animerec.pipeline import compose_config, one_line
 
 # Hydra's own flags: with them the command line is Hydra's business, not a pipeline run.
 MULTIRUN_FLAGS = ("-m", "--multirun")
+VERBOSE_FLAGS = ("-v", "--verbose")  # third-party output shown again (animerec/console.py)
 MAX_PREFLIGHT_JOBS = 256
 
 
@@ -51,7 +55,9 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         else:
             out.append(arg)
         i += 1
-    return out
+    if any(arg in VERBOSE_FLAGS for arg in out):  # every step's process inherits it
+        os.environ[VERBOSE_ENV] = "1"
+    return [arg for arg in out if arg not in VERBOSE_FLAGS]
 
 
 def _fail(message: str) -> None:

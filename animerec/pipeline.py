@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,34 +40,12 @@ from animerec.config import (
     split_overrides,
     validate_config,
 )
+from animerec.console import native_stderr_quiet, setup_logging
 from animerec.errors import ConfigError, UserError
 from animerec.pretrained import is_wandb_ref, resolve_model, resolve_wandb_mode
 from animerec.steps import INPUTS, STEPS, upstream_of
 
 logger = logging.getLogger(__name__)
-
-
-class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (pytest, notebooks and tqdm swap it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Console logging for the ``animerec`` loggers (named loggers; the root logger stays quiet)."""
-    package = logging.getLogger("animerec")
-    if not package.handlers:
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        package.addHandler(handler)
-    package.setLevel(level)
-    package.propagate = False
 
 
 def parse_steps(value: Any) -> list[str]:
@@ -185,18 +164,62 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
         if cfg.recs.ratings_file:
             fixed["recs.ratings_file"] = str(Path(cfg.recs.ratings_file).expanduser().absolute())
         logger.info("Pipeline run %s: steps %s", parent_id, ", ".join(steps))
-        for step in steps:
-            logger.info("=== step %s ===", step)
-            values = {**fixed, **pins}
-            step_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in {*values, "main.steps"}]
-            step_overrides += [f"{key}={quote_value(value)}" for key, value in values.items()]
-            outputs = run_step(project_root, step, step_overrides, parent.info.experiment_id)
-            produced.update(outputs)
-            pins.update({f"inputs.{name}": ref for name, ref in outputs.items() if name in INPUTS})
-    summary = Summary({"mlflow_run_id": parent_id}, objective=cfg.model.best_metric)
-    if "model" in produced and "train" in steps:
-        summary.update(model_summary(ArtifactStore(root).resolve(produced["model"])))
+        timings: dict[str, tuple[str, float]] = {}
+        try:
+            for step in steps:
+                logger.info("=== step %s ===", step)
+                values = {**fixed, **pins}
+                step_overrides = [o for o in overrides
+                                  if o.split("=", 1)[0].lstrip("+~") not in {*values, "main.steps"}]
+                step_overrides += [f"{key}={quote_value(value)}" for key, value in values.items()]
+                started, timings[step] = time.perf_counter(), ("failed", 0.0)
+                outputs = run_step(project_root, step, step_overrides, parent.info.experiment_id)
+                timings[step] = ("succeeded", time.perf_counter() - started)
+                produced.update(outputs)
+                pins.update({f"inputs.{name}": ref for name, ref in outputs.items() if name in INPUTS})
+        finally:
+            summary = Summary({"mlflow_run_id": parent_id}, objective=cfg.model.best_metric)
+            if "model" in produced and "train" in steps:
+                summary.update(model_summary(ArtifactStore(root).resolve(produced["model"])))
+            report = summary_text(summary, timings, root, cfg.model.registry_name)
+            print(report, flush=True)
+            mlflow.log_text(report, "summary.txt")
+            mlflow.log_metrics({f"{k}_test": v for k, v in summary.items() if k in SUMMARY_METRICS})
     return summary
+
+
+SUMMARY_METRICS = ("recall_at_10", "ndcg_at_10", "rmse", "popularity_recall_at_10", "popularity_ndcg_at_10")
+
+
+def summary_text(summary: Mapping[str, Any], timings: Mapping[str, tuple[str, float]], root: Path,
+                 registry: str | None) -> str:
+    """What a pipeline run ends with: each step's status and time, the test metrics beside popularity's, where
+    the model is, and the next two commands to try."""
+    total = sum(seconds for _, seconds in timings.values())
+    lines = ["", f"== Pipeline summary (MLflow run {summary['mlflow_run_id']}, {total:.0f} s) =="]
+    lines += [f"  {step:<14} {status:<10} {seconds:7.1f} s" for step, (status, seconds) in timings.items()]
+    if "model" in summary:
+        lines.append(f"Test: recall@10 {summary.get('recall_at_10', float('nan')):.4f}, NDCG@10 "
+                     f"{summary.get('ndcg_at_10', float('nan')):.4f}, RMSE {summary.get('rmse', float('nan')):.3f}"
+                     f" | popularity: recall@10 {summary.get('popularity_recall_at_10', float('nan')):.4f}, NDCG@10 "
+                     f"{summary.get('popularity_ndcg_at_10', float('nan')):.4f}")
+        lines.append(f"Model: {summary['model']} in {summary['model_path']}" + champion_note(registry, summary["model"], root))
+        where = "" if root == Path("artifacts").absolute() else f" --store {root}"
+        lines += ["Next:", f'  animerec recommend --likes "Cowboy Bebop" "Toradora!"{where}',
+                  f"  animerec web{where}    # then open http://127.0.0.1:8080"]
+    return "\n".join(lines)
+
+
+def champion_note(registry: str | None, model_ref: str, root: Path) -> str:
+    """``; models:/<registry>@champion`` when the registry's champion alias is this model, else nothing."""
+    from animerec.registry import CHAMPION, version_of
+
+    try:
+        version = version_of(registry, model_ref, str(root)) if registry else None
+        champion = MlflowClient().get_model_version_by_alias(registry, CHAMPION) if version else None
+    except Exception:  # noqa: BLE001 - no registry (a file store), or no alias yet: nothing to say
+        return ""
+    return f"; models:/{registry}@{CHAMPION}" if champion and champion.version == version.version else ""
 
 
 class Summary(dict):
@@ -247,7 +270,7 @@ def model_summary(version) -> dict:
     """A stored model's reference, its valid metrics (to choose by) and test metrics (to report), flat."""
 
     metrics = json.loads(version.file("metrics.json").read_text(encoding="utf-8"))
-    row = {"model": version.ref}
+    row = {"model": version.ref, "model_path": str(version.path)}
     row.update({k: metrics[k] for k in ("valid_ndcg_at_10", "valid_recall_at_10", "valid_rmse", "rmse", "mae",
                                                "recall_at_10", "ndcg_at_10", "train_seconds") if k in metrics})
     popularity = metrics.get("baselines", {}).get("popularity", {})
@@ -282,7 +305,9 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
         if args.print_config:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
-        STEPS[step](cfg)
+        with native_stderr_quiet():  # the step's imports: TensorFlow's CUDA probing
+            function = STEPS[step].function
+        function(cfg)
     except UserError as err:
         print(f"\nerror: {step}: {err}", file=sys.stderr)
         record_error(run_id, str(err))

@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from animerec.console import native_stderr_quiet
 from animerec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def make_strategy(requested: str = "auto", tpu_address: str | None = None):
 
     probe_tpu = requested in ("auto", "tpu")
     resolver = _resolve_tpu(tpu_address) if probe_tpu and (tpu_address or requested == "tpu" or os.environ.get("TPU_NAME")) else None
-    gpus = tf.config.list_physical_devices("GPU")
+    with native_stderr_quiet():  # CUDA's probing ("failed call to cuInit") on a machine without a GPU
+        gpus = tf.config.list_physical_devices("GPU")
     decision = decide(requested, tpu_found=resolver is not None, num_gpus=len(gpus), tf_config=os.environ.get("TF_CONFIG"))
     if decision.kind == "tpu":
         # TensorFlow's documented sequence: resolver, connect, initialize, strategy.

@@ -73,6 +73,15 @@ def test_mlflow_run_end_to_end(tmp_path):
                                     'recs.anime="Cowboy Bebop"', 'recs.genres=[Action,"Slice of Life"]'])
     result, env = _mlflow_run(str(PROJECT_ROOT), {"steps": steps, "hydra_options": options}, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    # quiet: no third-party noise; the run ends on its summary, with the test metrics and the model's reference
+    printed = result.stdout + result.stderr
+    for noise in ("cuInit", "cuda drivers", "wandb: ", "Downloading artifacts", "CloudPickle", "Running command",
+                  "Add type hints"):
+        assert noise not in printed, noise
+    if steps == "all":
+        tail = "\n".join(result.stdout.splitlines()[-40:])
+        assert "Pipeline summary" in tail and "recall@10" in tail and "model:v1" in tail, tail
+        assert "animerec recommend --likes" in tail and "animerec web" in tail
     from animerec.artifacts import ArtifactStore
     from animerec.bundle import ModelBundle
 
@@ -162,3 +171,41 @@ def test_the_pipeline_hands_each_step_absolute_paths_and_the_versions_made_befor
         assert given["main.artifact_root"] == f'"{tmp_path / "store"}"' and given["recs.n"] == "5"
         assert given["recs.ratings_file"] == f'"{tmp_path / "my list.csv"}"' and "main.steps" not in given
     assert "inputs.similar_users" not in asked[0][1] and asked[1][1]["inputs.similar_users"] == '"similar_users:v7"'
+
+
+def test_the_summary_names_each_step_the_test_metrics_the_model_and_what_to_try_next(tmp_path):
+    from animerec.pipeline import summary_text
+
+    summary = {"mlflow_run_id": "abc", "model": "model:v3", "model_path": str(tmp_path / "model" / "v3"),
+               "recall_at_10": 0.2065, "ndcg_at_10": 0.1629, "rmse": 1.416, "popularity_recall_at_10": 0.0862,
+               "popularity_ndcg_at_10": 0.0722}
+    text = summary_text(summary, {"download": ("succeeded", 3.0), "train": ("failed", 0.0)}, tmp_path, None)
+    assert "download       succeeded" in text and "train          failed" in text and "(MLflow run abc, 3 s)" in text
+    assert "recall@10 0.2065, NDCG@10 0.1629, RMSE 1.416 | popularity: recall@10 0.0862" in text
+    assert f"Model: model:v3 in {tmp_path / 'model' / 'v3'}" in text and f"--store {tmp_path}" in text
+    bare = summary_text({"mlflow_run_id": "abc"}, {"download": ("succeeded", 3.0)}, tmp_path, None)
+    assert "Model:" not in bare and "Test:" not in bare  # no model trained: nothing to point at
+
+
+def test_quiet_by_default_and_everything_again_with_v(monkeypatch, capfd):
+    import logging
+
+    from animerec.console import QUIET_ENV, VERBOSE_ENV, native_stderr_quiet, setup_logging
+    from animerec.launch import prepare_argv
+
+    for name in (*QUIET_ENV, VERBOSE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    level = logging.getLogger("mlflow").level
+    try:
+        setup_logging()
+        assert {name: os.environ.get(name) for name in QUIET_ENV} == QUIET_ENV  # the steps' processes inherit it
+        assert logging.getLogger("mlflow").level == logging.WARNING
+    finally:
+        logging.getLogger("mlflow").setLevel(level)
+    with native_stderr_quiet():
+        os.write(2, b"cudart_stub: Could not find cuda drivers\n")  # a native library's write, below Python
+    assert "cuda" not in capfd.readouterr().err
+    assert prepare_argv(["-v", "--overrides", "model=best -v"]) == ["model=best"] and os.environ[VERBOSE_ENV] == "1"
+    with native_stderr_quiet():
+        os.write(2, b"cudart_stub: Could not find cuda drivers\n")
+    assert "cuda" in capfd.readouterr().err
