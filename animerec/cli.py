@@ -21,7 +21,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import textwrap
 from typing import Sequence
 
 import pandas as pd
@@ -46,7 +48,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exclude", nargs="+", type=int, default=[], metavar="MAL_ID",
                         help="anime you are not interested in: never recommended")
     _add_model_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON (with each MyAnimeList link "
+                                                             "and the anime each reason cites)")
+    parser.add_argument("--wide", action="store_true", help="every column, however wide (default: the table fits "
+                                                             "the terminal: title, why, score, MAL link or ID)")
 
 
 FLAGS = {"popularity_damping": ("--hidden-gems", "BETA")}  # flags named for fans rather than after the field
@@ -126,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     recommend = commands.add_parser("recommend", help="anime for a user, or for anyone's list",
                                     description="The model's recommendations among anime the user has not rated: "
                                                 "by its ranking head when it has one (model=best), else by predicted "
-                                                "rating. Anyone can ask with --ratings FILE or --likes TITLES.")
+                                                "rating. Anyone can ask with --ratings FILE, --likes TITLES, "
+                                                "--mal-user NAME or --anilist-user NAME.")
     _add_person(recommend)
     web = commands.add_parser("web", help="a web page for all three recommenders and the model card",
                               description="Serve a web page over the model: similar anime, recommendations for an "
@@ -167,23 +173,52 @@ def request_from(args: argparse.Namespace) -> dict:
     return request
 
 
-def print_answer(answer: dict) -> None:
-    """The answer as text: the same heading, notes and tables as the page (:mod:`animerec.view`)."""
+# the columns that fit a terminal, in order: who or what, why, the score, and where to read more
+NARROW = ("user_id", "title", "in_common", "reason", "similarity", "predicted_rating",
+          "similar_users_favouring", "rating_count", "url")
+
+
+def print_answer(answer: dict, wide: bool = False, width: int | None = None) -> None:
+    """The answer as text: the same heading, notes and tables as the page (:mod:`animerec.view`); each table fits
+    ``width`` (the terminal's) unless ``wide``, which shows every column."""
     shown = view(answer)
+    width = width or shutil.get_terminal_size((100, 24)).columns
     print(shown.heading + "\n")
     for note in shown.notes:
-        print(note + "\n")
+        print(textwrap.fill(note, width) + "\n")
     for table in shown.tables:
-        frame = pd.DataFrame(table.rows).drop(columns=["url", "because"], errors="ignore")  # both in --json
+        frame = pd.DataFrame(table.rows).drop(columns=["because"], errors="ignore")  # in "reason"; --json has it
         if "reason" in frame:  # why, right after the title
             frame.insert(2, "reason", frame.pop("reason"))
-        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
-            print(f"{table.caption + chr(10) if table.caption else ''}{frame.to_string(index=False)}\n")
+        caption = textwrap.fill(table.caption, width) + "\n" if table.caption else ""
+        print(caption + (frame.to_string(index=False) if wide else fitted(frame, width)) + "\n")
+
+
+def fitted(frame: pd.DataFrame, width: int) -> str:
+    """``frame``'s :data:`NARROW` columns as text no wider than ``width``: the MAL link where it fits, else the
+    MAL ID; the longest text column (title, reason, in common) cut with an ellipsis until the table fits."""
+    frame = frame[[c for c in NARROW if c in frame]].copy()
+    if "url" in frame and width < 120:
+        frame["url"] = frame["url"].str.rsplit("/", n=1).str[-1].astype(int)
+        frame = frame.rename(columns={"url": "mal_id"})
+    texts = [c for c in ("title", "reason", "in_common") if c in frame]
+    for _ in range(200):
+        text = frame.to_string(index=False)
+        over = max(map(len, text.splitlines()), default=0) - width
+        if over <= 0 or not texts:
+            return text
+        longest = max(texts, key=lambda c: frame[c].astype(str).str.len().max())
+        limit = max(int(frame[longest].astype(str).str.len().max()) - over, 8)
+        frame[longest] = [v if len(str(v)) <= limit else str(v)[:limit - 1] + "…" for v in frame[longest]]
+        if limit == 8:
+            texts.remove(longest)
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings: the error after them says it all
 
     try:
         version = resolve_model(args.model, ArtifactStore(args.store), wandb_mode=resolve_wandb_mode(None),
@@ -200,10 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"error: animerec {args.command}: {err}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(answer, indent=2))
-    else:
-        print_answer(answer)
+    try:
+        if args.json:
+            print(json.dumps(answer, indent=2))
+        else:
+            print_answer(answer, wide=args.wide)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `animerec ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -121,7 +121,7 @@ def anilist_list(user: str, retry: RetryPolicy) -> AnimeList:
         if not collection.get("hasNextChunk"):
             break
         chunk += 1
-    skipped = f" ({missing} entries without a MAL ID skipped)" if missing else ""
+    skipped = f" ({missing} {'entry' if missing == 1 else 'entries'} without a MAL ID skipped)" if missing else ""
     return from_records(list(found.values()), f"AniList user {user}{skipped}")
 
 

@@ -25,7 +25,8 @@ class View:
 
 def list_note(listed: dict) -> str:
     """What was read of anyone's list: ``{"source", "listed", "used", "skipped"}`` as one sentence."""
-    return (f"{listed['source']}: {listed['listed']} anime listed, {listed['used']} rated ones used"
+    used = f"{listed['used']} rated {'one' if listed['used'] == 1 else 'ones'} used"
+    return (f"{listed['source']}: {listed['listed']} anime listed, {used}"
             + (f", {listed['skipped']} unknown to the model skipped" if listed["skipped"] else "")
             + ". Nothing on it is recommended back.")
 

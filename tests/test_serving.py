@@ -227,7 +227,7 @@ def test_cli_matches_the_library(served, trained, capsys, tmp_path):
     assert main(["similar-users", "--likes", "Naruto", "Cowboy Bebop", "-n", "3", "--store", store, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(service.answer(requests[5])))
     assert main(["recommend", "--ratings", str(csv_path), "--store", store]) == 0
-    assert "6 anime listed, 5 rated ones used" in capsys.readouterr().out
+    assert "6 anime listed, 5 rated ones used" in " ".join(capsys.readouterr().out.split())  # notes wrap to the terminal
     assert main(["recommend", "5", "--likes", "Naruto", "--store", store]) == 2
     assert ("needs one of: a user ID, --ratings FILE, --likes TITLE..., --mal-user NAME or --anilist-user NAME "
             "(got a user ID and --likes)") in capsys.readouterr().err
@@ -323,3 +323,24 @@ def test_a_model_over_the_copy_limit_is_logged_by_reference(trained, tmp_path):
     with pytest.raises(ArtifactError, match="refers to the model artifact at .* and that folder is gone"):
         mlflow.pyfunc.load_model(uri)
     assert mlflow.pyfunc.load_model(copied).predict(request)  # the copy does not depend on the store
+
+
+def test_cli_tables_fit_the_terminal_and_a_closed_pipe_ends_quietly(served, trained, tmp_path):
+    """At COLUMNS=100 no line of an answer is wider than 100 (--wide shows every column); piped into a reader that
+    stops early (`| head -2`), the command ends without a traceback."""
+    cfg, _, _ = trained
+    _, service, requests = served
+    exe = shutil.which("animerec", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "COLUMNS": "100"}
+    for argv in (["similar-anime", "Naruto"], ["recommend", str(requests[2]["query"])],
+                 ["similar-users", str(requests[2]["query"])], ["recommend", "--likes", "Naruto", "Cowboy Bebop"]):
+        out = subprocess.run([exe, *argv, "--store", cfg.main.artifact_root], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert max(map(len, out.stdout.splitlines())) <= 100, out.stdout
+    wide = subprocess.run([exe, "similar-anime", "Naruto", "--wide", "--store", cfg.main.artifact_root],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert "https://myanimelist.net/anime/" in wide.stdout and "members" in wide.stdout
+    piped = subprocess.run(f"'{exe}' similar-anime Naruto -n 50 --store '{cfg.main.artifact_root}' | head -2",
+                           shell=True, capture_output=True, text=True, env=env, timeout=300)
+    assert len(piped.stdout.splitlines()) == 2 and "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
