@@ -3,17 +3,19 @@ titles plus co-watching (animerec/franchise.py).
 
 ``model=best`` is trained on the real dev set (200 users) as benchmarks/quality.py trains it. Each real
 sample user (91 people the model never saw) is folded in from their list with every entry of 26
-hand-labelled franchises removed, and asked for 20 recommendations with the product's defaults
+hand-labelled franchises removed, and asked for 60 recommendations (``--n``) with the product's defaults
 (``sequels=hide_unstarted``): a row that is a later entry of a labelled franchise is a leak. The positive
 control gives each person one franchise's first entry (rated 9) and counts the franchises whose later
 entries still reach at least one person. Both are printed for the titles alone (the model's
 ``sequels.npz`` left out) and for titles plus co-watching.
 
     python benchmarks/sequel_leaks.py
+    python benchmarks/sequel_leaks.py --train-on demo --n 100
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import tempfile
@@ -24,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import DEV, SAMPLE, load_split, train_keras, write_model  # noqa: E402
+from quality import DEV, SAMPLE, demo_ratings, load_split, train_keras, write_model  # noqa: E402
 
 from animerec.bundle import ModelBundle  # noqa: E402
 from animerec.data import demo  # noqa: E402
@@ -63,12 +65,11 @@ FRANCHISES = {
     "Kaguya-sama": (37999, [40591]),
     "Sword Art Online": (11757, [21881, 36474, 39597, 40540]),
 }
-N = 20
 
 
-def recommend(service: RecommendationService, ids: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+def recommend(service: RecommendationService, ids: np.ndarray, ratings: np.ndarray, n: int) -> np.ndarray:
     person = service.person(ratings=AnimeList.build(ids, ratings, None, "a list"))
-    return service.by_rating.recommend(person, n=N, filters=service_filter())[0]
+    return service.by_rating.recommend(person, n=n, filters=service_filter())[0]
 
 
 def service_filter():
@@ -77,7 +78,7 @@ def service_filter():
     return ItemFilter()  # the product's defaults: hide_unstarted, adult anime hidden
 
 
-def measure(service: RecommendationService, people: dict) -> tuple[int, int, int]:
+def measure(service: RecommendationService, people: dict, n: int) -> tuple[int, int, int]:
     """(leaked rows, rows in all, franchises whose sequels reach someone who rated only the first entry)."""
     every = {a for first, later in FRANCHISES.values() for a in [first, *later]}
     later = {a for _, entries in FRANCHISES.values() for a in entries}
@@ -85,32 +86,38 @@ def measure(service: RecommendationService, people: dict) -> tuple[int, int, int
     reached = set()
     for ids, ratings in people.values():
         keep = ~np.isin(ids, list(every))
-        picks = recommend(service, ids[keep], ratings[keep])
+        picks = recommend(service, ids[keep], ratings[keep], n)
         leaks += int(np.isin(picks, list(later)).sum())
         rows += len(picks)
         for name, (first, entries) in FRANCHISES.items():
             if name not in reached:
-                picks = recommend(service, np.append(ids[keep], first), np.append(ratings[keep], 9.0))
+                picks = recommend(service, np.append(ids[keep], first), np.append(ratings[keep], 9.0), n)
                 if np.isin(picks, entries).any():
                     reached.add(name)
     return leaks, rows, len(reached)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=60, help="recommendations per person (default 60)")
+    parser.add_argument("--train-on", choices=("dev", "demo"), default="dev",
+                        help="the real dev set (default) or the demo data (1,500 users resampled from real lists)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        frames, num_users, num_anime = load_split(demo.catalogue_path(), DEV, workdir / "dev", 42, 5)
+        ratings, least = (DEV, 5) if args.train_on == "dev" else (demo_ratings(workdir, 1500)[1], 20)
+        frames, num_users, num_anime = load_split(demo.catalogue_path(), ratings, workdir / "dev", 42, least)
         model, scorer = train_keras("best", frames, num_users, num_anime, 42)
         bundle = ModelBundle.load(write_model(workdir / "best", workdir / "dev", frames, model, scorer))
         sample = pd.read_csv(SAMPLE)
         people = {user: (group.anime_id.to_numpy(), group.rating.to_numpy(float))
                   for user, group in sample[sample.rating > 0].groupby("user_id") if len(group) >= 5}
         linked = int((bundle.sequels.prerequisite >= 0).sum())
-        print(f"model=best on the dev set; {len(people)} sample users; {linked} anime with a prerequisite by "
-              f"co-watching; {len(FRANCHISES)} hand-labelled franchises; {N} recommendations each")
+        print(f"model=best on the {args.train_on} data; {len(people)} sample users; {linked} anime with a prerequisite "
+              f"by co-watching; {len(FRANCHISES)} hand-labelled franchises; {args.n} recommendations each")
         for name, links in (("titles alone", None), ("titles + co-watching", bundle.sequels)):
             service = RecommendationService(dataclasses.replace(bundle, sequels=links))
-            leaks, rows, reached = measure(service, people)
+            leaks, rows, reached = measure(service, people, args.n)
             print(f"  {name}: {leaks} of {rows} rows ({leaks / rows:.1%}) are later entries of unstarted franchises; "
                   f"positive control: {reached} of {len(FRANCHISES)} franchises' sequels reach someone who rated "
                   f"only the first entry")
