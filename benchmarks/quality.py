@@ -438,8 +438,9 @@ def similarity_report(title: str, frames, num_users, num_anime, anime, seed: int
 
 
 # fold-in: real users who were never in training ------------------------------------------------
-def write_model(folder: Path, workdir: Path, frames, model, scorer) -> Path:
-    """A model artifact folder as the train step writes it (minus the Keras file and reports)."""
+def write_model(folder: Path, workdir: Path, frames, model, scorer, taste=None) -> Path:
+    """A model artifact folder as the train step writes it (minus the Keras file and reports); ``taste``: its
+    similar-anime index, if any."""
     import json
 
     from animerec.bundle import write_bundle
@@ -454,7 +455,7 @@ def write_model(folder: Path, workdir: Path, frames, model, scorer) -> Path:
                  anime_emb=model.anime_embedding.get_weights()[0], activation=model.activation, user_ids=user_ids,
                  anime_ids=anime_ids, scale=json.loads((workdir / "scale.json").read_text()),
                  anime=pd.read_parquet(workdir / "anime.parquet"), ratings=pd.concat(frames.values()),
-                 ranker=scorer.ranker)
+                 ranker=scorer.ranker, taste=taste)
     return folder
 
 

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +79,17 @@ def service_filter():
     return ItemFilter()  # the product's defaults: hide_unstarted, adult anime hidden
 
 
-def measure(service: RecommendationService, people: dict, n: int) -> tuple[int, int, int]:
-    """(leaked rows, rows in all, franchises whose sequels reach someone who rated only the first entry)."""
+def measure(service: RecommendationService, people: dict, n: int) -> tuple[Counter, int, int]:
+    """(leaked anime with how often, rows in all, franchises whose sequels reach someone who rated only the first
+    entry)."""
     every = {a for first, later in FRANCHISES.values() for a in [first, *later]}
     later = {a for _, entries in FRANCHISES.values() for a in entries}
-    leaks = rows = 0
+    leaks, rows = Counter(), 0
     reached = set()
     for ids, ratings in people.values():
         keep = ~np.isin(ids, list(every))
         picks = recommend(service, ids[keep], ratings[keep], n)
-        leaks += int(np.isin(picks, list(later)).sum())
+        leaks.update(int(a) for a in picks if a in later)
         rows += len(picks)
         for name, (first, entries) in FRANCHISES.items():
             if name not in reached:
@@ -118,9 +120,12 @@ def main() -> None:
         for name, links in (("titles alone", None), ("titles + co-watching", bundle.sequels)):
             service = RecommendationService(dataclasses.replace(bundle, sequels=links))
             leaks, rows, reached = measure(service, people, args.n)
-            print(f"  {name}: {leaks} of {rows} rows ({leaks / rows:.1%}) are later entries of unstarted franchises; "
+            total = sum(leaks.values())
+            print(f"  {name}: {total} of {rows} rows ({total / rows:.1%}) are later entries of unstarted franchises; "
                   f"positive control: {reached} of {len(FRANCHISES)} franchises' sequels reach someone who rated "
                   f"only the first entry")
+            names = bundle.anime.set_index("anime_id")["name"]
+            print("    " + "; ".join(f"{names.get(a, a)} ({count})" for a, count in leaks.most_common(12)))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,18 @@ what the lists show.
 
     python benchmarks/similar_lists.py --model artifacts/model/v1
     python benchmarks/similar_lists.py --model artifacts/model/v1 --titles "Cowboy Bebop" "Toradora!"
+    python benchmarks/similar_lists.py --train-on dev     # model=best trained on the real dev set first
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from animerec.config import ItemFilter
 from animerec.evaluation import popularity_share
@@ -24,17 +28,43 @@ from animerec.recommenders import EmbeddingRecommender
 from animerec.service import RecommendationService
 from animerec.taste.index import TasteIndex, top_excluding
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality.py's helpers
+
 TITLES = ["Cowboy Bebop", "Death Note", "Toradora!", "Steins;Gate", "K-On!", "Mushishi", "Clannad",
           "Tengen Toppa Gurren Lagann", "Monster", "Haikyuu!!", "Shingeki no Kyojin", "Sen to Chihiro no Kamikakushi"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="a model folder (artifacts/model/vN)")
+    parser.add_argument("--model", type=Path, help="a model folder (artifacts/model/vN)")
+    parser.add_argument("--train-on", choices=("dev", "sample"), help="instead: train model=best on a real set")
     parser.add_argument("--titles", nargs="+", default=TITLES)
     parser.add_argument("--n", type=int, default=10)
     args = parser.parse_args()
-    service = RecommendationService.from_path(args.model)
+    if (args.model is None) == (args.train_on is None):
+        parser.error("give --model FOLDER or --train-on dev|sample")
+    with tempfile.TemporaryDirectory() as folder:
+        show(RecommendationService.from_path(args.model or trained(args.train_on, Path(folder))), args)
+
+
+def trained(name: str, workdir: Path) -> Path:
+    """model=best trained on a real set as benchmarks/quality.py trains it (the taste blend by cross-validation)."""
+    from quality import DEV, SAMPLE, load_split, train_keras, write_model
+
+    from animerec.data import demo
+    from animerec.pipeline import compose_config
+    from animerec.taste.choice import fit_taste
+
+    frames, num_users, num_anime = load_split(demo.catalogue_path(), {"dev": DEV, "sample": SAMPLE}[name],
+                                              workdir / "split", 42, 5)
+    model, scorer = train_keras("best", frames, num_users, num_anime, 42)
+    cfg = compose_config(["model=best"], Path(__file__).resolve().parents[1]).model.taste
+    anime = pd.read_parquet(workdir / "split" / "anime.parquet")
+    taste = fit_taste(cfg, frames["train"], frames["valid"], num_users, num_anime, anime).index
+    return write_model(workdir / "model", workdir / "split", frames, model, scorer, taste)
+
+
+def show(service: RecommendationService, args) -> None:
     bundle = service.bundle
     if bundle.taste is None:
         raise SystemExit("This model has no similar-anime index (train it with model=best).")
