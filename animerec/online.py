@@ -11,7 +11,8 @@ Both end in the :class:`AnimeList` an upload gives (score 0 = not rated, plan-to
 upload's limits. Requests go through urllib3's ``Retry`` as downloads do (429 honours ``Retry-After``, 5xx
 and dropped connections are retried), with a timeout; every failure is a :class:`ListError` that says which
 user, which site and what to do. :class:`ListFetcher` keeps fetched lists a few minutes in memory (bounded),
-so that changing a filter does not fetch again; nothing about a person is written to disk.
+so that changing a filter does not fetch again; nothing about a person is written to disk. :class:`TitleSearch`
+asks AniList's search for a title the catalogue does not know ("attack on titan").
 The base URLs are ``ANIMEREC_MAL_API_URL`` and ``ANIMEREC_ANILIST_API_URL`` (tests point them at 127.0.0.1).
 """
 
@@ -34,6 +35,9 @@ MAL_API_URL = "https://api.myanimelist.net/v2"
 ANILIST_API_URL = "https://graphql.anilist.co"
 NAMES = {"mal": "MyAnimeList", "anilist": "AniList"}
 MAL_PLANNED, ANILIST_PLANNED = "plan_to_watch", "PLANNING"
+ANILIST_SEARCH = """query ($search: String, $perPage: Int) {
+  Page(perPage: $perPage) { media(search: $search, type: ANIME) { idMal isAdult title { romaji english native } synonyms } }
+}"""
 ANILIST_QUERY = """query ($userName: String, $chunk: Int, $perChunk: Int) {
   MediaListCollection(userName: $userName, type: ANIME, chunk: $chunk, perChunk: $perChunk) {
     lists { isCustomList entries { status score(format: POINT_10_DECIMAL) media { idMal } } }
@@ -69,6 +73,40 @@ class ListFetcher:
             while len(self._cache) > self.max_lists:
                 self._cache.popitem(last=False)
         return listed
+
+
+@dataclass
+class TitleSearch:
+    """AniList's search (English, romaji, native names and synonyms) for a title the catalogue does not know:
+    ``search(title)`` gives ``[(MAL ID, is adult)]``, best first (entries without a MAL ID left out), or raises a
+    :class:`ListError` saying why AniList could not be asked. One quick try, so that offline it fails in seconds;
+    answers stay ``ttl_s`` in memory, ``max_titles`` at most."""
+
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=1, backoff_s=0.0, connect_timeout_s=3.0,
+                                                                   read_timeout_s=5.0, methods=("POST",)))
+    ttl_s: float = 3600.0
+    max_titles: int = 512
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, title: str) -> list[tuple[int, bool]]:
+        key = " ".join(str(title).lower().split())
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                self._cache.move_to_end(key)
+                return hit[1]
+        body = {"query": ANILIST_SEARCH, "variables": {"search": str(title), "perPage": 10}}
+        url = os.environ.get("ANIMEREC_ANILIST_API_URL", ANILIST_API_URL)
+        session = self.retry.session()
+        page = _call(lambda: session.post(url, json=body, timeout=self.retry.timeouts), "anilist", "", self.retry)
+        media = ((page.get("data") or {}).get("Page") or {}).get("media") or []
+        found = [(int(m["idMal"]), bool(m.get("isAdult"))) for m in media if isinstance(m, dict) and m.get("idMal")]
+        with self._lock:
+            self._cache[key] = (time.monotonic(), found)
+            while len(self._cache) > self.max_titles:
+                self._cache.popitem(last=False)
+        return found
 
 
 def _username(user: str, site: str) -> str:
@@ -148,7 +186,7 @@ def _call(send, site: str, user: str, retry: RetryPolicy) -> dict:
 
 def _json(response: requests.Response, site: str, user: str) -> dict:
     """The answer's JSON; a ListError a person understands for every way it can fail."""
-    who = f"{NAMES[site]} user {user!r}"
+    who = f"{NAMES[site]} user {user!r}" if user else f"{NAMES[site]}'s search"
     status = response.status_code
     if status >= 400:
         if status in (401, 403) or "private" in response.text.lower():

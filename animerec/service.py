@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from animerec.bundle import ModelBundle, find_sorted
 from animerec.config import MAX_N, ItemFilter
 from animerec.foldin import Person, fit_user, fold_in
-from animerec.online import ListFetcher
+from animerec.online import ListFetcher, TitleSearch
 from animerec.profiles import LIKES, AnimeList, from_records, from_titles, read_list
 from animerec.reasons import Reasons
 from animerec.recommenders import EmbeddingRecommender, FavoriteRule, RecommenderError, UserBasedRecommender
-from animerec.titles import TitleIndex
+from animerec.titles import Match, TitleIndex
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,8 @@ class RecommendationService:
     # queries -------------------------------------------------------------------------------------
     @cached_property
     def titles(self):
-        return TitleIndex(self.bundle.anime)
+        """Titles as fans type them: the catalogue's names, then AniList's search (answers cached, bounded)."""
+        return TitleIndex(self.bundle.anime, search=TitleSearch())
 
     @cached_property
     def lists(self) -> ListFetcher:
@@ -256,9 +257,13 @@ class RecommendationService:
 
     def anime_id(self, query: Any) -> int:
         """A MAL ID from an ID (a JSON number) or a title (a string, even "86": titles win over IDs)."""
+        return self.anime_match(query).anime_id
+
+    def anime_match(self, query: Any) -> Match:
+        """The anime an ID or a title names, with the other anime a shared title named too."""
         if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
-            return int(query)
-        return self.titles.find(str(query))
+            return Match(int(query), "", 100.0)
+        return self.titles.lookup(str(query))
 
     def known(self, anime_ids) -> list[int]:
         """The MAL IDs among ``anime_ids`` that the model knows (others cannot be recommended anyway)."""
@@ -319,10 +324,11 @@ class RecommendationService:
         if not isinstance(query, Query):
             query = Query.from_mapping(query)
         if query.kind == "similar_anime":
-            anime_id, table = self.similar_anime(query.query, query.n, query.filters, query.exclude)
+            match = self.anime_match(query.query)
+            anime_id, table = self.similar_anime(match.anime_id, query.n, query.filters, query.exclude)
             title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]
-            return {"kind": query.kind, "query": {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None},
-                    "anime": records(table)}
+            asked = {"anime_id": anime_id, "title": title.iloc[0] if len(title) else None, "also_matched": match.others}
+            return {"kind": query.kind, "query": asked, "anime": records(table)}
         user = (self.person(query.ratings, query.likes, mal_user=query.mal_user, anilist_user=query.anilist_user)
                 if query.has_list else user_id_of(query.query))
         asked = {"list": user.summary()} if query.has_list else {"user_id": user}

@@ -35,7 +35,9 @@ def view(answer: dict) -> View:
     """The heading, notes and tables of one answer (``kind`` similar_anime, similar_users or rating_recs)."""
     asked = answer["query"]
     if answer["kind"] == "similar_anime":
-        return View(f"Anime similar to {asked['title']} (MAL {asked['anime_id']})", [],
+        also = asked.get("also_matched") or []
+        notes = [f"The most-watched of the anime so titled; also: {'; '.join(also)}."] if also else []
+        return View(f"Anime similar to {asked['title']} (MAL {asked['anime_id']})", notes,
                     [Table("results", "", answer["anime"])])
     notes = [list_note(asked["list"])] if "list" in asked else []
     who = "this list" if "list" in asked else f"user {asked['user_id']}"

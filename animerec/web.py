@@ -410,7 +410,7 @@ def suggestions(titles, query: str, limit: int) -> list[dict]:
     if len(key) < 2:
         return []
     found: dict[int, str] = {}
-    starts = [i for i, k in enumerate(titles.keys) if k.startswith(key)]
+    starts = [i for i, k in enumerate(titles.keys) if k.startswith(key) and not titles.adult[i]]
     for position in sorted(starts, key=lambda i: -titles.members[i])[:limit]:
         found.setdefault(int(titles.ids[position]), titles.display[position])
     for match in titles.candidates(query, limit):

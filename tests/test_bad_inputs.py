@@ -133,7 +133,7 @@ def test_bad_anime_file_through_preprocess(tmp_path, capsys):
 
 # --- recommender queries and model references, through the recommender components ------------------
 QUERY_CASES = {
-    "unknown title": ("similar_anime", 'recs.anime="Cowboy Bebopp zzz"', r"No anime titled 'Cowboy Bebopp zzz' stands out"),
+    "unknown title": ("similar_anime", 'recs.anime="Cowboy Bebopp zzz"', r"No anime titled 'Cowboy Bebopp zzz' in the catalogue stands out"),
     "unknown anime ID": ("similar_anime", "recs.anime_id=99999999", r"Anime 99999999 has no embedding"),
     "unknown user": ("rating_recs", "recs.user_id=-5 recs.rating_user=given", r"Unknown user_id -5"),
     "unknown genre": ("similar_anime", 'recs.anime="Cowboy Bebop" recs.genres=[Fantasyy]', r"Unknown genre 'Fantasyy'"),
@@ -169,7 +169,7 @@ def test_failed_step_message_reaches_the_top_through_main(trained, tmp_path):
     result = run_main(["main.steps=[similar_anime]", 'recs.anime="Cowboy Bebopp zzz"', f"main.artifact_root={store}"],
                       tmp_path)
     assert_clean_failure(result.returncode, result.stdout, result.stderr,
-                         r"^error: similar_anime: No anime titled 'Cowboy Bebopp zzz' stands out")
+                         r"^error: similar_anime: No anime titled 'Cowboy Bebopp zzz' in the catalogue stands out")
     assert snapshot(store) == before
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from animerec.data.download import RetryPolicy
+from animerec.errors import RecommenderError
 from animerec.online import ListFetcher
 from animerec.profiles import ListError, read_list
 from tests.conftest import free_port
@@ -286,3 +287,72 @@ def test_a_list_over_the_upload_limit_is_refused_as_an_upload_is(stand_in):
     stand_in(mal_pages(entries, lambda: "", per_page=len(entries)))  # one oversized page: no paging needed
     with pytest.raises(ListError, match="lists more than 100,000 anime; that is the limit"):
         ListFetcher(retry=dataclasses.replace(FAST, read_timeout_s=60)).fetch("mal", "hoarder")  # a big page
+
+
+# English titles as fans type them -> the MAL ID AniList's search gives (idMal), for the stand-in AniList
+ENGLISH = {"attack on titan": 16498, "spirited away": 199, "your name": 32281, "my hero academia": 31964,
+           "a silent voice": 28851, "demon slayer": 38000, "fullmetal alchemist brotherhood": 5114}
+
+
+def anilist_search(answers: dict):
+    """A stand-in AniList answering ``Page { media(search:) }`` from ``answers`` (title -> [(idMal, isAdult)])."""
+
+    def answer(method, path, query, body):
+        assert "media(search: $search, type: ANIME)" in body["query"]
+        found = answers.get(body["variables"]["search"].lower(), [])
+        return ok({"data": {"Page": {"media": [{"idMal": mal_id, "isAdult": adult, "title": {"english": "x"},
+                                                "synonyms": []} for mal_id, adult in found]}}})
+
+    return answer
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    from animerec.data import demo
+    from animerec.data.layouts import load_anime
+
+    return load_anime(demo.catalogue_path())  # the whole 2020 catalogue: romaji names only
+
+
+def test_english_titles_resolve_through_anilist_search_and_are_cached(stand_in, catalogue):
+    from animerec.online import TitleSearch
+    from animerec.titles import TitleIndex
+
+    answers = {title: [(999999999, False), (mal_id, False)] for title, mal_id in ENGLISH.items()}  # first: unknown
+    answers["cherry blossoms after winter"] = [(42, True)]  # AniList's only answer is adult: not taken
+    server = stand_in(anilist_search(answers), site="anilist")
+    titles = TitleIndex(catalogue, search=TitleSearch())
+    for title, mal_id in ENGLISH.items():
+        assert titles.find(title) == mal_id, title
+    asked = len(server.requests)
+    assert titles.find("Attack on Titan") == 16498 and len(server.requests) == asked  # cached, case aside
+    with pytest.raises(RecommenderError, match="AniList's search found no anime this model knows"):
+        titles.find("cherry blossoms after winter")
+
+
+def test_offline_romaji_titles_resolve_and_an_english_one_fails_in_seconds(monkeypatch, catalogue):
+    from animerec.online import TitleSearch
+    from animerec.titles import TitleIndex
+
+    monkeypatch.setenv("ANIMEREC_ANILIST_API_URL", f"http://127.0.0.1:{free_port()}/graphql")
+    titles = TitleIndex(catalogue, search=TitleSearch())
+    assert titles.find("shingeki no kyojin") == 16498 and titles.find("steins gate") == 9253
+    assert titles.find("kimi no na wa") == 32281 and titles.find("sen to chihiro no kamikakushi") == 199
+    shared = titles.lookup("code geass")  # a franchise's shared words: its most-watched entry, the others named
+    assert shared.anime_id == 1575 and "Code Geass: Hangyaku no Lelouch R2" in shared.others
+    started = time.perf_counter()
+    with pytest.raises(RecommenderError, match=r"No anime titled 'attack on titan' in the catalogue.*AniList.*could "
+                                               r"not be asked \(Cannot reach AniList"):
+        titles.find("attack on titan")
+    assert time.perf_counter() - started < 30
+
+
+def test_adult_anime_are_never_suggested_nor_guessed(catalogue):
+    from animerec.titles import TitleIndex, is_adult
+
+    titles = TitleIndex(catalogue)
+    adult = set(catalogue.anime_id[is_adult(catalogue)])
+    assert len(adult) > 100  # the 2020 catalogue's Hentai
+    for query in ("cool", "lingerie", "bible", "code geass", "love"):
+        assert not {m.anime_id for m in titles.candidates(query, 20)} & adult, query
+    assert titles.find("Cool Devices") in adult  # typed whole, its title still finds it

@@ -300,7 +300,7 @@ def test_title_lookup(bundle):
     assert find_anime(bundle, "mecha one") == 10
     assert find_anime(bundle, "robots two") == 20  # English name
     assert find_anime(bundle, "Mecha Onee") == 10  # close fuzzy match
-    with pytest.raises(RecommenderError, match=r"No anime titled 'Zzzz Qqqq' stands out. Closest: "):
+    with pytest.raises(RecommenderError, match=r"No anime titled 'Zzzz Qqqq' in the catalogue stands out. Closest: "):
         find_anime(bundle, "Zzzz Qqqq")
 
 

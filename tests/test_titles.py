@@ -35,7 +35,7 @@ def test_what_people_type_finds_the_anime(index, query, mal_id):
     ("1", None),  # a number that is no title: the message points to --id
 ])
 def test_unclear_queries_fail_with_ordered_suggestions(index, query, first_suggestion):
-    with pytest.raises(TitleError, match=rf"No anime titled '{query}' stands out. Closest: ") as raised:
+    with pytest.raises(TitleError, match=rf"No anime titled '{query}' in the catalogue stands out. Closest: ") as raised:
         index.find(query)
     message = str(raised.value)
     if first_suggestion:
