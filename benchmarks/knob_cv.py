@@ -3,6 +3,8 @@
     python benchmarks/knob_cv.py                 # the real sample, the real dev set, the demo data
     python benchmarks/knob_cv.py dev             # one of them
 
+Each set's whole report goes to ``benchmarks/results/knob_cv_<set>.json``.
+
 The same protocol as ``model=best``'s head (animerec/ranking_cv.py): the users' train + valid ratings
 dealt into 5 folds, EASE's L2 by the best mean NDCG@10, then each knob at that L2 against its neutral
 value, with a paired bootstrap 95% interval over users. Besides the two knobs the head keeps
@@ -139,7 +141,9 @@ def main() -> None:
                 gains = ", ".join(f"{v}: {d['gain']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
                                   for v, d in values.items() if v != "0")
                 print(f"  {knob} -> {found[knob]['chosen']}  ({gains}; fold wins {found[knob]['fold_wins']})")
-            (Path.cwd() / f"knob_cv_{name}.json").write_text(json.dumps(found, indent=1, default=float))
+            out = Path(__file__).resolve().parent / "results" / f"knob_cv_{name}.json"
+            out.parent.mkdir(exist_ok=True)
+            out.write_text(json.dumps(found, indent=1, default=float))
 
 
 if __name__ == "__main__":
