@@ -188,7 +188,9 @@ def test_main_with_pretrained_skips_training_and_recommends(store, tmp_path):
     fresh_store = ArtifactStore(fresh)
     assert fresh_store.names() == ["similar_anime"]
     stored = fresh_store.resolve("similar_anime:latest")
-    expected = RecommendationService.from_path(model_dir).similar_anime("Naruto", 5)[1]
+    from animerec.config import ItemFilter
+
+    expected = RecommendationService.from_path(model_dir).similar_anime("Naruto", 5, ItemFilter())[1]  # recs' defaults
     got = __import__("pandas").read_csv(stored.file("similar_anime.csv"))
     assert got["anime_id"].tolist() == expected["anime_id"].tolist()
 
