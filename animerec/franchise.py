@@ -167,7 +167,8 @@ def co_watch_prerequisites(users: np.ndarray, anime: np.ndarray, anime_ids: np.n
     ``[num_anime]`` MAL IDs and ``titles`` ``[num_anime]`` by anime index. Anime rated by at least
     ``min_raters`` people get one: among older anime whose whole title (without case and punctuation) is
     in theirs (``Mushishi`` in ``Mushishi Zoku Shou``, ``Mobile Suit Gundam 00`` in ``Mobile Suit Gundam
-    00 Second Season``), rated by at least ``min_share`` of their raters (times :func:`typical_share` where the
+    00 Second Season``) or differs from theirs only in its last word (``Durarara!!x2 Ten`` for ``Durarara!!x2
+    Ketsu``; three words at least), rated by at least ``min_share`` of their raters (times :func:`typical_share` where the
     data shows less of each audience) and ``min_lift`` times the base rate, the one rated by most of them (the
     latest on a tie: a third season's is the second).
     """
@@ -177,9 +178,12 @@ def co_watch_prerequisites(users: np.ndarray, anime: np.ndarray, anime_ids: np.n
     base = counts / max(len(np.unique(users)), 1)
     plain = [_plain(t) for t in titles]
     by_title: dict[str, list[int]] = {}
+    siblings: dict[str, list[int]] = {}  # titles of 3+ words by all their words but the last: "durarara x2 ..."
     for p, title in enumerate(plain):
         if len(title) >= 2:
             by_title.setdefault(title, []).append(p)
+        if len(title.split()) >= 3:
+            siblings.setdefault(title.rsplit(" ", 1)[0], []).append(p)
     min_share = min(min_share, min_share * typical_share(raters, counts, titles, anime_ids, min_raters))
     prerequisite = np.full(num_anime, -1, np.int64)
     rated_s = np.zeros(raters.shape[0], bool)
@@ -187,6 +191,8 @@ def co_watch_prerequisites(users: np.ndarray, anime: np.ndarray, anime_ids: np.n
         words = plain[s].split()  # every run of whole words of its title: the older anime so named are candidates
         found = {p for i in range(len(words)) for j in range(i + 1, len(words) + 1)
                  for p in by_title.get(" ".join(words[i:j]), ()) if anime_ids[p] < anime_ids[s]}
+        if len(words) >= 3:  # and an older sibling: Durarara!!x2 Ketsu after Durarara!!x2 Ten
+            found |= {p for p in siblings.get(" ".join(words[:-1]), ()) if anime_ids[p] < anime_ids[s]}
         if not found:
             continue
         mine = raters.indices[raters.indptr[s]:raters.indptr[s + 1]]

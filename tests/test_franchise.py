@@ -182,3 +182,25 @@ def test_where_each_audience_shows_less_the_share_asked_is_less():
         assert share == pytest.approx(kept, abs=0.1)
         found = co_watch_prerequisites(users, items, ids, titles)
         assert (found[25] == 24) == linked, (kept, found[25])
+
+
+def test_a_sibling_title_is_a_prerequisite_when_its_audience_watched_it():
+    """Durarara!!x2 Ketsu's prerequisite is Durarara!!x2 Ten: not inside its title, but its title but the last
+    word; Sora no Manimani is not Sora no Otoshimono's sequel: few of its raters rated that."""
+    from animerec.franchise import co_watch_prerequisites
+
+    anime = load_anime(demo.catalogue_path()).set_index("name")
+    titles = ["Durarara!!", "Durarara!!x2 Ten", "Durarara!!x2 Ketsu", "Sora no Otoshimono", "Sora no Manimani"]
+    ids = anime.loc[titles, "anime_id"].to_numpy()
+    rng = np.random.default_rng(2)
+    users, items = [], []
+    for user in range(500):
+        rated = {0} if rng.random() < 0.15 else set()  # Durarara!!
+        if rng.random() < 0.1:  # Ten, mostly after Durarara!!, then mostly Ketsu
+            rated |= {1} | ({0} if rng.random() < 0.9 else set()) | ({2} if rng.random() < 0.7 else set())
+        rated |= {3} if rng.random() < 0.3 else set()
+        rated |= {4} if rng.random() < 0.1 else set()  # Manimani's raters: no more of Otoshimono's than anyone's
+        users += [user] * len(rated)
+        items += sorted(rated)
+    found = co_watch_prerequisites(np.array(users), np.array(items), ids, titles)
+    assert found.tolist() == [-1, 0, 1, -1, -1]
