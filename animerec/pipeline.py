@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -185,7 +186,26 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
             print(report, flush=True)
             mlflow.log_text(report, "summary.txt")
             mlflow.log_metrics({f"{k}_test": v for k, v in summary.items() if k in SUMMARY_METRICS})
+            summary_to_wandb(replace(cfg.wandb, group=fixed["wandb.group"], dir=str(wandb_dir)), summary, report)
     return summary
+
+
+def summary_to_wandb(settings, summary: Mapping[str, Any], report: str) -> None:
+    """The pipeline's summary as a W&B run of its own (``job_type=pipeline``, in the steps' group), unless W&B is
+    disabled; a failure here costs only this extra."""
+    mode = resolve_wandb_mode(settings.mode)
+    if mode == "disabled":
+        return
+    from animerec.tracking.backends import WandbTracker
+
+    try:
+        tracker = WandbTracker(settings, mode, None)
+        tracker.start("pipeline", {}, "pipeline")
+        tracker.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+        tracker.run.summary["report"] = report
+        tracker.finish(False)
+    except Exception as err:  # noqa: BLE001 - the steps logged everything already
+        logger.warning("Could not log the summary to W&B (%s: %s).", type(err).__name__, err)
 
 
 SUMMARY_METRICS = ("recall_at_10", "ndcg_at_10", "rmse", "popularity_recall_at_10", "popularity_ndcg_at_10")

@@ -209,3 +209,17 @@ def test_quiet_by_default_and_everything_again_with_v(monkeypatch, capfd):
     with native_stderr_quiet():
         os.write(2, b"cudart_stub: Could not find cuda drivers\n")
     assert "cuda" in capfd.readouterr().err
+
+
+def test_the_summary_goes_to_a_wandb_run_of_its_own_unless_wandb_is_disabled(tmp_path):
+    import dataclasses
+
+    from animerec.pipeline import summary_to_wandb
+    from tests.conftest import composed
+
+    settings = dataclasses.replace(composed().wandb, mode="offline", dir=str(tmp_path), group="pipeline-test")
+    summary_to_wandb(dataclasses.replace(settings, mode="disabled"), {"recall_at_10": 0.2}, "report")
+    assert not list(tmp_path.glob("wandb/offline-run-*"))
+    summary_to_wandb(settings, {"recall_at_10": 0.2, "model": "model:v1"}, "== Pipeline summary ==")
+    runs = list(tmp_path.glob("wandb/offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
