@@ -1,8 +1,9 @@
 """Why an anime is recommended, in words a fan reads.
 
 - Recommendations from a list (or a dataset user's ratings): the one to three anime the person liked
-  (rated at or above their own mean) that contribute most; never one they rated lower. With the EASE ranking head a listed anime ``i`` contributes ``rating_i * B[i, j]``
-  to anime ``j``'s score; without one, ``rating_i`` times the cosine of the two anime's vectors.
+  (rated at or above their own mean) that contribute most; never one they rated lower. With the EASE
+  ranking head a listed anime ``i`` contributes ``rating_i * B[i, j]`` to anime ``j``'s score; without
+  one, ``rating_i`` times the cosine of the two anime's vectors.
 - Similar anime: the genres the two share, and how many of the people who liked the query (rated it 8
   or more) liked the other too.
 - What similar users love: how many of the nearest users count it among their favourites.
