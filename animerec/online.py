@@ -54,25 +54,16 @@ class ListFetcher:
                                                                    read_timeout_s=20.0, methods=("GET", "POST")))
     ttl_s: float = 300.0
     max_lists: int = 32
-    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cache: "Recent" = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._cache = Recent(self.ttl_s, self.max_lists)
 
     def fetch(self, site: str, user: str) -> AnimeList:
         """``site`` (``mal`` or ``anilist``) user ``user``'s list, from the cache when it is fresh."""
         user = _username(user, site)
-        key = (site, user.lower())
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-                self._cache.move_to_end(key)  # the least recently asked list leaves first
-                return hit[1]
-        listed = (mal_list if site == "mal" else anilist_list)(user, self.retry)
-        with self._lock:
-            self._cache[key] = (time.monotonic(), listed)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.max_lists:
-                self._cache.popitem(last=False)
-        return listed
+        return self._cache.get((site, user.lower()), lambda: (mal_list if site == "mal" else anilist_list)(
+            user, self.retry))
 
 
 @dataclass
@@ -86,27 +77,46 @@ class TitleSearch:
                                                                    read_timeout_s=5.0, methods=("POST",)))
     ttl_s: float = 3600.0
     max_titles: int = 512
-    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cache: "Recent" = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._cache = Recent(self.ttl_s, self.max_titles)
 
     def __call__(self, title: str) -> list[tuple[int, bool]]:
-        key = " ".join(str(title).lower().split())
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-                self._cache.move_to_end(key)
-                return hit[1]
+        return self._cache.get(" ".join(str(title).lower().split()), lambda: self._ask(title))
+
+    def _ask(self, title: str) -> list[tuple[int, bool]]:
         body = {"query": ANILIST_SEARCH, "variables": {"search": str(title), "perPage": 10}}
         url = os.environ.get("ANIMEREC_ANILIST_API_URL", ANILIST_API_URL)
         session = self.retry.session()
         page = _call(lambda: session.post(url, json=body, timeout=self.retry.timeouts), "anilist", "", self.retry)
         media = ((page.get("data") or {}).get("Page") or {}).get("media") or []
-        found = [(int(m["idMal"]), bool(m.get("isAdult"))) for m in media if isinstance(m, dict) and m.get("idMal")]
+        return [(int(m["idMal"]), bool(m.get("isAdult"))) for m in media if isinstance(m, dict) and m.get("idMal")]
+
+
+@dataclass
+class Recent:
+    """Answers kept ``ttl_s`` seconds in memory, ``size`` at most: the least recently asked leaves first."""
+
+    ttl_s: float
+    size: int
+    _entries: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def get(self, key, make):
+        """The fresh answer for ``key``, or ``make()``'s, kept (two threads may both make one; either is kept)."""
         with self._lock:
-            self._cache[key] = (time.monotonic(), found)
-            while len(self._cache) > self.max_titles:
-                self._cache.popitem(last=False)
-        return found
+            hit = self._entries.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                self._entries.move_to_end(key)
+                return hit[1]
+        value = make()
+        with self._lock:
+            self._entries[key] = (time.monotonic(), value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value
 
 
 def _username(user: str, site: str) -> str:

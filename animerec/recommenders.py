@@ -33,6 +33,7 @@ from animerec.config import ItemFilter
 from animerec.errors import RecommenderError
 from animerec.foldin import Person, person_ranking, person_scores
 from animerec.franchise import franchise_ids, hidden_by_sequels
+from animerec.titles import is_adult
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,8 @@ class Catalogue:
 
     @cached_property
     def adult(self) -> np.ndarray:
-        """``[num_anime]`` bool: adult anime (MAL hides them by default): the Hentai genre or an "Rx" age rating."""
-        hentai = np.array([_norm("Hentai") in s for s in self.genre_sets], dtype=bool)
-        if "age_rating" in self.frame:
-            hentai |= self.frame["age_rating"].fillna("").astype(str).str.startswith("Rx").to_numpy()
-        return hentai
+        """``[num_anime]`` bool: adult anime (MAL hides them by default; :func:`animerec.titles.is_adult`)."""
+        return is_adult(self.frame)
 
     def mask(self, filters: ItemFilter | None) -> np.ndarray:
         allowed = np.ones(len(self.frame), dtype=bool)

@@ -58,7 +58,8 @@ class Match:
 
 
 def is_adult(frame: pd.DataFrame) -> np.ndarray:
-    """``[len(frame)]`` bool: adult anime (MAL hides them by default): the Hentai genre or an "Rx" age rating."""
+    """``[len(frame)]`` bool: adult anime (MAL hides them by default): the Hentai genre or an "Rx" age rating. The
+    one rule for the filters (``recommenders.Catalogue``), the suggestions and the title search."""
     genres = frame["genres"].fillna("").astype(str) if "genres" in frame else pd.Series("", index=frame.index)
     adult = genres.str.contains(r"\bhentai\b", case=False, regex=True).to_numpy(bool, copy=True)
     if "age_rating" in frame:
@@ -77,9 +78,10 @@ class TitleIndex:
         names = frame[columns].astype("string").fillna("")
         ids, display, keys, members, adult = [], [], [], [], []
         member_counts = frame["members"].fillna(0).to_numpy() if "members" in frame else np.zeros(len(frame))
+        adult_rows = is_adult(frame)
         for column in columns:
             for anime_id, name, count, rx in zip(frame["anime_id"].to_numpy(), names[column].to_numpy(), member_counts,
-                                                 is_adult(frame)):
+                                                 adult_rows):
                 key = normalise(name)
                 if key:
                     ids.append(int(anime_id))
