@@ -10,7 +10,7 @@ over the folds). The tail view alone is no fix: it chose content alone on the re
 a third of item-kNN's overall hits (docs/results.md). The eligible blend with the best mean is taken;
 then content is dropped again unless its paired gain has a 95% interval above zero, and the blend is kept
 only if it beats the neutral one (co-occurrence alone: item-kNN) the same way. Co-occurrence is the peer
-content is added to, never dropped by the rule: dropping it left content alone on the real dev set, which
+content is added to, never dropped by the rule: dropping it left content alone on the real sample, which
 scores far fewer overall hits than item-kNN. EASE's item weights were a third part; under this choice they
 cleared neither real set (their lists lean on the most-watched anime more than item-kNN's), so they left.
 """
@@ -100,7 +100,7 @@ def _score_fold(index, kept: sp.csr_matrix, held: Interactions, settings, tuned:
     sampled = kept[tuned]  # only the scored users' histories are read (queries and exclusions)
     history = Interactions(np.repeat(tuned, np.diff(sampled.indptr)).astype(np.int32), sampled.indices.astype(np.int32),
                            sampled.data.astype(np.float32))
-    item_parts = functools.lru_cache(maxsize=4096)(index.item_parts)
+    item_parts = functools.lru_cache(maxsize=4096)(index.item_parts)  # both views and the share ask again
     counts = np.bincount(kept.indices, minlength=kept.shape[1])
     most = np.argsort(-counts, kind="stable")[:tail]
 
@@ -123,12 +123,12 @@ def decide(table: dict, settings: dict, seed: int, shares: dict | None = None) -
     """The best blend by mean among those whose popularity share (``shares``: setting -> share) is at most the
     neutral blend's (co-occurrence alone); content kept only if it clears the rule; then the rule against the
     neutral blend."""
-    neutral = key(NEUTRAL)
-    limit = (shares or {}).get(neutral, np.inf)
-    eligible = {name: values for name, values in table.items() if (shares or {}).get(name, 0.0) <= limit}
+    neutral, shares = key(NEUTRAL), dict(shares or {})
+    limit = shares.get(neutral, np.inf)
+    eligible = {name: values for name, values in table.items() if shares.get(name, 0.0) <= limit}
     best, curve = choose_best(eligible or table, seed)
     weights = settings[best]
-    report: dict[str, Any] = {"best_by_mean": best, "parts": {}, "popularity_share": dict(shares or {})}
+    report: dict[str, Any] = {"best_by_mean": best, "parts": {}, "popularity_share": shares}
     reduced = {**weights, KNOB: 0.0}
     if weights.get(KNOB) and key(reduced) in eligible:
         name = key(reduced)
