@@ -26,7 +26,7 @@ import pandas as pd
 from animerec.artifacts import project_version, read_arrays, read_part, write_arrays, write_part
 from animerec.errors import UserError
 from animerec.franchise import SequelLinks, co_watch_prerequisites
-from animerec.ranking import ItemRanker
+from animerec.ranking import HEADS
 from animerec.scoring import Scorer
 from animerec.taste.index import TasteIndex
 
@@ -81,7 +81,7 @@ def write_bundle(folder: Path, *, scorer_arrays: dict, user_emb: np.ndarray, ani
         "activation": activation,
         "use_bias": scorer_arrays.get("user_bias") is not None,
         "preference": scorer_arrays.get("preference_bias") is not None,
-        "ranker": "ease" if ranker is not None else None,
+        "ranker": ranker.KIND if ranker is not None else None,
         "taste": "blend" if taste is not None else None,
         "encoders_sha256": encoders_fingerprint(user_ids, anime_ids),
         **(extra_info or {}),
@@ -95,7 +95,10 @@ def _optional_part(path: Path, info: dict, name: str, what: str, shape: tuple[in
     against the encoders' users x anime; None when the model has none."""
     if not info.get(name):
         return None
-    part = ItemRanker if name == "ranker" else TasteIndex
+    part = HEADS.get(info[name]) if name == "ranker" else TasteIndex
+    if part is None:
+        raise BundleError(f"{path}'s model_info.json names the ranking head {info[name]!r}, which this release does "
+                          f"not know ({', '.join(HEADS)}); upgrade animerec or retrain.")
     if not (path / f"{name}.npz").is_file():
         raise BundleError(f"{path} is not a complete model artifact: its model_info.json names {what} but "
                           f"{name}.npz is missing. Use the complete folder the train step wrote.")

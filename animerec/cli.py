@@ -29,7 +29,7 @@ from typing import Sequence
 import pandas as pd
 
 from animerec.artifacts import ArtifactStore
-from animerec.config import ItemFilter, specs
+from animerec.config import ItemFilter, filter_form
 from animerec.errors import UserError
 from animerec.pretrained import resolve_model, resolve_wandb_mode
 from animerec.profiles import read_list
@@ -60,20 +60,20 @@ FLAGS = {"popularity_damping": ("--hidden-gems", "BETA")}  # flags named for fan
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`ItemFilter` field, with its rule's choices, help and default."""
     defaults = ItemFilter()
-    for name, spec in specs(ItemFilter).items():
+    for name, field in ItemFilter.model_fields.items():
         flag, metavar = FLAGS.get(name, ("--" + name.replace("_", "-"), None))
-        default = getattr(defaults, name)
-        text = spec.rule.help + (f": {', '.join(spec.items)}" if spec.items else "")
+        default, (kind, choices) = getattr(defaults, name), filter_form(name)
+        text = field.description + (f": {', '.join(choices)}" if kind == "list" and choices else "")
         text += f" (default {default})" if default not in (None, [], False) else ""
-        if spec.kind == "list":
+        if kind == "list":
             parser.add_argument(flag, dest=name, nargs="+", default=default, metavar=metavar or name[:-1].upper(),
                                 help=text)
-        elif spec.kind == "bool":
+        elif kind == "bool":
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction if default else "store_true",
                                 default=default, help=text)
         else:
-            parser.add_argument(flag, dest=name, type={"int": int, "float": float}.get(spec.kind, str), default=default,
-                                choices=spec.choices, metavar=metavar, help=text)
+            parser.add_argument(flag, dest=name, type={"int": int, "float": float}.get(kind, str), default=default,
+                                choices=choices, metavar=metavar, help=text)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

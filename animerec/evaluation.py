@@ -116,9 +116,7 @@ def ranking_metrics(
     user's values (``users``, ``recall_values``, ``ndcg_values``: for paired intervals between models).
     """
     relevant = _relevant_by_user(test, relevance_threshold)
-    users = np.array(sorted(relevant), dtype=np.int64)
-    if max_users and len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    users = sample(sorted(relevant), max_users, seed)
     if len(users) == 0:
         return {f"recall_at_{k}": float("nan"), f"ndcg_at_{k}": float("nan"), "users_evaluated": 0}
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
@@ -239,11 +237,13 @@ def _summary(per_user: dict, metric: str, users: list[int]) -> dict:
     return out[""] if set(out) == {""} else out
 
 
-def _sample(users: list[int], max_users: int | None, seed: int) -> list[int]:
-    """A seeded sample of ``max_users`` of ``users`` (all of them when there are no more), in order."""
+def sample(users, max_users: int | None, seed: int) -> np.ndarray:
+    """A seeded sample of ``max_users`` of ``users`` (all of them when there are no more), sorted: the one way
+    the metrics and the cross-validations pick the users they score."""
+    users = np.asarray(users, dtype=np.int64)
     if max_users and len(users) > max_users:
-        return sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
-    return users
+        users = np.random.default_rng(seed).choice(users, size=max_users, replace=False)
+    return np.sort(users)
 
 
 def similar_item_metrics(
@@ -274,7 +274,7 @@ def similar_item_metrics(
     liked = _relevant_by_user(history, relevance_threshold)
     removed = np.zeros(0, np.int64) if excluded is None else np.asarray(excluded, np.int64)
     users = [u for u in sorted(relevant) if u in liked and len(np.setdiff1d(relevant[u], removed))]
-    users = _sample(users, max_users, seed)
+    users = sample(users, max_users, seed).tolist()
     per_user: dict[str, list] = {}
     for user in users:
         rel = np.setdiff1d(relevant[user], removed)
@@ -338,7 +338,7 @@ def similar_user_metrics(
     indptr, anime = Interactions(history.user[liked], history.anime[liked], history.rating[liked]).by_user()
     removed = np.zeros(0, np.int64) if excluded is None else np.asarray(excluded, np.int64)
     users = [u for u in sorted(relevant) if len(np.setdiff1d(relevant[u], removed))]
-    users = _sample(users, max_users, seed)
+    users = sample(users, max_users, seed).tolist()
     per_user: dict[str, list] = {}
     for user in users:
         rel = np.setdiff1d(relevant[user], removed)

@@ -1,98 +1,97 @@
-"""What ``main.py`` does with its command line before Hydra sees it.
+"""What ``main.py`` does with its command line, and how Hydra overrides travel through one string.
 
-- :func:`prepare_argv` turns ``--steps STEPS`` and ``--overrides "A=1 B=2"`` (how ``mlflow run``
-  passes its parameters, each as one shell word) into Hydra overrides, splitting the string the
-  way Hydra reads it so that ``recs.anime="Cowboy Bebop"`` stays one override; ``-v`` (also inside
-  the overrides: ``-P hydra_options="-v model=best"``) shows third-party output again.
-- :func:`preflight` composes the configuration before Hydra does, without checking its values:
-  a Hydra composition error (an unknown key, a bad preset name, broken override syntax) then
-  prints one ``error:`` paragraph and exits with status 2 instead of Hydra's exit 1. The values
-  are checked against the schema once, by :func:`animerec.pipeline.run_pipeline` (in a sweep, by
-  each job, so one bad job does not stop the others).
+- :func:`prepare_argv` (argparse) turns ``--steps STEPS`` and ``--overrides "A=1 B=2"`` (how ``mlflow run``
+  passes its parameters, each as one shell word) into Hydra overrides; ``-v`` (also inside the
+  overrides: ``-P hydra_options="-v model=best"``) shows third-party output again.
+- :func:`split_overrides` / :func:`join_overrides` carry Hydra overrides through one string (the
+  ``hydra_options`` parameter of ``mlflow run``, a component's ``--overrides``): whitespace inside
+  quotes or brackets stays, so ``recs.anime="Cowboy Bebop"`` and ``recs.genres=[Action,"Slice of Life"]``
+  arrive unchanged.
 """
 
 from __future__ import annotations
 
-import itertools
+import argparse
 import os
-import sys
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
-
-from animerec.config import split_overrides
 from animerec.console import VERBOSE_ENV
-from animerec.errors import ConfigError, UserError
-from animerec.pipeline import compose_config, one_line
 
-# Hydra's own flags: with them the command line is Hydra's business, not a pipeline run.
-MULTIRUN_FLAGS = ("-m", "--multirun")
 VERBOSE_FLAGS = ("-v", "--verbose")  # third-party output shown again (animerec/console.py)
-MAX_PREFLIGHT_JOBS = 256
 
 
 def prepare_argv(argv: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        for flag in ("--overrides", "--steps"):
-            if arg == flag or arg.startswith(flag + "="):
-                if arg == flag:
-                    if i + 1 >= len(args):
-                        _fail(f"{flag} needs a value")
-                    value, i = args[i + 1], i + 1
-                else:
-                    value = arg.split("=", 1)[1]
-                if flag == "--overrides":
-                    out.extend(split_overrides(value))
-                elif value.strip():
-                    out.append(f"main.steps='{value.strip()}'")
-                break
-        else:
-            out.append(arg)
-        i += 1
-    if any(arg in VERBOSE_FLAGS for arg in out):  # every step's process inherits it
+    """``main.py``'s own flags read; what is left (overrides, Hydra's flags such as ``-m``) is Hydra's."""
+    parser = argparse.ArgumentParser(prog="main.py", add_help=False, allow_abbrev=False)
+    parser.add_argument("--steps", default="", help="the steps to run (main.steps)")
+    parser.add_argument("--overrides", default="", help="Hydra overrides in one string")
+    parser.add_argument(*VERBOSE_FLAGS, dest="verbose", action="store_true", help="show every library's output")
+    known, rest = parser.parse_known_args(list(argv))
+    overrides = [*split_overrides(known.overrides), *rest]
+    if known.verbose or any(arg in VERBOSE_FLAGS for arg in overrides):  # every step's process inherits it
         os.environ[VERBOSE_ENV] = "1"
-    return [arg for arg in out if arg not in VERBOSE_FLAGS]
+    steps = [f"main.steps='{known.steps.strip()}'"] if known.steps.strip() else []
+    return [*steps, *(arg for arg in overrides if arg not in VERBOSE_FLAGS)]
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+_OPEN, _CLOSE = "[{(", "]})"
 
 
-def preflight(argv: Sequence[str], config_dir: Path) -> None:
-    """Exit 2 with an ``error:`` line when the overrides cannot make a valid configuration."""
+def _scan(text: str, on_char: Callable[[int, str, bool], None]) -> None:
+    """Call ``on_char(i, ch, top)`` for each character; ``top`` is True outside quotes and brackets."""
+    quote, depth, escaped = None, 0, False
+    for i, ch in enumerate(text):
+        top = quote is None and depth == 0
+        on_char(i, ch, top)
+        if escaped:
+            escaped = False
+        elif quote:
+            if ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth = max(0, depth - 1)
 
-    flags = [a for a in argv if a.startswith("-")]
-    if any(flag not in MULTIRUN_FLAGS for flag in flags):
-        return  # --help, --cfg job, --info, ...: Hydra answers those itself
-    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    try:
-        for job in sweep_jobs(overrides)[:MAX_PREFLIGHT_JOBS] if flags else [overrides]:
-            compose_config(job, config_dir, validate=False)  # run_pipeline checks the values, once
-    except UserError as err:
-        _fail(f"config: {err}")
+
+def split_overrides(text: str | None) -> list[str]:
+    """Hydra overrides in one string -> a list, splitting on whitespace outside quotes and brackets."""
+    pieces: list[str] = []
+    current: list[str] = []
+
+    def on_char(_i: int, ch: str, top: bool) -> None:
+        if top and ch.isspace():
+            if current:
+                pieces.append("".join(current))
+                current.clear()
+        else:
+            current.append(ch)
+
+    _scan(text or "", on_char)
+    if current:
+        pieces.append("".join(current))
+    return pieces
 
 
-def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
-    """The override lists of every job a Hydra sweep over ``overrides`` would run."""
+def quote_value(value: object) -> str:
+    """A value as a Hydra double-quoted string: backslashes and quotes escaped."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as err:
-        raise ConfigError(f"bad configuration override: {one_line(err)}") from None
-    choices: dict[str, list[str]] = {}  # per key, its values (a later override of a key replaces an earlier one)
-    for override in parsed:
-        key = override.get_key_element()
-        if not override.is_sweep_override():
-            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
-        elif override.is_discrete_sweep():
-            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:  # interval(...) and the like: a sweeper plugin (Optuna) draws them; each trial is checked then
-            choices.pop(key, None)
-    return [list(job) for job in itertools.product(*choices.values())]
+
+def quote_override(override: str) -> str:
+    """An override whose value holds bare whitespace (``a=Cowboy Bebop``) with that value double-quoted."""
+    bare = []
+    _scan(override, lambda i, ch, top: bare.append(i) if top and ch.isspace() else None)
+    if not bare or "=" not in override:
+        return override
+    key, value = override.split("=", 1)
+    return f"{key}={quote_value(value.strip())}"
+
+
+def join_overrides(overrides: Sequence[str]) -> str:
+    """The inverse of :func:`split_overrides`, for a list of Hydra overrides."""
+    return " ".join(quote_override(o) for o in overrides)

@@ -14,10 +14,8 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,36 +29,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from animerec.artifacts import ArtifactStore
-from animerec.config import (
-    Config,
-    check_source,
-    join_overrides,
-    quote_value,
-    schema_defaults,
-    section_keys,
-    split_overrides,
-    validate_config,
-)
+from animerec.config import Config, ItemFilter, check_source, section_at, validate_config
 from animerec.console import native_stderr_quiet, setup_logging
 from animerec.errors import ConfigError, UserError
+from animerec.launch import join_overrides, quote_value, split_overrides
 from animerec.pretrained import is_wandb_ref, resolve_model, resolve_wandb_mode
 from animerec.steps import INPUTS, STEPS, upstream_of
 
 logger = logging.getLogger(__name__)
-
-
-def parse_steps(value: Any) -> list[str]:
-    """``"all"``, ``"download,preprocess"`` or a list -> the steps in pipeline order."""
-    if isinstance(value, str) and value.strip().lower() == "all":
-        return list(STEPS)
-    names = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in STEPS]
-    if unknown:
-        raise ConfigError(f"main.steps: unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}.")
-    if not names:
-        raise ConfigError("main.steps is empty; name at least one step or use 'all'.")
-    return [s for s in STEPS if s in names]
 
 
 def to_container(cfg: Any) -> dict:
@@ -71,9 +47,10 @@ SCHEMA_DEFAULTS = "animerec_defaults"  # config.yaml's first default: the schema
 
 
 def register_schema_defaults() -> None:
-    """Put the schema's defaults (:func:`animerec.config.schema_defaults`) in Hydra's ConfigStore, where
-    ``config.yaml`` finds them; ``main.py`` calls this before Hydra composes, :func:`compose_config` too."""
-    ConfigStore.instance().store(name=SCHEMA_DEFAULTS, node=schema_defaults())
+    """Put the keys whose default the schema declares (the filters: :class:`~animerec.config.ItemFilter`'s fields)
+    in Hydra's ConfigStore, where ``config.yaml`` finds them, so a default is written once and every key can be
+    overridden; ``main.py`` calls this before Hydra composes, :func:`compose_config` too."""
+    ConfigStore.instance().store(name=SCHEMA_DEFAULTS, node={"recs": ItemFilter().model_dump()})
 
 
 def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool = True) -> Config | dict:
@@ -90,16 +67,11 @@ def compose_config(overrides: Sequence[str], config_dir: Path, *, validate: bool
 
 
 def allowed_keys(err: BaseException) -> str:
-    """For an unknown key, the keys its section does have (from the schema)."""
-
-    match = re.search(r"Could not override '([\w.]+)'", str(err)) or re.search(r"full_key: ([\w.]+)", str(err))
-    if not match:
-        return ""
-    *parents, key = match.group(1).split(".")
-    keys = section_keys(parents)
-    if keys is None:
-        return ""
-    return f" Allowed keys of {'.'.join(parents) or 'the config'}: {', '.join(keys)}."
+    """For an unknown key (OmegaConf's error, under Hydra's, names it), the keys its section does have."""
+    full_key = getattr(err.__cause__, "full_key", None)
+    parents = str(full_key).split(".")[:-1] if full_key else None
+    section = section_at(parents, Config) if parents is not None else None
+    return f" Allowed keys of {'.'.join(parents) or 'the config'}: {', '.join(section.model_fields)}." if section else ""
 
 
 def one_line(err: BaseException) -> str:
@@ -143,7 +115,7 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
     """
 
     cfg = validate_config(cfg)
-    steps = parse_steps(cfg.main.steps)
+    steps = list(cfg.main.steps)
     if "download" in steps:
         check_source(cfg.data)
     steps, pinned_model = skip_for_pretrained(cfg, steps)
@@ -186,7 +158,7 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
             print(report, flush=True)
             mlflow.log_text(report, "summary.txt")
             mlflow.log_metrics({f"{k}_test": v for k, v in summary.items() if k in SUMMARY_METRICS})
-            summary_to_wandb(replace(cfg.wandb, group=fixed["wandb.group"], dir=str(wandb_dir)), summary, report)
+            summary_to_wandb(cfg.wandb.model_copy(update=dict(group=fixed["wandb.group"], dir=str(wandb_dir))), summary, report)
     return summary
 
 
@@ -323,7 +295,7 @@ def step_main(step: str, config_dir: Path, argv: Sequence[str] | None = None) ->
     try:
         cfg = compose_config(split_overrides(args.overrides), config_dir)
         if args.print_config:
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            print(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
             return 0
         with native_stderr_quiet():  # the step's imports: TensorFlow's CUDA probing
             function = STEPS[step].function

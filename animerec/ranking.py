@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import ClassVar, Mapping, Protocol
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,31 @@ def like_rates(anime: np.ndarray, rating: np.ndarray, num_anime: int, threshold:
     return np.maximum(rates, 1e-6).astype(np.float32)  # > 0: a factor never turns -inf into nan
 
 
+class RankingHead(Protocol):
+    """What the model asks of a ranking head: the bundle stores and loads it, the scorer ranks with it, the reasons
+    read its weights. :class:`ItemRanker` (EASE) implements it; a new head implements it too, is listed in
+    :data:`HEADS` under the ``model.ranker.kind`` that names it, and is fitted by
+    :func:`animerec.ranking_cv.fit_ranker`."""
+
+    KIND: ClassVar[str]  # model.ranker.kind, and model_info.json's "ranker"
+    FORMAT_VERSION: ClassVar[int]  # of its stored arrays (ranker.npz)
+    history: sp.csr_matrix  # [num_users, num_anime]: what each known user rated, the rows it ranks from
+
+    def rank_users(self, user_index: np.ndarray) -> np.ndarray:
+        """Scores ``[len(user_index), num_anime]``, higher first; -inf for the anime a user rated."""
+
+    def fold_in(self, anime_index: np.ndarray, ratings: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``[num_anime]`` for someone who rated ``anime_index`` (1-10 ``ratings``), -inf for those."""
+
+    def contributions(self, rated: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``[len(rated), len(targets)]``: how much each rated anime lifts each target (what a reason cites)."""
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "RankingHead": ...
+
+
 @dataclass
 class ItemRanker:
     """EASE scores over a user's history, weighted by how often each anime is liked.
@@ -50,6 +75,7 @@ class ItemRanker:
     on, each weighing ``(rating / the user's mean rating) ** rating_weight`` (see :func:`weighted_history`).
     """
 
+    KIND: ClassVar[str] = "ease"
     FORMAT_VERSION: ClassVar[int] = 2  # 2: no rating_power (version 1 heads that had one rank without it)
 
     items: np.ndarray
@@ -95,6 +121,18 @@ class ItemRanker:
         scores[anime_index] = -np.inf
         return scores
 
+    def contributions(self, rated: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``[len(rated), len(targets)]``: EASE's weight from each rated anime to each target (0 where either has
+        no weights)."""
+        position = np.full(self.num_anime, -1, np.int64)
+        position[self.items] = np.arange(len(self.items))
+        rows, cols = position[rated], position[targets]
+        out = np.zeros((len(rated), len(targets)))
+        have_rows, have_cols = rows >= 0, cols >= 0
+        if have_rows.any() and have_cols.any():
+            out[np.ix_(have_rows, have_cols)] = self.weights[np.ix_(rows[have_rows], cols[have_cols])]
+        return out
+
     # storage --------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         return {"items": self.items.astype(np.int32), "weights": self.weights, "item_factor": self.item_factor,
@@ -116,6 +154,9 @@ class ItemRanker:
                                  indices, arrays["history_indptr"]), shape=tuple(int(x) for x in arrays["history_shape"]))
         return cls(arrays["items"].astype(np.int64), np.asarray(arrays["weights"], np.float32),
                    np.asarray(arrays["item_factor"], np.float32), history, float(arrays.get("rating_weight", 0.0)))
+
+
+HEADS: dict[str, type[RankingHead]] = {ItemRanker.KIND: ItemRanker}  # model.ranker.kind -> its class
 
 
 class RankerData:

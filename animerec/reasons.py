@@ -97,15 +97,7 @@ class Reasons:
     def _contributions(self, rated: np.ndarray, ratings: np.ndarray, targets: np.ndarray) -> np.ndarray:
         ranker = self.bundle.scorer.ranker
         if ranker is not None:
-            position = np.full(ranker.num_anime, -1, np.int64)
-            position[ranker.items] = np.arange(len(ranker.items))
-            rows, cols = position[rated], position[targets]
-            out = np.zeros((len(rated), len(targets)))
-            have_rows, have_cols = rows >= 0, cols >= 0
-            if have_rows.any() and have_cols.any():
-                block = ranker.weights[np.ix_(rows[have_rows], cols[have_cols])]
-                out[np.ix_(have_rows, have_cols)] = block * ratings[have_rows, None]
-            return out
+            return ranker.contributions(rated, targets) * ratings[:, None]
         vectors = self.bundle.scorer.anime_vectors
         return (vectors[rated] @ vectors[targets].T) * ratings[:, None]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
 
@@ -394,6 +394,6 @@ class UserBasedRecommender(Recommender):
 def _describe(filters: ItemFilter | None) -> str:
     """The filters that hold anime back: each field that differs from the filter that keeps everything."""
     neutral = ItemFilter.everything()
-    changed = [(f.name, getattr(filters, f.name)) for f in fields(ItemFilter)
-               if filters is not None and getattr(filters, f.name) != getattr(neutral, f.name)]
+    changed = [(name, getattr(filters, name)) for name in ItemFilter.model_fields
+               if filters is not None and getattr(filters, name) != getattr(neutral, name)]
     return ", ".join(f"{name} {value}" for name, value in changed) or "no filters"

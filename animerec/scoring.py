@@ -8,11 +8,15 @@ matrix product over L2-normalised embeddings, exactly as the Keras model's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from animerec.config import ACTIVATIONS  # noqa: E402  (one list of activations)
 from animerec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from animerec.ranking import RankingHead
 
 _NORM_EPS = 1e-12  # keras.ops.normalize's epsilon
 PAIR_CHUNK = 65_536  # (user, anime) pairs scored per block by Scorer.score_pairs
@@ -51,8 +55,8 @@ class Scorer:
     user_raw: np.ndarray | None = None
     anime_raw: np.ndarray | None = None
     preference_bias: np.ndarray | None = None
-    # the EASE ranking head (animerec.ranking.ItemRanker), when the model has one
-    ranker: object | None = None
+    # the ranking head (animerec.ranking.RankingHead: EASE), when the model has one
+    ranker: RankingHead | None = None
 
     @property
     def ranks_separately(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Hashable, Mapping
 
 import numpy as np
 
-from animerec.evaluation import paired_interval
+from animerec.evaluation import paired_interval, sample
 
 Scores = Mapping[Hashable, np.ndarray]  # setting -> [folds, users] metric, NaN where not scored
 
@@ -36,10 +36,7 @@ def deal_folds(user: np.ndarray, folds: int, seed: int) -> np.ndarray:
 def sample_users(counts: np.ndarray, folds: int, max_users: int | None, seed: int) -> np.ndarray:
     """The users (sorted indices) that the folds score: those with at least ``folds`` ratings (``counts`` per
     user), a seeded sample of ``max_users`` of them when there are more (None: all)."""
-    eligible = np.flatnonzero(np.asarray(counts) >= folds)
-    if max_users and len(eligible) > max_users:
-        return np.sort(np.random.default_rng(seed).choice(eligible, size=max_users, replace=False))
-    return eligible
+    return sample(np.flatnonzero(np.asarray(counts) >= folds), max_users, seed)
 
 
 def per_user(scores: np.ndarray) -> np.ndarray:

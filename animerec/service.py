@@ -11,7 +11,6 @@ asked. A query names its ``kind`` (``similar_anime``, ``similar_users`` or ``rat
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from functools import cached_property
 from typing import Any, Literal, Mapping
@@ -21,7 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from animerec.bundle import ModelBundle, find_sorted
-from animerec.config import MAX_N, ItemFilter
+from animerec.config import MAX_N, ItemFilter, problems
 from animerec.foldin import Person, fit_user, fold_in
 from animerec.online import ListFetcher, TitleSearch
 from animerec.profiles import LIKES, AnimeList, from_records, from_titles, read_list
@@ -32,7 +31,7 @@ from animerec.titles import Match, TitleIndex
 logger = logging.getLogger(__name__)
 
 KINDS = ("similar_anime", "similar_users", "rating_recs")
-FILTER_FIELDS = tuple(f.name for f in dataclasses.fields(ItemFilter))
+FILTER_FIELDS = tuple(ItemFilter.model_fields)
 LIST_FIELDS = ("ratings", "likes", "mal_user", "anilist_user")  # anyone's list, in place of a user ID
 
 
@@ -76,7 +75,7 @@ class Query(BaseModel):
     validation errors into one message naming the field at fault.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["similar_anime", "similar_users", "rating_recs"]
     query: Any = None
@@ -104,7 +103,10 @@ class Query(BaseModel):
             unknown = sorted(set(nested) - set(FILTER_FIELDS))
             if unknown:
                 raise ValueError(f"Unknown filter(s) {', '.join(unknown)}; the filters are {', '.join(FILTER_FIELDS)}.")
-            data["filters"] = ItemFilter(**nested)  # its rules: a RecommenderError naming the field
+            try:
+                data["filters"] = ItemFilter.model_validate(nested)
+            except ValidationError as err:  # one message naming each field at fault
+                raise ValueError("; ".join(problems(err, ItemFilter)) + ".") from None
         return data
 
     @field_validator("likes", mode="before")
@@ -147,24 +149,14 @@ class Query(BaseModel):
 
 QUERY_FIELDS = (*[name for name in Query.model_fields if name != "filters"], *FILTER_FIELDS)
 
-# What each field must be, for the error message ("n must be a positive integer, got 0.").
-_NEEDS = {"kind": "one of " + ", ".join(KINDS), "n": "a positive integer",
-          "exclude": "MAL IDs (a list, or comma-separated)", "likes": "a list of titles"}
-
-
 def _first_problem(err: ValidationError, request: Mapping[str, Any]) -> str:
     errors = err.errors()
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
         return f"Unknown field(s) {', '.join(unknown)}; a query has {', '.join(QUERY_FIELDS)}."
-    first = errors[0]
-    if not first["loc"]:  # a rule across fields: its own message
-        return str(first.get("ctx", {}).get("error", first["msg"]))
-    name = str(first["loc"][0])
-    if first["type"] == "less_than_equal":  # a limit (n)
-        return f"{name} must be at most {first['ctx']['le']:,}, got {request.get(name)!r}."
-    need = _NEEDS.get(name, "a number" if "float" in first["type"] else "text")
-    return f"{name} must be {need}, got {request.get(name)!r}."
+    if not errors[0]["loc"]:  # a rule across fields, or a filter's: its own message
+        return str(errors[0].get("ctx", {}).get("error", errors[0]["msg"]))
+    return problems(err, Query)[0] + "."
 
 
 def _absent(value: Any) -> bool:
@@ -342,11 +334,5 @@ class RecommendationService:
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
-    """DataFrame rows as plain-Python dicts (JSON-serialisable; NaN becomes None), built column by column."""
-    columns = {}
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        items = values.tolist() if values.dtype != object else [
-            v.item() if isinstance(v, np.generic) else v for v in values]
-        columns[name] = [None if isinstance(v, float) and np.isnan(v) else v for v in items]
-    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+    """DataFrame rows as plain-Python dicts (JSON-serialisable; NaN becomes None)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")

@@ -12,7 +12,6 @@ Both trainers use the same loss (the model's loss plus its L2 penalty), learning
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -28,12 +27,8 @@ from animerec.config import ModelConfig
 from animerec.errors import ConfigError
 from animerec.model import learning_rate
 from animerec.training.input_pipeline import make_dataset, num_batches, positives_per_batch
-from animerec.training.lazy_adam import LazyAdam
-from animerec.training.loops import DistributedTrainer, LazyTrainer, _Loop, _loss_fn, per_example_loss  # noqa: F401
-from animerec.training.sampling import NegativeSampler, TrainData, train_data
-
-__all__ = ["fit", "History", "TrainData", "train_data", "NegativeSampler", "make_dataset", "LazyAdam", "LazyTrainer",
-           "DistributedTrainer", "per_example_loss", "is_tpu"]
+from animerec.training.loops import DistributedTrainer, LazyTrainer
+from animerec.training.sampling import TrainData
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +68,7 @@ def scaled_to(model_cfg: ModelConfig, num_ratings: int) -> ModelConfig:
         logger.info("%s ratings to train on: %d epochs of batches of %d (model.epochs=%d, model.batch_size=%d; "
                     "model.max_train_ratings=%s, model.max_steps_per_epoch=%s).", f"{num_ratings:,}", epochs, batch,
                     model_cfg.epochs, model_cfg.batch_size, model_cfg.max_train_ratings, model_cfg.max_steps_per_epoch)
-    return dataclasses.replace(model_cfg, epochs=epochs, batch_size=batch)
+    return model_cfg.model_copy(update=dict(epochs=epochs, batch_size=batch))
 
 
 def improved(val_loss: float, best: float, min_delta: float) -> bool:
@@ -153,7 +148,7 @@ def _end_epoch(state, row: dict, model, loop, history: History, model_cfg: Model
     return state.stopped
 
 
-def _make_loop(model, model_cfg: ModelConfig, trainer: str, strategy) -> "_Loop":
+def _make_loop(model, model_cfg: ModelConfig, trainer: str, strategy) -> "LazyTrainer | DistributedTrainer":
     """The custom training loop: ``lazy`` (row-wise Adam, one replica) or ``distributed`` (``strategy.run``)."""
     weights = {"rating_weight": 1.0 + int(model_cfg.negatives_per_positive)}
     if trainer == "distributed":

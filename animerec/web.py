@@ -44,7 +44,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from threadpoolctl import threadpool_limits
 
-from animerec.config import TYPES, ItemFilter, specs
+from animerec.config import TYPES, ItemFilter, filter_form
 from animerec.errors import UserError
 from animerec.plots import figure
 from animerec.profiles import MAX_BYTES, from_records, read_list
@@ -290,10 +290,11 @@ async def on_failure(request: Request, _err: Failed) -> HTMLResponse:
 def query_from(form, kind: str) -> dict:
     """A query from the page's form: one control per :class:`ItemFilter` field, and n and exclude."""
     defaults, chosen = ItemFilter(), {}
-    for name, spec in specs(ItemFilter).items():
-        if spec.kind == "list":
+    for name in ItemFilter.model_fields:
+        control = filter_form(name)[0]
+        if control == "list":
             chosen[name] = form.getlist(name)
-        elif spec.kind == "bool":
+        elif control == "bool":
             chosen[name] = form.get(name) == "on"
         else:
             chosen[name] = form.get(name) or getattr(defaults, name)

@@ -46,7 +46,8 @@ def fold_scores(preset: str, setting: tuple[str, ...], known: pd.DataFrame, fold
 
     from animerec.model import build_model, scorer_from_model
     from animerec.pipeline import compose_config
-    from animerec.trainer import fit, train_data
+    from animerec.trainer import fit
+    from animerec.training.sampling import train_data
 
     cfg = compose_config([f"model={preset}", "model.ranker.kind=none", "model.taste.kind=none", *setting], ROOT).model
     stop = (held + 1) % FOLDS

@@ -51,7 +51,7 @@ import pandas as pd
 
 from animerec.data import demo
 from animerec.data.layouts import load_anime
-from animerec.data.preprocess import PreprocessOptions, preprocess
+from animerec.data.preprocess import preprocess
 from animerec.evaluation import (
     Interactions,
     paired_interval,
@@ -62,6 +62,7 @@ from animerec.evaluation import (
     similar_item_metrics,
     similar_user_metrics,
 )
+from animerec.pipeline import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "fixtures" / "rating_complete_sample.csv"
@@ -71,7 +72,8 @@ LAMBDAS = [25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800
 
 
 def load_split(anime_path: Path, ratings_path: Path, workdir: Path, seed: int, min_user_ratings: int):
-    options = PreprocessOptions(min_user_ratings=min_user_ratings, split_seed=seed, unknown_anime="drop")
+    options = compose_config([f"data.min_user_ratings={min_user_ratings}", f"data.split_seed={seed}", "data.unknown_anime=drop"],
+                             ROOT).data
     workdir.mkdir(parents=True, exist_ok=True)
     preprocess(anime_path, ratings_path, options, workdir)
     frames = {name: pd.read_parquet(workdir / f"{name}.parquet") for name in ("train", "valid", "test")}
@@ -81,7 +83,7 @@ def load_split(anime_path: Path, ratings_path: Path, workdir: Path, seed: int, m
 
 def demo_ratings(workdir: Path, num_users: int) -> tuple[Path, Path]:
     anime = load_anime(demo.catalogue_path())
-    ratings = demo.make_ratings(anime, demo.DemoSpec(num_users=num_users))
+    ratings = demo.make_ratings(anime, compose_config([f"data.demo.num_users={num_users}"], ROOT).data.demo)
     path = workdir / "demo_ratings.csv"
     ratings.to_csv(path, index=False)
     return demo.catalogue_path(), path
@@ -96,7 +98,8 @@ def train_keras(preset: str, frames, num_users: int, num_anime: int, seed: int, 
     from animerec.model import build_model, scorer_from_model
     from animerec.pipeline import compose_config
     from animerec.steps.train import attach_ranker
-    from animerec.trainer import fit, train_data
+    from animerec.trainer import fit
+    from animerec.training.sampling import train_data
 
     cfg = compose_config([f"model={preset}", *overrides], ROOT).model
     keras.utils.set_random_seed(seed)

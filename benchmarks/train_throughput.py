@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic(num_users: int, num_anime: int, n: int, seed: int = 0):
-    from animerec.trainer import TrainData
+    from animerec.training.sampling import TrainData
 
     rng = np.random.default_rng(seed)
     return TrainData(rng.integers(0, num_users, n), rng.integers(0, num_anime, n), rng.random(n, dtype=np.float32))
@@ -39,7 +39,8 @@ def model_cfg(batch: int, epochs: int):
 
 def lazy_rate(num_users, num_anime, n, batch) -> float:
     from animerec.model import build_model
-    from animerec.trainer import LazyTrainer, make_dataset
+    from animerec.training.input_pipeline import make_dataset
+    from animerec.training.loops import LazyTrainer
 
     data = synthetic(num_users, num_anime, n)
     cfg = model_cfg(batch, 1)
@@ -56,7 +57,7 @@ def fit_rate(num_users, num_anime, n_batches, batch) -> float:
     import keras
 
     from animerec.model import build_model
-    from animerec.trainer import make_dataset
+    from animerec.training.input_pipeline import make_dataset
 
     data = synthetic(num_users, num_anime, n_batches * batch)
     cfg = model_cfg(batch, 2)

@@ -10,7 +10,6 @@ and the seconds it took. docs/results.md quotes one run.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import tempfile
@@ -37,7 +36,7 @@ def main() -> None:
             frames, num_users, num_anime = load_split(anime, ratings, tmp / name, 42, least)
             for items in (5000, 2000, 1000):
                 started = time.perf_counter()
-                setting, report = cross_validate(dataclasses.replace(cfg, tune_items=items), frames["train"],
+                setting, report = cross_validate(cfg.model_copy(update=dict(tune_items=items)), frames["train"],
                                                  frames["valid"], num_users, num_anime, k=10, threshold=8.0, seed=42,
                                                  folds=5)
                 mean = report["l2"]["curve"][f"{setting['l2']:g}"]["mean"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import socket
@@ -47,8 +46,8 @@ def model_config(*overrides: str, **changes) -> ModelConfig:
     (an ``lr`` dict changes only the keys it names)."""
     model = composed(*overrides).model
     if isinstance(changes.get("lr"), dict):
-        changes["lr"] = dataclasses.replace(model.lr, **changes["lr"])
-    return dataclasses.replace(model, **changes)
+        changes["lr"] = model.lr.model_copy(update=changes["lr"])
+    return model.model_copy(update=changes)
 
 
 def free_port() -> int:
@@ -60,8 +59,7 @@ def free_port() -> int:
 
 def replaced(cfg: Config, **sections: dict) -> Config:
     """``cfg`` with some keys of some sections changed: ``replaced(cfg, recs={"anime": "Naruto"})``."""
-    return dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **values)
-                                       for name, values in sections.items()})
+    return cfg.model_copy(update={name: getattr(cfg, name).model_copy(update=values) for name, values in sections.items()})
 
 
 def make_config(tmp_path: Path, *overrides: str, wandb_mode: str = "disabled") -> Config:

@@ -1,6 +1,5 @@
 """The seed architecture, the learning-rate schedule, config validation, save/load, the numpy scorer."""
 
-import dataclasses
 
 import keras
 import numpy as np
@@ -17,7 +16,7 @@ SEED_LR = LRConfig(schedule="rampup_decay", start_lr=1e-5, min_lr=1e-5, max_lr=5
 
 
 def cfg(**changes):
-    return model_config(**{"lr": dataclasses.asdict(SEED_LR), **changes})
+    return model_config(**{"lr": SEED_LR.model_dump(), **changes})
 
 
 def test_architecture_layer_by_layer():
@@ -59,26 +58,26 @@ def test_seed_learning_rate_schedule_values():
     assert lr[5] == pytest.approx(5e-5)  # the peak, then exponential decay toward min_lr
     assert lr[6] == pytest.approx((5e-5 - 1e-5) * 0.8 + 1e-5)
     assert lr[8] == pytest.approx((5e-5 - 1e-5) * 0.8 ** 3 + 1e-5)
-    sustained = dataclasses.replace(SEED_LR, sustain_epochs=2)
+    sustained = SEED_LR.model_copy(update=dict(sustain_epochs=2))
     assert learning_rate(6, sustained) == pytest.approx(5e-5)
     assert learning_rate(7, sustained) == pytest.approx(5e-5)
     assert learning_rate(8, sustained) == pytest.approx((5e-5 - 1e-5) * 0.8 + 1e-5)
 
 
 def test_other_schedules():
-    cosine = dataclasses.replace(SEED_LR, schedule="cosine")
+    cosine = SEED_LR.model_copy(update=dict(schedule="cosine"))
     assert learning_rate(0, cosine, epochs=11) == pytest.approx(5e-5)
     assert learning_rate(5, cosine, epochs=11) == pytest.approx((5e-5 + 1e-5) / 2)
     assert learning_rate(10, cosine, epochs=11) == pytest.approx(1e-5)
-    assert learning_rate(3, dataclasses.replace(SEED_LR, schedule="constant")) == pytest.approx(5e-5)
+    assert learning_rate(3, SEED_LR.model_copy(update=dict(schedule="constant"))) == pytest.approx(5e-5)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.kernel_initializer=he_nromal", r"model.kernel_initializer='he_nromal': expected one of he_normal"),
-    ("model.embedding_size=0", r"model.embedding_size=0: out of range; expected an integer >= 1"),
-    ("model.activation=softmaxx", r"model.activation='softmaxx': expected one of sigmoid"),
-    ("model.loss=hinge", r"model.loss='hinge': expected one of binary_crossentropy"),
-    ("model.lr.schedule=warmup", r"model.lr.schedule='warmup': expected one of rampup_decay"),
+    ("model.kernel_initializer=he_nromal", r"model.kernel_initializer='he_nromal': Input should be 'he_normal'"),
+    ("model.embedding_size=0", r"model.embedding_size=0: Input should be greater than or equal to 1"),
+    ("model.activation=softmaxx", r"model.activation='softmaxx': Input should be 'sigmoid'"),
+    ("model.loss=hinge", r"model.loss='hinge': Input should be 'binary_crossentropy'"),
+    ("model.lr.schedule=warmup", r"model.lr.schedule='warmup': Input should be 'rampup_decay'"),
     ("model.lr.min_lr=1e-2", r"model.lr.min_lr=0.01 is above model.lr.max_lr=0.005"),
 ])
 def test_bad_config_is_rejected_before_training(override, message):

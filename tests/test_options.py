@@ -15,7 +15,9 @@ import pytest
 from animerec.errors import ConfigError
 from animerec.model import build_model, scorer_from_model
 from animerec.pipeline import compose_config
-from animerec.trainer import NegativeSampler, fit, make_dataset, train_data
+from animerec.trainer import fit
+from animerec.training.input_pipeline import make_dataset
+from animerec.training.sampling import NegativeSampler, train_data
 from tests.conftest import PROJECT_ROOT
 
 

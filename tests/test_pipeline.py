@@ -1,6 +1,5 @@
 """The pipeline shell: step selection, component entry points, and `mlflow run .` end to end."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -8,19 +7,20 @@ import sys
 import pytest
 
 from animerec.errors import ConfigError
-from animerec.pipeline import compose_config, parse_steps, step_main
+from animerec.pipeline import compose_config, step_main
 from animerec.steps import INPUTS, STEPS, upstream_of
 from tests.conftest import PROJECT_ROOT, TINY_DEMO
 
 
-def test_parse_steps_orders_and_validates():
-    assert parse_steps("all") == list(STEPS)
-    assert parse_steps("preprocess,download") == ["download", "preprocess"]
-    assert parse_steps(["preprocess"]) == ["preprocess"]
-    with pytest.raises(ConfigError, match="unknown step.*trian.*the steps are download"):
-        parse_steps("download,trian")
-    with pytest.raises(ConfigError, match="empty"):
-        parse_steps(" , ")
+def test_the_steps_are_ordered_and_checked_by_the_schema():
+    steps = {"all": list(STEPS), "preprocess,download": ["download", "preprocess"], "[preprocess]": ["preprocess"]}
+    for given, expected in steps.items():
+        assert compose_config([f"main.steps='{given}'" if "," in given else f"main.steps={given}"],
+                              PROJECT_ROOT).main.steps == expected
+    with pytest.raises(ConfigError, match="unknown step.*trian; the steps are download"):
+        compose_config(["main.steps='download,trian'"], PROJECT_ROOT)
+    with pytest.raises(ConfigError, match="no step named"):
+        compose_config(["main.steps=' , '"], PROJECT_ROOT)
 
 
 def test_step_table_matches_components_and_config():
@@ -33,7 +33,7 @@ def test_step_table_matches_components_and_config():
         assert f'step_main("{name}"' in (folder / "run.py").read_text()
         assert callable(step.function) and step.function.__name__ == name
     cfg = compose_config([], PROJECT_ROOT)
-    assert {f.name for f in dataclasses.fields(cfg.inputs)} == set(INPUTS) == {i for s in STEPS.values() for i in s.inputs}
+    assert set(type(cfg.inputs).model_fields) == set(INPUTS) == {i for s in STEPS.values() for i in s.inputs}
     assert upstream_of("model") == ["download", "preprocess", "train"]
     assert upstream_of("rating_recs") == ["download", "preprocess", "train", "similar_users", "rating_recs"]
 
@@ -212,13 +212,12 @@ def test_quiet_by_default_and_everything_again_with_v(monkeypatch, capfd):
 
 
 def test_the_summary_goes_to_a_wandb_run_of_its_own_unless_wandb_is_disabled(tmp_path):
-    import dataclasses
 
     from animerec.pipeline import summary_to_wandb
     from tests.conftest import composed
 
-    settings = dataclasses.replace(composed().wandb, mode="offline", dir=str(tmp_path), group="pipeline-test")
-    summary_to_wandb(dataclasses.replace(settings, mode="disabled"), {"recall_at_10": 0.2}, "report")
+    settings = composed().wandb.model_copy(update=dict(mode="offline", dir=str(tmp_path), group="pipeline-test"))
+    summary_to_wandb(settings.model_copy(update=dict(mode="disabled")), {"recall_at_10": 0.2}, "report")
     assert not list(tmp_path.glob("wandb/offline-run-*"))
     summary_to_wandb(settings, {"recall_at_10": 0.2, "model": "model:v1"}, "== Pipeline summary ==")
     runs = list(tmp_path.glob("wandb/offline-run-*"))

@@ -9,11 +9,16 @@ import pytest
 from animerec.artifacts import ArtifactStore
 from animerec.data import demo
 from animerec.data.layouts import DataError, iter_ratings, load_anime
-from animerec.data.preprocess import PreprocessOptions, preprocess
+from animerec.data.preprocess import preprocess
 from animerec.steps import STEPS
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, composed
 
 SAMPLE = FIXTURES / "rating_complete_sample.csv"
+
+
+def data_config(**changes):
+    """config.yaml's data section with ``changes`` (what the preprocess step passes)."""
+    return composed().data.model_copy(update=changes)
 
 
 def read_splits(folder):
@@ -21,7 +26,7 @@ def read_splits(folder):
 
 
 def test_real_sample_with_2020_catalogue(tmp_path):
-    stats = preprocess(demo.catalogue_path(), SAMPLE, PreprocessOptions(min_user_ratings=5), tmp_path)
+    stats = preprocess(demo.catalogue_path(), SAMPLE, data_config(min_user_ratings=5), tmp_path)
     splits = read_splits(tmp_path)
     every = pd.concat(splits.values())
     raw = pd.read_csv(SAMPLE).drop_duplicates(["user_id", "anime_id"], keep="last")
@@ -54,7 +59,7 @@ def test_split_is_seeded(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for folder, seed in ((a, 1), (b, 1), (c, 2)):
         folder.mkdir()
-        preprocess(demo.catalogue_path(), SAMPLE, PreprocessOptions(min_user_ratings=5, split_seed=seed), folder)
+        preprocess(demo.catalogue_path(), SAMPLE, data_config(min_user_ratings=5, split_seed=seed), folder)
     ta, tb, tc = (pd.read_parquet(f / "test.parquet") for f in (a, b, c))
     pd.testing.assert_frame_equal(ta, tb)
     assert not ta.equals(tc)
@@ -71,7 +76,7 @@ def test_2016_layout_html_entities_and_minus_one(tmp_path):
     pd.DataFrame(rows, columns=["user_id", "anime_id", "rating"]).to_csv(ratings, index=False)
     out = tmp_path / "out"
     out.mkdir()
-    stats = preprocess(FIXTURES / "anime_2016.csv", ratings, PreprocessOptions(min_user_ratings=5), out)
+    stats = preprocess(FIXTURES / "anime_2016.csv", ratings, data_config(min_user_ratings=5), out)
     assert stats["rows"]["not_rated"] == sum(r[2] == -1 for r in rows)
     assert stats["num_ratings"] == sum(r[2] != -1 for r in rows)
 
@@ -82,9 +87,9 @@ def test_2023_layout_has_source_and_drops_unknown_ids(tmp_path):
     assert anime.loc[anime.anime_id == 1, "english_name"].item() == "Cowboy Bebop"
     assert not anime.isin(["UNKNOWN"]).any().any()
     with pytest.raises(DataError, match=r"anime IDs that are not in the anime file.*data.unknown_anime=drop"):
-        preprocess(FIXTURES / "anime_2023_head.csv", SAMPLE, PreprocessOptions(min_user_ratings=5), tmp_path)
+        preprocess(FIXTURES / "anime_2023_head.csv", SAMPLE, data_config(min_user_ratings=5), tmp_path)
     stats = preprocess(
-        FIXTURES / "anime_2023_head.csv", SAMPLE, PreprocessOptions(min_user_ratings=5, unknown_anime="drop"), tmp_path
+        FIXTURES / "anime_2023_head.csv", SAMPLE, data_config(min_user_ratings=5, unknown_anime="drop"), tmp_path
     )
     assert stats["rows"]["unknown_anime"] > 0 and stats["num_ratings"] > 1000
 
@@ -107,7 +112,7 @@ def test_animelist_filters_and_duplicates(tmp_path):
     pd.DataFrame(rows, columns=["user_id", "anime_id", "rating", "watching_status", "watched_episodes"]).to_csv(path, index=False)
     out = tmp_path / "out"
     out.mkdir()
-    stats = preprocess(demo.catalogue_path(), path, PreprocessOptions(min_user_ratings=5, test_fraction=0, valid_fraction=0), out)
+    stats = preprocess(demo.catalogue_path(), path, data_config(min_user_ratings=5, test_fraction=0, valid_fraction=0), out)
     assert stats["rows"]["not_rated"] == 1 and stats["rows"]["plan_to_watch"] == 1 and stats["rows"]["unwatched"] == 1
     assert stats["rows"]["duplicates"] == 1
     train = pd.read_parquet(out / "train.parquet")
@@ -116,7 +121,7 @@ def test_animelist_filters_and_duplicates(tmp_path):
     out2.mkdir()
     stats = preprocess(
         demo.catalogue_path(), path,
-        PreprocessOptions(min_user_ratings=5, test_fraction=0, valid_fraction=0, drop_half_watched=True), out2,
+        data_config(min_user_ratings=5, test_fraction=0, valid_fraction=0, drop_half_watched=True), out2,
     )
     assert stats["rows"]["half_watched"] == 1  # 5 of 26 episodes
 

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from animerec.artifacts import ArtifactStore
 from animerec.bundle import ModelBundle, write_bundle
@@ -100,7 +101,6 @@ class RecommenderContract:
         (lambda r: r.similar_items(12345), r"Anime 12345 has no embedding"),
         (lambda r: r.recommend(100, n=0), r"n must be a positive integer"),
         (lambda r: r.recommend(100, filters=ItemFilter.everything(genres=["Mech"])), r"Unknown genre 'Mech'. Known genres: Action"),
-        (lambda r: r.recommend(100, filters=ItemFilter.everything(types=["Series"])), r"Unknown type 'Series'. Types: TV, Movie"),
         (lambda r: r.recommend(100, filters=ItemFilter.everything(min_score=9.9)), r"No anime .*left after the filters"),
     ])
     def test_bad_queries_say_what_to_fix(self, bundle, call, message):
@@ -391,7 +391,6 @@ def test_steps_pick_at_random_when_asked_nothing(trained, tmp_path, caplog):
 @pytest.mark.parametrize("step, recs, message", [
     ("similar_anime", {"anime": "Zzzqqxx Not A Title"}, "No anime titled"),
     ("similar_anime", {"anime": "Naruto", "genres": ["Mech"]}, "Unknown genre 'Mech'"),
-    ("similar_anime", {"anime": "Naruto", "types": ["Series"]}, "Unknown type 'Series'"),
     ("similar_anime", {"anime": "Naruto", "min_score": 9.99}, "left after the filters"),
     ("similar_users", {"user_id": -5}, "Unknown user_id -5"),
     ("rating_recs", {"rating_user": "given", "user_id": -5}, "Unknown user_id -5"),
@@ -431,7 +430,7 @@ def test_sequels_of_unstarted_franchises_are_hidden(tmp_path):
     # similar anime: the queried anime counts as started
     similar, _ = rec.similar_items(10, n=10, filters=ItemFilter.everything(sequels="hide_unstarted"))
     assert set(similar) == {20, 30, 50}
-    with pytest.raises(RecommenderError, match="sequels must be one of"):
+    with pytest.raises(ValidationError, match="sequels\n  Input should be 'hide_unstarted', 'hide_all' or 'show'"):
         rec.similar_items(10, n=10, filters=ItemFilter.everything(sequels="never"))
 
 
@@ -456,7 +455,7 @@ def test_adult_members_and_hidden_gems_controls(tmp_path):
     assert list(gems) == sorted(key, key=lambda i: -key[i])
     np.testing.assert_allclose(gem_scores, [dict(zip(ids, scores))[i] for i in gems], rtol=1e-6)
     assert list(gems) != list(ids)
-    with pytest.raises(RecommenderError, match="popularity_damping must be a number >= 0 and <= 2"):
+    with pytest.raises(ValidationError, match="popularity_damping\n  Input should be less than or equal to 2"):
         rec.similar_items(10, filters=ItemFilter.everything(popularity_damping=5.0))
 
 
@@ -468,9 +467,9 @@ def test_a_query_carries_the_fan_controls_with_the_products_defaults():
     asked = Query.from_mapping({"kind": "similar_anime", "query": "Naruto", "sequels": "show", "adult": "true",
                                 "min_members": 5000, "popularity_damping": 0.5}).filters
     assert (asked.sequels, asked.adult, asked.min_members, asked.popularity_damping) == ("show", True, 5000, 0.5)
-    with pytest.raises(RecommenderError, match="adult must be true or false, got 'maybe'"):
+    with pytest.raises(RecommenderError, match="adult='maybe': Input should be a valid boolean"):
         Query.from_mapping({"kind": "rating_recs", "query": 1, "adult": "maybe"})
-    with pytest.raises(RecommenderError, match="min_members must be an integer >= 0"):
+    with pytest.raises(RecommenderError, match="min_members=-3: Input should be greater than or equal to 0"):
         Query.from_mapping({"kind": "rating_recs", "query": 1, "min_members": -3})
 
 

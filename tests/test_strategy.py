@@ -72,7 +72,8 @@ import json, os, sys
 import numpy as np
 from animerec.strategy import make_strategy, trainer_for
 from animerec.model import build_model
-from animerec.trainer import TrainData, fit
+from animerec.trainer import fit
+from animerec.training.sampling import TrainData
 import keras
 keras.utils.set_random_seed(7)
 strategy, decision = make_strategy("multi_worker")
@@ -117,7 +118,8 @@ def test_two_multi_worker_workers_train_the_same_model(tmp_path):
 
     from animerec.model import build_model
     from animerec.pipeline import compose_config
-    from animerec.trainer import TrainData, fit
+    from animerec.trainer import fit
+    from animerec.training.sampling import TrainData
 
     cfg = compose_config(SMALL.split(), PROJECT_ROOT).model
     rng = np.random.default_rng(0)

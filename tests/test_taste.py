@@ -1,7 +1,6 @@
 """The taste index (animerec/taste/index.py): exact co-occurrence and content similarity,
 the blend chosen by cross-validation (animerec/taste/choice.py), and storage."""
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ ANIME = pd.DataFrame({
 
 
 def taste_config(**changes):
-    return dataclasses.replace(model_config("model=best").taste, **changes)
+    return model_config("model=best").taste.model_copy(update=changes)
 
 
 def block_lists(users_per_block=40, items_per_block=10, seed=0):

@@ -5,7 +5,11 @@ import pytest
 
 from animerec.evaluation import Interactions, random_scorer, ranking_metrics
 from animerec.model import build_model, scorer_from_model
-from animerec.trainer import LazyAdam, LazyTrainer, TrainData, fit, make_dataset
+from animerec.trainer import fit
+from animerec.training.input_pipeline import make_dataset
+from animerec.training.lazy_adam import LazyAdam
+from animerec.training.loops import LazyTrainer
+from animerec.training.sampling import TrainData
 from tests.conftest import model_config, replaced
 
 
@@ -77,7 +81,7 @@ def _dense_gradients(model, loss_name, features, target):
     """The trainer's objective, differentiated with every gradient made dense (duplicate rows summed by TF)."""
     import tensorflow as tf
 
-    from animerec.trainer import _loss_fn, per_example_loss
+    from animerec.training.loops import _loss_fn, per_example_loss
 
     with tf.GradientTape() as tape:
         data = tf.reduce_mean(per_example_loss(_loss_fn(loss_name), model(features, training=True), target))

@@ -14,13 +14,13 @@ Only anime with at least ``min_members`` MAL members are used.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from animerec.config import DemoConfig
 from animerec.data.layouts import WatchStatus
 from animerec.errors import ConfigError
 
@@ -42,17 +42,7 @@ def profiles_path() -> Path:
     return Path(str(resources.files("animerec.data") / "resources" / PROFILES_RESOURCE))
 
 
-@dataclass(frozen=True)
-class DemoSpec:
-    num_users: int = 1500
-    min_ratings_per_user: int = 30
-    max_ratings_per_user: int = 200
-    min_members: int = 5000
-    seed: int = 42
-
-
-
-def make_ratings(anime: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
+def make_ratings(anime: pd.DataFrame, spec: DemoConfig) -> pd.DataFrame:
     """Synthetic ratings in the animelist.csv layout for a canonical catalogue (see layouts.load_anime).
 
     Returns columns ``user_id, anime_id, rating, watching_status, watched_episodes``.
@@ -86,7 +76,7 @@ def make_ratings(anime: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
     return ratings
 
 
-def _real_profiles(pool: pd.DataFrame, spec: DemoSpec) -> tuple[list, list, np.ndarray]:
+def _real_profiles(pool: pd.DataFrame, spec: DemoConfig) -> tuple[list, list, np.ndarray]:
     """The real users' lists (positions in ``pool``), their ratings, and each one's closest other real user (most
     anime in common, relative to list sizes)."""
     position = pd.Series(np.arange(len(pool)), index=pool["anime_id"].to_numpy())

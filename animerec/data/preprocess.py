@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,26 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from animerec.artifacts import write_arrays
+from animerec.config import DataConfig
 from animerec.data.layouts import DataError, WatchStatus, iter_ratings, load_anime
 from animerec.plots import figure
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-
-
-@dataclass(frozen=True)
-class PreprocessOptions:
-    min_user_ratings: int = 20
-    min_anime_ratings: int = 1
-    drop_plan_to_watch: bool = True
-    drop_unwatched: bool = True
-    drop_half_watched: bool = False
-    unknown_anime: str = "error"
-    test_fraction: float = 0.1
-    valid_fraction: float = 0.1
-    split_seed: int = 42
-    chunk_rows: int = 2_000_000
 
 
 @dataclass
@@ -59,7 +46,7 @@ class Ratings:
         return Ratings(self.user_id[mask_or_index], self.anime_id[mask_or_index], self.rating[mask_or_index])
 
 
-def read_filtered(ratings_path: Path, anime: pd.DataFrame, options: PreprocessOptions) -> tuple[Ratings, dict]:
+def read_filtered(ratings_path: Path, anime: pd.DataFrame, options: DataConfig) -> tuple[Ratings, dict]:
     """Stream the ratings file, applying the row filters; returns the kept rows and row counts."""
     max_id = int(anime["anime_id"].max())
     known = np.zeros(max_id + 1, dtype=bool)
@@ -97,7 +84,7 @@ def read_filtered(ratings_path: Path, anime: pd.DataFrame, options: PreprocessOp
     return kept, counts
 
 
-def _kept_rows(batch, options: PreprocessOptions, known: np.ndarray, episodes: np.ndarray, counts: dict,
+def _kept_rows(batch, options: DataConfig, known: np.ndarray, episodes: np.ndarray, counts: dict,
                unknown_examples: set) -> np.ndarray:
     """``[rows]`` bool: the batch's rows that pass the row filters; ``counts`` gains what each filter dropped."""
     counts["rows_read"] += len(batch.rating)
@@ -139,7 +126,7 @@ def deduplicate(r: Ratings) -> tuple[Ratings, int]:
     return r.take(last), len(r) - len(last)
 
 
-def apply_min_counts(r: Ratings, options: PreprocessOptions, source: str = "the ratings") -> tuple[Ratings, dict]:
+def apply_min_counts(r: Ratings, options: DataConfig, source: str = "the ratings") -> tuple[Ratings, dict]:
     """Drop users with fewer than min_user_ratings ratings, then anime with fewer than min_anime_ratings.
 
     ``source`` (the ratings file) is named in the error when nothing is left."""
@@ -163,7 +150,7 @@ def apply_min_counts(r: Ratings, options: PreprocessOptions, source: str = "the 
     return r, {"users_before_min_count": before_users}
 
 
-def split_per_user(user_index: np.ndarray, options: PreprocessOptions) -> np.ndarray:
+def split_per_user(user_index: np.ndarray, options: DataConfig) -> np.ndarray:
     """0 = train, 1 = valid, 2 = test; a seeded shuffle within each user, at least one train row each."""
     rng = np.random.default_rng(options.split_seed)
     n = len(user_index)
@@ -182,7 +169,7 @@ def split_per_user(user_index: np.ndarray, options: PreprocessOptions) -> np.nda
     return split
 
 
-def preprocess(anime_path: str | Path, ratings_path: str | Path, options: PreprocessOptions, out_dir: str | Path) -> dict:
+def preprocess(anime_path: str | Path, ratings_path: str | Path, options: DataConfig, out_dir: str | Path) -> dict:
     """Run the whole preprocessing into ``out_dir``; returns the stats (also written as stats.json)."""
     out_dir = Path(out_dir)
     anime = load_anime(anime_path)
@@ -231,7 +218,7 @@ def preprocess(anime_path: str | Path, ratings_path: str | Path, options: Prepro
         "splits": split_sizes,
         "rows": counts,
         "rating_histogram": histogram,
-        "options": asdict(options),
+        "options": options.model_dump(exclude={"demo"}),
     }
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     plot_histogram(histogram, out_dir / "rating_hist.png")

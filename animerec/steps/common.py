@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from animerec.artifacts import ArtifactStore
 from animerec.config import Config
 from animerec.steps import STEPS
@@ -16,7 +14,7 @@ def store_from(cfg: Config) -> ArtifactStore:
 
 def step_run(step: str, cfg: Config) -> StepRun:
     """A StepRun logging the config sections the step table names for this step."""
-    logged = {name: asdict(getattr(cfg, name)) for name in STEPS[step].logs}
+    logged = {name: getattr(cfg, name).model_dump() for name in STEPS[step].logs}
     return StepRun(step, logged, store_from(cfg), cfg.wandb,
                    mlflow_copy_max_mb=cfg.main.mlflow_copy_max_mb)
 

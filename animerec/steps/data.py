@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +13,6 @@ from animerec.config import Config, check_source
 from animerec.data import demo
 from animerec.data.download import fetch_data_file, kaggle_credentials, kaggle_file_url
 from animerec.data.layouts import find_data_file, load_anime
-from animerec.data.preprocess import PreprocessOptions
 from animerec.data.preprocess import preprocess as preprocess_files
 from animerec.errors import ConfigError
 from animerec.steps.common import pinned, step_run
@@ -39,8 +37,7 @@ def _fill_raw(data: dict, anime_dir: Path, ratings_dir: Path, part_dir: Path) ->
     source = data.source
     if source == "demo":
         shutil.copyfile(demo.catalogue_path(), anime_dir / "anime.csv.gz")
-        spec = demo.DemoSpec(**asdict(data.demo))
-        ratings = demo.make_ratings(load_anime(anime_dir / "anime.csv.gz"), spec)
+        ratings = demo.make_ratings(load_anime(anime_dir / "anime.csv.gz"), data.demo)
         ratings.to_csv(ratings_dir / "animelist.csv", index=False)
     elif source == "url":
         fetch_data_file(data.anime_url, anime_dir, sha256=data.anime_sha256, part_dir=part_dir)
@@ -76,7 +73,6 @@ def download(cfg: Config) -> dict:
 def preprocess(cfg: Config) -> dict:
     """Clean, filter, scale, encode and split the latest raw data into ``preprocessed``."""
     data = cfg.data
-    options = PreprocessOptions(**{f.name: getattr(data, f.name) for f in fields(PreprocessOptions)})
     with step_run("preprocess", cfg) as run:
         raw_anime = run.use(pinned(cfg, "raw_anime"))
         raw_ratings = run.use(pinned(cfg, "raw_ratings"))
@@ -85,7 +81,7 @@ def preprocess(cfg: Config) -> dict:
             raw_ratings.path, ("animelist.csv", "rating_complete.csv", "rating.csv", "users-score-2023.csv")
         )
         with run.output("preprocessed", "preprocessed_data", description="Cleaned, encoded and split ratings") as out:
-            stats = preprocess_files(anime_file, ratings_file, options, out.path)
+            stats = preprocess_files(anime_file, ratings_file, data, out.path)
             out.metadata.update({k: stats[k] for k in ("num_users", "num_anime", "num_ratings", "splits")})
         run.log_summary({k: v for k, v in stats.items() if k not in ("options",)})
         run.log_image("rating_histogram", out.version.path / "rating_hist.png")

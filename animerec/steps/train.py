@@ -31,7 +31,8 @@ from animerec.registry import register_and_promote
 from animerec.steps.common import pinned, step_run
 from animerec.strategy import make_strategy, trainer_for
 from animerec.taste.choice import fit_taste
-from animerec.trainer import fit, train_data
+from animerec.trainer import fit
+from animerec.training.sampling import train_data
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ def epoch_checkpoint(store, pre, cfg: Config, trainer: str):
     if trainer == "keras":
         logger.info("train.trainer=keras: no epoch checkpoints (they need the custom loop: train.trainer=lazy).")
         return None
-    train_cfg = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("verbose", "resume")}
-    key = json.dumps({"input": str(pre.path), "model": dataclasses.asdict(cfg.model), "train": train_cfg, "trainer": trainer},
+    train_cfg = {k: v for k, v in cfg.train.model_dump().items() if k not in ("verbose", "resume")}
+    key = json.dumps({"input": str(pre.path), "model": cfg.model.model_dump(), "train": train_cfg, "trainer": trainer},
                      sort_keys=True, default=str)
     checkpoint = EpochCheckpoint(store.root / ".checkpoints" / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
     if not cfg.train.resume:
@@ -254,7 +255,7 @@ def store_model(run, cfg: Config, pre, fitted: Fitted, metrics: dict, encoders, 
         frame.to_csv(out.path / "history.csv", index=False)
         optional("the loss-curve plot", plot_history, frame, out.path / "loss_curve.png")
         (out.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (out.path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (out.path / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     return out
 
 
