@@ -12,7 +12,7 @@ upload's limits. Requests go through urllib3's ``Retry`` as downloads do (429 ho
 and dropped connections are retried), with a timeout; every failure is a :class:`ListError` that says which
 user, which site and what to do. :class:`ListFetcher` keeps fetched lists a few minutes in memory (bounded),
 so that changing a filter does not fetch again; nothing about a person is written to disk. :class:`TitleSearch`
-asks AniList's search for a title the catalogue does not know ("attack on titan").
+asks AniList's search for a title the catalogue does not know ("attack on titan"); :class:`Covers` its covers.
 The base URLs are ``ANIMEREC_MAL_API_URL`` and ``ANIMEREC_ANILIST_API_URL`` (tests point them at 127.0.0.1).
 """
 
@@ -44,6 +44,10 @@ ANILIST_QUERY = """query ($userName: String, $chunk: Int, $perChunk: Int) {
     hasNextChunk
   }
 }"""
+ANILIST_COVERS = """query ($ids: [Int], $perPage: Int) {
+  Page(perPage: $perPage) { media(idMal_in: $ids, type: ANIME) { idMal isAdult coverImage { large medium } } }
+}"""
+QUICK = dict(attempts=1, backoff_s=0.0, methods=("POST",))  # one try: offline, the answer comes without it
 
 
 @dataclass
@@ -73,8 +77,7 @@ class TitleSearch:
     :class:`ListError` saying why AniList could not be asked. One quick try, so that offline it fails in seconds;
     answers stay ``ttl_s`` in memory, ``max_titles`` at most."""
 
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=1, backoff_s=0.0, connect_timeout_s=3.0,
-                                                                   read_timeout_s=5.0, methods=("POST",)))
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(connect_timeout_s=3.0, read_timeout_s=5.0, **QUICK))
     ttl_s: float = 3600.0
     max_titles: int = 512
     _cache: "Recent" = field(init=False, repr=False)
@@ -92,6 +95,37 @@ class TitleSearch:
         page = _call(lambda: session.post(url, json=body, timeout=self.retry.timeouts), "anilist", "", self.retry)
         media = ((page.get("data") or {}).get("Page") or {}).get("media") or []
         return [(int(m["idMal"]), bool(m.get("isAdult"))) for m in media if isinstance(m, dict) and m.get("idMal")]
+
+
+@dataclass
+class Covers:
+    """Cover images from AniList: ``covers(mal_ids)`` gives ``{MAL ID: image URL}`` for up to 50 anime in one request
+    (``media(idMal_in:)``), waiting about 2 s at most; ``{}`` when AniList cannot be asked, so a page renders
+    without images. Adult entries are never returned. Answers stay ``ttl_s`` in memory, ``max_answers`` at most."""
+
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(connect_timeout_s=1.0, read_timeout_s=1.5, **QUICK))
+    ttl_s: float = 3600.0
+    max_answers: int = 256
+    _cache: "Recent" = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._cache = Recent(self.ttl_s, self.max_answers)
+
+    def __call__(self, mal_ids) -> dict[int, str]:
+        ids = tuple(sorted({int(i) for i in mal_ids}))[:50]
+        return self._cache.get(ids, lambda: self._ask(ids)) if ids else {}
+
+    def _ask(self, ids: tuple[int, ...]) -> dict[int, str]:
+        body = {"query": ANILIST_COVERS, "variables": {"ids": list(ids), "perPage": 50}}
+        url, session = os.environ.get("ANIMEREC_ANILIST_API_URL", ANILIST_API_URL), self.retry.session()
+        try:
+            page = _call(lambda: session.post(url, json=body, timeout=self.retry.timeouts), "anilist", "", self.retry)
+        except ListError:
+            return {}
+        media = [m for m in ((page.get("data") or {}).get("Page") or {}).get("media") or [] if isinstance(m, dict)]
+        images = {m.get("idMal"): (m.get("coverImage") or {}) for m in media if not m.get("isAdult")}
+        return {int(i): image.get("large") or image.get("medium") for i, image in images.items()
+                if i and (image.get("large") or image.get("medium"))}
 
 
 @dataclass

@@ -46,6 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from animerec.config import TYPES, ItemFilter, filter_form
 from animerec.errors import UserError
+from animerec.online import Covers
 from animerec.plots import figure
 from animerec.profiles import MAX_BYTES, from_records, read_list
 from animerec.recommenders import Catalogue
@@ -211,6 +212,18 @@ class Site:
     answer: Callable[[dict], dict]  # the service's, or one that runs in a forked worker process
     template: Any = field(repr=False, default=None)
     genres: list[str] = field(default_factory=list)
+    covers: Callable[[list[int]], dict[int, str]] = field(default_factory=Covers)  # AniList's, by MAL ID
+    images: dict[int, str] = field(default_factory=dict)  # the catalogue's own covers (2023 layout)
+    adult: frozenset = frozenset()  # MAL IDs whose covers are never looked up
+
+    def with_covers(self, tables: list[dict]) -> None:
+        """Each anime row's ``cover``: the catalogue's image where its layout has one, else AniList's (one batched
+        look-up per answer); none for adult anime, none when AniList cannot be asked."""
+        rows = [row for table in tables if table["id"] != "users" for row in table["rows"]]
+        ask = [row["anime_id"] for row in rows if row["anime_id"] not in self.images and row["anime_id"] not in self.adult]
+        found = {**(self.covers(ask) if ask else {}), **self.images}
+        for row in rows:
+            row["cover"] = found.get(row["anime_id"])
 
     def page(self, title: str, status: int = 200, **context: Any) -> HTMLResponse:
         chosen = {"genres": [], "types": [], **context.pop("chosen", {})}
@@ -256,9 +269,13 @@ async def lifespan(app: FastAPI, *, service, model_path, model_ref, workers: int
     executor = fork_workers(service, workers) if processes else None
     template = Environment(loader=PackageLoader("animerec", TEMPLATES),
                            autoescape=select_autoescape(default=True)).get_template("page.html")
+    catalogue = Catalogue.from_bundle(service.bundle)
+    frame = catalogue.frame.assign(image_url=catalogue.frame.get("image_url"))
     app.state.site = Site(service, model_path, model_ref, WorkLimit(workers, queue, executor),
                           Worker.answer if executor else service.answer, template,
-                          sorted(Catalogue.from_bundle(service.bundle).known_genres.values()))
+                          sorted(catalogue.known_genres.values()), Covers(),
+                          dict(frame.dropna(subset=["image_url"])[["anime_id", "image_url"]].to_numpy().tolist()),
+                          frozenset(frame["anime_id"][catalogue.adult].tolist()))
     try:
         yield
     finally:
@@ -306,6 +323,7 @@ async def answer(request: Request, web: Site, kind: str, form, extra: dict, chos
     request.state.shown = {"chosen": {**query, **chosen}, "form_id": FORMS[kind]}
     shown = view(await web.run(web.answer, query))  # in a worker: the event loop stays free
     tables = [{"id": t.id, "caption": t.caption, **_columns(t)} for t in shown.tables]
+    await run_in_threadpool(web.with_covers, tables)
     return web.page(shown.heading, heading=shown.heading, summary=" ".join(shown.notes) or None, tables=tables,
                     **request.state.shown)
 

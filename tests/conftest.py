@@ -14,6 +14,8 @@ from animerec.pipeline import compose_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# AniList (title search, covers) is never the real one here: a closed port unless a test stands one in
+os.environ.setdefault("ANIMEREC_ANILIST_API_URL", "http://127.0.0.1:9/graphql")
 
 # Small demo data: enough structure to learn from, small enough for seconds.
 TINY_DEMO = [

@@ -85,6 +85,7 @@ def test_2023_layout_has_source_and_drops_unknown_ids(tmp_path):
     anime = load_anime(FIXTURES / "anime_2023_head.csv")
     assert anime.loc[anime.anime_id == 1, "source"].item() == "Original"
     assert anime.loc[anime.anime_id == 1, "english_name"].item() == "Cowboy Bebop"
+    assert anime.loc[anime.anime_id == 1, "image_url"].item().startswith("https://")  # the page's cover
     assert not anime.isin(["UNKNOWN"]).any().any()
     with pytest.raises(DataError, match=r"anime IDs that are not in the anime file.*data.unknown_anime=drop"):
         preprocess(FIXTURES / "anime_2023_head.csv", SAMPLE, data_config(min_user_ratings=5), tmp_path)

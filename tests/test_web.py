@@ -81,6 +81,55 @@ def test_the_server_runs_blas_in_one_thread(site, monkeypatch):
     finally:
         threadpool_limits(max(m["num_threads"] for m in blas) if blas else None, user_api="blas")
 
+def anilist_covers(method, path, query, body):
+    """A stand-in AniList answering ``media(idMal_in:)`` with a cover for each ID."""
+    from tests.test_online import ok
+
+    assert "media(idMal_in: $ids, type: ANIME)" in body["query"] and len(body["variables"]["ids"]) <= 50
+    return ok({"data": {"Page": {"media": [{"idMal": i, "isAdult": False, "coverImage": {
+        "large": f"https://img.example/{i}.jpg", "medium": None}} for i in body["variables"]["ids"]]}}})
+
+
+def test_covers_from_anilist_in_one_request_per_answer_and_none_offline(trained, monkeypatch):
+    """With AniList at hand each row of a 10-row answer shows its cover, looked up in one request; unreachable, the
+    page still answers, without images, in seconds."""
+    import requests
+
+    from animerec.web import create_app
+    from tests.test_online import StandIn
+
+    cfg, _, result = trained
+    service = RecommendationService.from_path(ArtifactStore(cfg.main.artifact_root).resolve(result["model"]).path)
+    anilist = StandIn(anilist_covers)
+    monkeypatch.setenv("ANIMEREC_ANILIST_API_URL", anilist.url + "/graphql")
+    try:
+        with serving(create_app(service)) as base:
+            for asked in (lambda: requests.get(f"{base}/similar-anime", params={"title": "Naruto", "n": 10}),
+                          lambda: requests.post(f"{base}/recommend", data={"likes": "Naruto\nCowboy Bebop"})):
+                before = len(anilist.requests)
+                page = asked()
+                assert page.status_code == 200 and page.text.count('<img class="cover"') == 10, page.text[-800:]
+                assert len(anilist.requests) == before + 1
+    finally:
+        anilist.close()
+    monkeypatch.setenv("ANIMEREC_ANILIST_API_URL", f"http://127.0.0.1:{free_port()}/graphql")
+    with serving(create_app(service)) as base:
+        started = time.monotonic()
+        page = requests.get(f"{base}/similar-anime", params={"title": "Naruto", "n": 10})
+        assert page.status_code == 200 and "<img" not in page.text.split("<table")[1] and time.monotonic() - started < 5
+
+
+def test_covers_come_from_the_catalogue_first_and_never_for_adult_anime():
+    from animerec.web import Site
+
+    asked = []
+    site = Site(None, None, "model", None, None, covers=lambda ids: asked.extend(ids) or {i: f"c{i}" for i in ids},
+                images={1: "own1"}, adult=frozenset({2}))
+    tables = [{"id": "results", "rows": [{"anime_id": i} for i in (1, 2, 3)]}, {"id": "users", "rows": [{"user_id": 5}]}]
+    site.with_covers(tables)
+    assert asked == [3] and [row["cover"] for row in tables[0]["rows"]] == ["own1", None, "c3"]
+
+
 def test_pages_without_a_browser(site, tmp_path):
     """The HTTP side alone (runs everywhere): answers, suggestions, errors as pages, the model card."""
     import urllib.error

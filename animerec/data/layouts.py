@@ -48,6 +48,7 @@ ANIME_SOURCES: dict[str, tuple[str, ...]] = {
     "synopsis": ("Synopsis", "sypnopsis", "synopsis"),
     # MAL's age rating ("R - 17+ (violence & profanity)", "Rx - Hentai"); the 2016 layout's "rating" is its score
     "age_rating": ("Rating",),
+    "image_url": ("Image URL", "image_url"),  # the 2023 layout's cover (animerec web shows it)
 }
 ANIME_REQUIRED = ("anime_id", "name", "genres", "type", "episodes", "score", "members")
 ANIME_COLUMNS = tuple(ANIME_SOURCES)
@@ -147,7 +148,7 @@ def load_anime(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: column {mapping['anime_id']} holds non-numeric anime IDs, e.g. {bad}.")
     out = pd.DataFrame({"anime_id": ids.astype("int64")})
     for column in ("name", "english_name", "japanese_name", "genres", "type", "source", "studios", "synopsis",
-                   "age_rating"):
+                   "age_rating", "image_url"):
         text = frame[column].astype("string").str.strip()
         text = text.mask(text.isin(MISSING_MARKERS))
         out[column] = text
