@@ -32,7 +32,7 @@ from animerec.artifacts import ArtifactStore
 from animerec.config import Config, ItemFilter, check_source, section_at, validate_config
 from animerec.console import native_stderr_quiet, setup_logging
 from animerec.errors import ConfigError, UserError
-from animerec.launch import join_overrides, quote_value, split_overrides
+from animerec.launch import quote_value, split_overrides
 from animerec.pretrained import is_wandb_ref, resolve_model, resolve_wandb_mode
 from animerec.steps import INPUTS, STEPS, upstream_of
 
@@ -234,7 +234,7 @@ def run_step(project_root: Path, step: str, overrides: Sequence[str], experiment
     submitted = mlflow.projects.run(
         str(project_root / "components" / step),
         entry_point="main",
-        parameters={"overrides": join_overrides(overrides)},
+        parameters={"overrides": json.dumps(list(overrides))},
         env_manager="local",
         run_name=step,
         experiment_id=experiment_id,
