@@ -145,7 +145,8 @@ class ModelBundle:
             )
         info = json.loads((path / "model_info.json").read_text(encoding="utf-8"))
         if info.get("format_version", 0) > FORMAT_VERSION:
-            raise BundleError(f"{path} was written by a newer animerec ({info.get('project_version')}); upgrade animerec.")
+            raise BundleError(f"{path} was written by a newer animerec ({info.get('project_version')}); "
+                              f"upgrade animerec.")
         encoders = read_arrays(path / "encoders.npz")
         user_ids, anime_ids = encoders["user_ids"], encoders["anime_ids"]
         user_emb = np.load(path / "user_embeddings.npy", mmap_mode="r")
@@ -158,7 +159,8 @@ class ModelBundle:
         if anime_emb.shape[0] != len(anime_ids) or anime_emb.shape[0] != info.get("num_anime"):
             problems.append(f"anime_embeddings has {anime_emb.shape[0]} rows for {len(anime_ids)} encoded anime")
         if user_emb.shape[1] != info.get("embedding_size"):
-            problems.append(f"embedding size {user_emb.shape[1]} differs from model_info's {info.get('embedding_size')}")
+            problems.append(f"embedding size {user_emb.shape[1]} differs from model_info's "
+                            f"{info.get('embedding_size')}")
         anime = pd.read_parquet(path / "anime.parquet")
         indexed = anime[anime["anime_index"] >= 0]
         if len(indexed) and not np.array_equal(anime_ids[indexed["anime_index"].to_numpy()], indexed["anime_id"].to_numpy()):

@@ -34,12 +34,12 @@ from animerec.errors import UserError
 from animerec.pretrained import resolve_model, resolve_wandb_mode
 from animerec.profiles import read_list
 from animerec.recommenders import FavoriteRule
-from animerec.service import FILTER_FIELDS, RecommendationService
-from animerec.view import view
+from animerec.service import FILTER_FIELDS, KINDS, RecommendationService
+from animerec.view import fitted, view
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = {"similar-anime": "similar_anime", "similar-users": "similar_users", "recommend": "rating_recs"}
+COMMANDS = {kind.command: kind.name for kind in KINDS.values()}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -173,11 +173,6 @@ def request_from(args: argparse.Namespace) -> dict:
     return request
 
 
-# the columns that fit a terminal, in order: who or what, why, the score, and where to read more
-NARROW = ("user_id", "title", "in_common", "reason", "similarity", "predicted_rating",
-          "similar_users_favouring", "rating_count", "url")
-
-
 def print_answer(answer: dict, wide: bool = False, width: int | None = None) -> None:
     """The answer as text: the same heading, notes and tables as the page (:mod:`animerec.view`); each table fits
     ``width`` (the terminal's) unless ``wide``, which shows every column."""
@@ -192,27 +187,6 @@ def print_answer(answer: dict, wide: bool = False, width: int | None = None) -> 
             frame.insert(2, "reason", frame.pop("reason"))
         caption = textwrap.fill(table.caption, width) + "\n" if table.caption else ""
         print(caption + (frame.to_string(index=False) if wide else fitted(frame, width)) + "\n")
-
-
-def fitted(frame: pd.DataFrame, width: int) -> str:
-    """``frame``'s :data:`NARROW` columns as text no wider than ``width``: the MAL link where it fits, else the
-    MAL ID; the longest text column (title, reason, in common) cut with an ellipsis until the table fits."""
-    frame = frame[[c for c in NARROW if c in frame]].copy()
-    if "url" in frame and width < 120:
-        frame["url"] = frame["url"].str.rsplit("/", n=1).str[-1].astype(int)
-        frame = frame.rename(columns={"url": "mal_id"})
-    texts = [c for c in ("title", "reason", "in_common") if c in frame]
-    for _ in range(200):
-        text = frame.to_string(index=False)
-        over = max(map(len, text.splitlines()), default=0) - width
-        if over <= 0 or not texts:
-            return text
-        longest = max(texts, key=lambda c: frame[c].astype(str).str.len().max())
-        limit = max(int(frame[longest].astype(str).str.len().max()) - over, 8)
-        frame[longest] = [v if len(str(v)) <= limit else str(v)[:limit - 1] + "…" for v in frame[longest]]
-        if limit == 8:
-            texts.remove(longest)
-    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -152,15 +152,6 @@ def popularity_scorer(train: Interactions, num_anime: int) -> Callable[[np.ndarr
     return score
 
 
-def random_scorer(num_anime: int, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    rng = np.random.default_rng(seed)
-
-    def score(users: np.ndarray) -> np.ndarray:
-        return rng.random((len(users), num_anime), dtype=np.float32)
-
-    return score
-
-
 # The train step's evaluation: test metrics next to the baselines, and the valid split's ----------------
 def evaluate(scorer, bundle_scale: dict, train: pd.DataFrame, test: pd.DataFrame, num_anime: int, eval_cfg: EvaluateConfig,
              valid: pd.DataFrame | None = None, valid_found: dict | None = None) -> dict:

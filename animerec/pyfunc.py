@@ -41,7 +41,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from animerec.artifacts import MANIFEST, ArtifactError, ArtifactStore, read_arrays, sha256_file
 from animerec.errors import UserError
 from animerec.profiles import MAX_ENTRIES
-from animerec.service import QUERY_FIELDS, RecommendationService, is_missing
+from animerec.service import KINDS, QUERY_FIELDS, RecommendationService, is_missing
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class AnimeRecPyfunc(mlflow.pyfunc.PythonModel):
         missing = [c for c in PAIR_FIELDS if c not in frame.columns]
         if missing:
             raise bad_request(
-                f"Request lacks column(s) {', '.join(missing)}: send kind (similar_anime, similar_users, rating_recs) "
+                f"Request lacks column(s) {', '.join(missing)}: send kind ({', '.join(KINDS)}) "
                 f"with query and n, or user_id and anime_id (MAL IDs) for a predicted rating.")
         try:
             users, anime = (_ids(frame[c], c) for c in PAIR_FIELDS)

@@ -12,6 +12,7 @@ asked. A query names its ``kind`` (``similar_anime``, ``similar_users`` or ``rat
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, Mapping
 
@@ -30,7 +31,22 @@ from animerec.titles import Match, TitleIndex
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("similar_anime", "similar_users", "rating_recs")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of query, declared once: the query's ``kind``, the CLI's sub-command and the page's tab are read
+    from :data:`KINDS`. A new kind is a row here, the service's method that answers it (named as the kind), its
+    layout in :func:`animerec.view.view` and its form in the page's template."""
+
+    name: str  # the query's kind (the served model's, the JSON answer's)
+    command: str  # the CLI's sub-command, the page's tab and route
+    subject: Literal["anime", "person"]  # what ``query`` names: an anime, or a user (or anyone's list instead)
+
+
+KINDS = {kind.name: kind for kind in (Kind("similar_anime", "similar-anime", "anime"),
+                                      Kind("similar_users", "similar-users", "person"),
+                                      Kind("rating_recs", "recommend", "person"))}
 FILTER_FIELDS = tuple(ItemFilter.model_fields)
 LIST_FIELDS = ("ratings", "likes", "mal_user", "anilist_user")  # anyone's list, in place of a user ID
 
@@ -77,7 +93,7 @@ class Query(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["similar_anime", "similar_users", "rating_recs"]
+    kind: Literal[tuple(KINDS)]
     query: Any = None
     n: int = Field(10, gt=0, le=MAX_N)
     filters: ItemFilter = Field(default_factory=ItemFilter)  # given flat: the fields of ItemFilter are the query's
@@ -122,13 +138,13 @@ class Query(BaseModel):
     @model_validator(mode="after")
     def _one_subject(self) -> "Query":
         given = [name for name in LIST_FIELDS if getattr(self, name) is not None]
-        if given and self.kind == "similar_anime":
+        if given and KINDS[self.kind].subject == "anime":
             raise ValueError(f"A similar_anime query takes an anime in 'query', not {given[0]!r}.")
         if len(given) > 1 or (given and self.query is not None):
             raise ValueError(f"A {self.kind} query takes one of 'query' (a user ID), "
                              f"{', '.join(map(repr, LIST_FIELDS))}, not several.")
         if self.query is None and not given:
-            what = ("an anime title or MAL ID" if self.kind == "similar_anime"
+            what = ("an anime title or MAL ID" if KINDS[self.kind].subject == "anime"
                     else "a user ID, or for anyone's list 'ratings' ([{anime_id, rating}]), 'likes' ([titles]), "
                          "'mal_user' or 'anilist_user' (a username)")
             raise ValueError(f"A {self.kind} query needs 'query': {what}.")
@@ -315,7 +331,7 @@ class RecommendationService:
         """A JSON-ready answer: ``{"kind", "query", "anime": [rows]}`` (+ ``users`` and ``genres`` for similar_users)."""
         if not isinstance(query, Query):
             query = Query.from_mapping(query)
-        if query.kind == "similar_anime":
+        if KINDS[query.kind].subject == "anime":
             match = self.anime_match(query.query)
             anime_id, table = self.similar_anime(match.anime_id, query.n, query.filters, query.exclude)
             title = self.bundle.anime.loc[self.bundle.anime["anime_id"] == anime_id, "name"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 
 @dataclass(frozen=True)
 class Table:
@@ -49,3 +51,29 @@ def view(answer: dict) -> View:
                      Table("results", f"Anime users similar to {who} love, {unseen}", answer["anime"])])
     heading = "Recommended for you" if "list" in asked else f"Recommended for user {asked['user_id']}"
     return View(f"{heading}, {unseen}", notes, [Table("results", "", answer["anime"])])
+
+
+# the columns that fit a terminal, in order: who or what, why, the score, and where to read more
+NARROW = ("user_id", "title", "in_common", "reason", "similarity", "predicted_rating",
+          "similar_users_favouring", "rating_count", "url")
+
+
+def fitted(frame: pd.DataFrame, width: int) -> str:
+    """``frame``'s :data:`NARROW` columns as text no wider than ``width``: the MAL link where it fits, else the
+    MAL ID; the longest text column (title, reason, in common) cut with an ellipsis until the table fits."""
+    frame = frame[[c for c in NARROW if c in frame]].copy()
+    if "url" in frame and width < 120:
+        frame["url"] = frame["url"].str.rsplit("/", n=1).str[-1].astype(int)
+        frame = frame.rename(columns={"url": "mal_id"})
+    texts = [c for c in ("title", "reason", "in_common") if c in frame]
+    for _ in range(200):
+        text = frame.to_string(index=False)
+        over = max(map(len, text.splitlines()), default=0) - width
+        if over <= 0 or not texts:
+            return text
+        longest = max(texts, key=lambda c: frame[c].astype(str).str.len().max())
+        limit = max(int(frame[longest].astype(str).str.len().max()) - over, 8)
+        frame[longest] = [v if len(str(v)) <= limit else str(v)[:limit - 1] + "…" for v in frame[longest]]
+        if limit == 8:
+            texts.remove(longest)
+    return text

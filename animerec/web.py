@@ -50,6 +50,7 @@ from animerec.online import Covers
 from animerec.plots import figure
 from animerec.profiles import MAX_BYTES, from_records, read_list
 from animerec.recommenders import Catalogue
+from animerec.service import KINDS
 from animerec.titles import normalise
 from animerec.view import Table, view
 
@@ -60,7 +61,7 @@ SCORE_COLUMNS = ("predicted_rating", "mean_rating")
 
 MAX_UPLOAD = 16 * 1024 * 1024  # bytes of one request body: a gzipped MAL export of 20,000 anime is ~1 MB
 RETRY_AFTER_S = 2
-FORMS = {"similar_anime": "similar-anime", "rating_recs": "recommend", "similar_users": "similar-users"}  # kind -> tab
+FORMS = {kind.name: kind.command for kind in KINDS.values()}  # kind -> tab
 
 
 class _TooLarge(Exception):

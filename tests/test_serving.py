@@ -183,7 +183,7 @@ def _check_answers(base: str, service, requests) -> None:
     assert status == 200 and body["predictions"][1]["predicted_rating"] == pytest.approx(expected, rel=1e-5)
     too_long = [{"anime_id": int(a), "rating": 8} for a in range(1, 100_002)]
     for bad, message in (({"kind": "similar_anime", "query": "Qqqzzz Nothing"}, "No anime titled"),
-                         ({"kind": "top_charts", "query": 1}, "kind=.top_charts.: Input should be .similar_anime."),
+                         ({"kind": "top_charts", "query": 1}, "kind='top_charts': Input should be 'similar_anime'"),
                          ({"kind": "rating_recs", "query": -1}, "Unknown user_id -1"),
                          ({"kind": "similar_anime", "query": "Naruto", "min_score": 11}, "min_score"),
                          ({"kind": "similar_anime", "query": "Naruto", "n": 50000}, "n=50000: Input should be less than or equal to 10000"),

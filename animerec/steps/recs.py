@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from animerec.plots import figure
 from animerec.recommenders import FavoriteRule, RecommenderError
 from animerec.service import RecommendationService
 from animerec.steps.common import pinned, step_run, store_from
+from animerec.view import fitted
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +39,10 @@ def load_service(run, cfg: dict) -> RecommendationService:
 
 
 def show(title: str, table: pd.DataFrame) -> None:
-    with pd.option_context("display.max_colwidth", 40, "display.width", 160):
-        print(f"\n{title}\n{table.to_string(index=False)}\n", flush=True)
+    """A result as the CLI prints it, fitted to the terminal (the whole table is the step's artifact)."""
+    text = table.to_string(index=False) if "title" not in table and "user_id" not in table else fitted(
+        table, shutil.get_terminal_size((100, 24)).columns)
+    print(f"\n{title}\n{text}\n", flush=True)
 
 
 def pick_random_anime(bundle: ModelBundle, seed: int) -> int:
