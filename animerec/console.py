@@ -45,7 +45,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         package.addHandler(handler)
-    package.setLevel(level)
+    package.setLevel(logging.DEBUG if verbose() else level)  # -v: our own details too (memory, EASE's timings)
     package.propagate = False
     if verbose():
         return

@@ -54,10 +54,11 @@ def _malloc_trim():
 
 @contextmanager
 def phase(name: str):
-    """Log the peak RSS after the ``with`` block, how much it grew there, and the RSS left after it."""
+    """Log (at DEBUG: ``-v`` shows it) the peak RSS after the ``with`` block, how much it grew there, and the RSS
+    left after it."""
     before = peak_rss_mb()
     yield
     release()
     after, now = peak_rss_mb(), current_rss_mb()
-    logger.info("memory: %s: peak RSS %.0f MB%s%s", name, after, f" (+{after - before:.0f} MB)" if after > before else "",
+    logger.debug("memory: %s: peak RSS %.0f MB%s%s", name, after, f" (+{after - before:.0f} MB)" if after > before else "",
                 f", {now:.0f} MB after it" if now is not None else "")

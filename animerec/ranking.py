@@ -183,11 +183,11 @@ class RankerData:
         at the peak (1.2 GB at 17.5k anime)."""
         started = time.perf_counter()
         gram = gram_matrix(self.history[:, self.items])
-        logger.info("EASE: Gram matrix of %d ratings over %d anime in %.1f s", self.history.nnz, len(self.items),
+        logger.debug("EASE: Gram matrix of %d ratings over %d anime in %.1f s", self.history.nnz, len(self.items),
                     time.perf_counter() - started)
         started = time.perf_counter()
         weights = ease_weights(gram, l2, overwrite=True) if len(self.items) else np.zeros((0, 0), np.float32)
-        logger.info("EASE: weights for l2=%g in %.1f s", l2, time.perf_counter() - started)
+        logger.debug("EASE: weights for l2=%g in %.1f s", l2, time.perf_counter() - started)
         return ItemRanker(self.items, weights, (self.rates ** np.float32(like_weight)).astype(np.float32),
                           self.weighted(rating_weight), rating_weight)
 

@@ -60,20 +60,22 @@ NARROW = ("user_id", "title", "in_common", "reason", "similarity", "predicted_ra
 
 def fitted(frame: pd.DataFrame, width: int) -> str:
     """``frame``'s :data:`NARROW` columns as text no wider than ``width``: the MAL link where it fits, else the
-    MAL ID; the longest text column (title, reason, in common) cut with an ellipsis until the table fits."""
+    MAL ID; the longest texts (title, reason, in common) cut to one length, with an ellipsis, until the table fits."""
     frame = frame[[c for c in NARROW if c in frame]].copy()
     if "url" in frame and width < 120:
         frame["url"] = frame["url"].str.rsplit("/", n=1).str[-1].astype(int)
         frame = frame.rename(columns={"url": "mal_id"})
     texts = [c for c in ("title", "reason", "in_common") if c in frame]
-    for _ in range(200):
+    for _ in range(20):
         text = frame.to_string(index=False)
         over = max(map(len, text.splitlines()), default=0) - width
         if over <= 0 or not texts:
             return text
-        longest = max(texts, key=lambda c: frame[c].astype(str).str.len().max())
-        limit = max(int(frame[longest].astype(str).str.len().max()) - over, 8)
-        frame[longest] = [v if len(str(v)) <= limit else str(v)[:limit - 1] + "…" for v in frame[longest]]
-        if limit == 8:
-            texts.remove(longest)
+        sizes = [int(frame[c].astype(str).str.len().max()) for c in texts]
+        cap = max(sizes)  # the longest texts are cut to one length, the others left whole
+        while cap > 8 and sum(max(0, size - cap) for size in sizes) < over:
+            cap -= 1
+        for c in texts:
+            frame[c] = [v if len(str(v)) <= cap else str(v)[:cap - 1] + "…" for v in frame[c]]
+        texts = texts if cap > 8 else []
     return text

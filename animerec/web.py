@@ -353,37 +353,45 @@ async def similar_anime(request: Request, web: Annotated[Site, Depends(site)]):
     return await answer(request, web, "similar_anime", form, {"query": title}, {"title": title})  # "86" is a title
 
 
-@router.get("/similar-users", response_class=HTMLResponse)
+@router.api_route("/similar-users", methods=["GET", "POST"], response_class=HTMLResponse)
 async def similar_users(request: Request, web: Annotated[Site, Depends(site)]):
-    form = request.query_params
-    return await answer(request, web, "similar_users", form, {"query": form.get("user_id")},
-                        {"user_id": form.get("user_id")})
+    return await person_answer(request, web, "similar_users")
 
 
 @router.post("/recommend", response_class=HTMLResponse)
 async def recommend(request: Request, web: Annotated[Site, Depends(site)]):
-    form = await request.form()
+    return await person_answer(request, web, "rating_recs")
+
+
+async def person_answer(request: Request, web: Site, kind: str) -> HTMLResponse:
+    """A query about a person, from the page's form: an uploaded list, a username, liked titles, the list kept in
+    the page (a rerun) or, for similar users, a user ID of the training data."""
+    form = await request.form() if request.method == "POST" else request.query_params
     upload = form.get("ratings_file")
+    uploaded = upload is not None and getattr(upload, "filename", "")
     likes = [line.strip() for line in (form.get("likes") or "").splitlines() if line.strip()]
     username, site = (form.get("username") or "").strip(), "anilist" if form.get("site") == "anilist" else "mal"
-    chosen = {"likes": form.get("likes") or "", "username": username, "site": site}
-    request.state.shown = {"chosen": chosen, "form_id": "recommend"}
-    if username and not (upload is not None and getattr(upload, "filename", "")):  # fetched (and cached) in a worker
-        return await answer(request, web, "rating_recs", form, {f"{site}_user": username}, chosen)
-    if upload is not None and getattr(upload, "filename", ""):
+    user_id = (form.get("user_id") or "").strip() if kind == "similar_users" else ""
+    chosen = {"likes": form.get("likes") or "", "username": username, "site": site, "user_id": user_id}
+    request.state.shown = {"chosen": chosen, "form_id": FORMS[kind]}
+    if username and not uploaded:  # fetched (and cached) in a worker
+        return await answer(request, web, kind, form, {f"{site}_user": username}, chosen)
+    if uploaded:
         name = Path(upload.filename).name
         listed = await web.run(parse_upload, name, await upload.read(MAX_BYTES + 1))  # reading is CPU work too
         listed = dataclasses.replace(listed, source=name)
         chosen.update(list_state=list_state(listed), list_name=name)
     elif likes:
-        return await answer(request, web, "rating_recs", form, {"likes": likes}, chosen)
+        return await answer(request, web, kind, form, {"likes": likes}, chosen)
     elif form.get("list_state"):  # the uploaded list, kept in the page (rerun without an anime not of interest)
         listed = saved_list(form.get("list_state"), form.get("list_name") or "your list")
         chosen.update(list_state=form.get("list_state"), list_name=listed.source)
+    elif user_id:
+        return await answer(request, web, kind, form, {"query": user_id}, chosen)
     else:
         raise UserError("Upload your MyAnimeList export or a ratings CSV, give your MyAnimeList or AniList username, "
-                        "or type some titles you like.")
-    return await answer(request, web, "rating_recs", form, {"ratings": listed}, chosen)
+                        "or type some titles you like" + (", or a user ID." if kind == "similar_users" else "."))
+    return await answer(request, web, kind, form, {"ratings": listed}, chosen)
 
 
 @router.get("/api/suggest")

@@ -318,6 +318,11 @@ def test_every_form_answers_over_http(site):
     page = requests.get(f"{base}/similar-users", params={"user_id": user, "n": 5})
     expected = service.answer({"kind": "similar_users", "query": user, "n": 5})
     assert page.status_code == 200 and all(f">{row['user_id']}<" in page.text for row in expected["users"])
+    mine = requests.post(f"{base}/similar-users", data={"likes": "Naruto\nCowboy Bebop", "n": 5})  # your own list
+    expected = service.answer({"kind": "similar_users", "likes": ["Naruto", "Cowboy Bebop"], "n": 5})
+    assert mine.status_code == 200 and all(f">{row['user_id']}<" in mine.text for row in expected["users"])
+    assert all(f'<span class="english">{row["english_title"]}</span>' in mine.text for row in expected["anime"]
+               if row["english_title"] and row["english_title"] != row["title"] and "&" not in row["english_title"])
     likes = requests.post(f"{base}/recommend", data={"likes": "Naruto\nCowboy Bebop"})
     expected = service.answer({"kind": "rating_recs", "likes": ["Naruto", "Cowboy Bebop"], "n": 10})
     assert likes.status_code == 200 and all(f'data-anime-id="{row["anime_id"]}"' in likes.text
