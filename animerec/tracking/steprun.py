@@ -95,7 +95,7 @@ class StepRun:
         self.inputs[version.name] = version.ref
         for tracker in self.trackers:
             tracker.record_input(version)
-        logger.info("Input %s -> %s", ref, version.path)
+        logger.debug("Input %s -> %s", ref, version.path)
         return version
 
     def use_model(self, ref: str) -> ArtifactVersion:
