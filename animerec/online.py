@@ -89,12 +89,8 @@ class TitleSearch:
         return self._cache.get(" ".join(str(title).lower().split()), lambda: self._ask(title))
 
     def _ask(self, title: str) -> list[tuple[int, bool]]:
-        body = {"query": ANILIST_SEARCH, "variables": {"search": str(title), "perPage": 10}}
-        url = os.environ.get("ANIMEREC_ANILIST_API_URL", ANILIST_API_URL)
-        session = self.retry.session()
-        page = _call(lambda: session.post(url, json=body, timeout=self.retry.timeouts), "anilist", "", self.retry)
-        media = ((page.get("data") or {}).get("Page") or {}).get("media") or []
-        return [(int(m["idMal"]), bool(m.get("isAdult"))) for m in media if isinstance(m, dict) and m.get("idMal")]
+        media = anilist_page(ANILIST_SEARCH, {"search": str(title), "perPage": 10}, self.retry)
+        return [(int(m["idMal"]), bool(m.get("isAdult"))) for m in media if m.get("idMal")]
 
 
 @dataclass
@@ -116,16 +112,21 @@ class Covers:
         return self._cache.get(ids, lambda: self._ask(ids)) if ids else {}
 
     def _ask(self, ids: tuple[int, ...]) -> dict[int, str]:
-        body = {"query": ANILIST_COVERS, "variables": {"ids": list(ids), "perPage": 50}}
-        url, session = os.environ.get("ANIMEREC_ANILIST_API_URL", ANILIST_API_URL), self.retry.session()
         try:
-            page = _call(lambda: session.post(url, json=body, timeout=self.retry.timeouts), "anilist", "", self.retry)
+            media = anilist_page(ANILIST_COVERS, {"ids": list(ids), "perPage": 50}, self.retry)
         except ListError:
             return {}
-        media = [m for m in ((page.get("data") or {}).get("Page") or {}).get("media") or [] if isinstance(m, dict)]
         images = {m.get("idMal"): (m.get("coverImage") or {}) for m in media if not m.get("isAdult")}
         return {int(i): image.get("large") or image.get("medium") for i, image in images.items()
                 if i and (image.get("large") or image.get("medium"))}
+
+
+def anilist_page(query: str, variables: dict, retry: RetryPolicy) -> list[dict]:
+    """The ``Page { media }`` entries AniList answers to ``query``; a :class:`ListError` when it cannot be asked."""
+    url, session = os.environ.get("ANIMEREC_ANILIST_API_URL", ANILIST_API_URL), retry.session()
+    body = {"query": query, "variables": variables}
+    page = _call(lambda: session.post(url, json=body, timeout=retry.timeouts), "anilist", "", retry)
+    return [m for m in ((page.get("data") or {}).get("Page") or {}).get("media") or [] if isinstance(m, dict)]
 
 
 @dataclass
