@@ -46,7 +46,9 @@ def split_overrides(text: str | None) -> list[str]:
     pieces, current, quote, depth, escaped = [], "", None, 0, False
     for ch in text:
         if quote is None and depth == 0 and ch.isspace():
-            pieces, current = pieces + [current] if current else pieces, ""
+            if current:
+                pieces.append(current)
+            current = ""
             continue
         current += ch
         if escaped:

@@ -116,9 +116,9 @@ class Covers:
             media = anilist_page(ANILIST_COVERS, {"ids": list(ids), "perPage": 50}, self.retry)
         except ListError:
             return {}
-        images = {m.get("idMal"): (m.get("coverImage") or {}) for m in media if not m.get("isAdult")}
-        return {int(i): image.get("large") or image.get("medium") for i, image in images.items()
-                if i and (image.get("large") or image.get("medium"))}
+        found = {m.get("idMal"): (m.get("coverImage") or {}) for m in media if not m.get("isAdult")}
+        urls = {i: image.get("large") or image.get("medium") for i, image in found.items() if i}
+        return {int(i): url for i, url in urls.items() if url}
 
 
 def anilist_page(query: str, variables: dict, retry: RetryPolicy) -> list[dict]:

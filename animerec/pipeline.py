@@ -71,7 +71,9 @@ def allowed_keys(err: BaseException) -> str:
     full_key = getattr(err.__cause__, "full_key", None)
     parents = str(full_key).split(".")[:-1] if full_key else None
     section = section_at(parents, Config) if parents is not None else None
-    return f" Allowed keys of {'.'.join(parents) or 'the config'}: {', '.join(section.model_fields)}." if section else ""
+    if section is None:
+        return ""
+    return f" Allowed keys of {'.'.join(parents) or 'the config'}: {', '.join(section.model_fields)}."
 
 
 def one_line(err: BaseException) -> str:
@@ -158,7 +160,8 @@ def run_pipeline(cfg: Mapping[str, Any] | Config, overrides: Sequence[str], proj
             print(report, flush=True)
             mlflow.log_text(report, "summary.txt")
             mlflow.log_metrics({f"{k}_test": v for k, v in summary.items() if k in SUMMARY_METRICS})
-            summary_to_wandb(cfg.wandb.model_copy(update=dict(group=fixed["wandb.group"], dir=str(wandb_dir))), summary, report)
+            settings = cfg.wandb.model_copy(update=dict(group=fixed["wandb.group"], dir=str(wandb_dir)))
+            summary_to_wandb(settings, summary, report)
     return summary
 
 

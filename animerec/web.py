@@ -221,7 +221,7 @@ class Site:
         """Each anime row's ``cover``: the catalogue's image where its layout has one, else AniList's (one batched
         look-up per answer); none for adult anime, none when AniList cannot be asked."""
         rows = [row for table in tables if table["id"] != "users" for row in table["rows"]]
-        ask = [row["anime_id"] for row in rows if row["anime_id"] not in self.images and row["anime_id"] not in self.adult]
+        ask = [row["anime_id"] for row in rows if row["anime_id"] not in self.images.keys() | self.adult]
         found = {**(self.covers(ask) if ask else {}), **self.images}
         for row in rows:
             row["cover"] = found.get(row["anime_id"])
@@ -274,9 +274,9 @@ async def lifespan(app: FastAPI, *, service, model_path, model_ref, workers: int
     frame = catalogue.frame.assign(image_url=catalogue.frame.get("image_url"))
     app.state.site = Site(service, model_path, model_ref, WorkLimit(workers, queue, executor),
                           Worker.answer if executor else service.answer, template,
-                          sorted(catalogue.known_genres.values()), Covers(),
-                          dict(frame.dropna(subset=["image_url"])[["anime_id", "image_url"]].to_numpy().tolist()),
-                          frozenset(frame["anime_id"][catalogue.adult].tolist()))
+                          sorted(catalogue.known_genres.values()),
+                          images=dict(frame.dropna(subset=["image_url"])[["anime_id", "image_url"]].to_numpy().tolist()),
+                          adult=frozenset(frame["anime_id"][catalogue.adult].tolist()))
     try:
         yield
     finally:

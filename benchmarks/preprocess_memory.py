@@ -45,16 +45,20 @@ CHILD = """
 import sys, time, resource, tempfile
 from animerec.data import demo
 from animerec.data.preprocess import preprocess
-from animerec.pipeline import compose_config
+from animerec.config import DataConfig
+data = DataConfig.model_validate_json(sys.argv[2])  # composed by the parent: only preprocess's memory counts here
 start = time.perf_counter()
 with tempfile.TemporaryDirectory() as out:
-    stats = preprocess(demo.catalogue_path(), sys.argv[1], compose_config(['data.min_user_ratings=20'], sys.argv[2]).data, out)
+    stats = preprocess(demo.catalogue_path(), sys.argv[1], data, out)
 print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, stats["num_ratings"])
 """
 
 
 def measure(path: Path) -> tuple[float, float, int]:
-    result = subprocess.run([sys.executable, "-c", CHILD, str(path), str(Path(__file__).resolve().parents[1])], capture_output=True, text=True, check=True)
+    from animerec.pipeline import compose_config
+
+    data = compose_config(["data.min_user_ratings=20"], Path(__file__).resolve().parents[1]).data.model_dump_json()
+    result = subprocess.run([sys.executable, "-c", CHILD, str(path), data], capture_output=True, text=True, check=True)
     seconds, peak_mib, kept = result.stdout.split()[-3:]
     return float(seconds), float(peak_mib), int(kept)
 

@@ -72,8 +72,8 @@ LAMBDAS = [25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800
 
 
 def load_split(anime_path: Path, ratings_path: Path, workdir: Path, seed: int, min_user_ratings: int):
-    options = compose_config([f"data.min_user_ratings={min_user_ratings}", f"data.split_seed={seed}", "data.unknown_anime=drop"],
-                             ROOT).data
+    overrides = [f"data.min_user_ratings={min_user_ratings}", f"data.split_seed={seed}", "data.unknown_anime=drop"]
+    options = compose_config(overrides, ROOT).data
     workdir.mkdir(parents=True, exist_ok=True)
     preprocess(anime_path, ratings_path, options, workdir)
     frames = {name: pd.read_parquet(workdir / f"{name}.parquet") for name in ("train", "valid", "test")}
